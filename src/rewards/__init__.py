@@ -1,0 +1,1 @@
+"""rewards: a self-hostable loyalty rules engine."""

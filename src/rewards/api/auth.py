@@ -1,0 +1,45 @@
+"""API keys: ``Authorization: Bearer <key>``; roles ``admin`` and ``integrator``."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.middleware.base import DefineMiddleware
+
+OPEN_PATHS = ["^/health$", "^/schema"]
+SECURITY_SCHEME = "BearerAuth"
+
+
+class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
+    """Resolves the bearer key to a role; a missing or unknown key is a 401."""
+
+    def __init__(self, app: Any, keys: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._keys = dict(keys)
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        scheme, _, key = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            raise NotAuthorizedException("Missing 'Authorization: Bearer <key>' header.")
+        for known, role in self._keys.items():  # constant-time compare, every key
+            if hmac.compare_digest(known.encode(), key.strip().encode()):
+                return AuthenticationResult(user=role, auth=key)
+        raise NotAuthorizedException("Unknown API key.")
+
+
+def api_key_middleware(keys: Mapping[str, str]) -> DefineMiddleware:
+    return DefineMiddleware(ApiKeyMiddleware, keys=keys, exclude=OPEN_PATHS)
+
+
+def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for the admin endpoints: integrator keys get 403."""
+    if connection.user != "admin":
+        raise PermissionDeniedException("This endpoint needs an admin key.")

@@ -1,0 +1,49 @@
+"""Dependency providers: the runtime, and one database session per request.
+
+The session dependency owns the transaction: commit when the handler returns, roll back
+when it raises. Reads (GET) use the read engine; everything else the write engine.
+Blocking database calls run in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from anyio import to_thread
+from litestar import Request
+from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
+from sqlmodel import Session
+
+from rewards.db.database import Database
+from rewards.services.runtime import Runtime
+
+
+def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def provide_session(request: Request[Any, Any, Any]) -> AsyncGenerator[Session, None]:
+    database: Database = request.app.state.database
+    session = database.session(write=request.method not in ("GET", "HEAD"))
+    try:
+        yield session
+    except BaseException:
+        await to_thread.run_sync(session.rollback)
+        raise
+    else:
+        await to_thread.run_sync(session.commit)
+    finally:
+        await to_thread.run_sync(session.close)
+
+
+# Parameters injected by name; their values are ours, not user input, so not validated.
+SessionDep = NamedDependency[SkipValidation[Session]]
+RuntimeDep = NamedDependency[SkipValidation[Runtime]]
+
+DEPENDENCIES = {
+    "runtime": Provide(provide_runtime, sync_to_thread=False),
+    "session": Provide(provide_session),
+}

@@ -1,0 +1,102 @@
+"""OpenAPI helpers: documented problem responses, and the request bodies from ``schemas/``."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request
+from litestar._openapi.schema_generation import SchemaCreator
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import OpenAPIType, Schema
+from litestar.plugins import OpenAPISchemaPlugin
+from litestar.routes import HTTPRoute
+from litestar.typing import FieldDefinition
+
+from rewards.errors import PROBLEM_MEDIA_TYPE, Problem
+
+_DESCRIPTIONS = {
+    400: "Malformed JSON, parameters or cursor",
+    401: "Missing or unknown API key",
+    403: "The key's role may not use this endpoint",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Request body larger than 64 KB",
+    422: "Invalid body (with `errors[].path`) or a business refusal (with its `code`)",
+}
+
+
+def problems(*statuses: int, auth: bool = True, admin: bool = False) -> dict[int, ResponseSpec]:
+    """Problem-details responses for a handler (401 always under /v1; 403 for admin)."""
+    wanted = set(statuses) | ({401} if auth else set()) | ({403} if admin else set())
+    return {
+        status: ResponseSpec(
+            data_container=Problem, media_type=PROBLEM_MEDIA_TYPE, description=_DESCRIPTIONS[status]
+        )
+        for status in sorted(wanted)
+    }
+
+
+BODY = problems(400, 413, 422)  # every handler that reads a body
+
+
+def request_schema(name: str) -> dict[str, Any]:
+    """Handler ``opt`` naming the ``schemas/`` file that is its request body."""
+    return {"request_schema": name}
+
+
+class DecimalAsNumber(OpenAPISchemaPlugin):
+    """Money is answered as an exact JSON number (see responses.JSONResponse); document
+    it as ``number``, not Litestar's default ``string`` for Decimal."""
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return value is Decimal
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        return Schema(type=OpenAPIType.NUMBER)
+
+
+_PATH_PARAM = re.compile(r"\{(\w+):[^}]+\}")
+
+
+class SchemaCarryingJsonPlugin(JsonRenderPlugin):
+    """Serves /schema/openapi.json with every request body replaced by its file from
+    ``schemas/``, so the published document is exactly what the service validates."""
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        state = request.app.state
+        if "openapi_json" not in state:
+            state["openapi_json"] = msgspec.json.encode(
+                with_request_bodies(request.app, openapi_schema)
+            )
+        rendered: bytes = state["openapi_json"]
+        return rendered
+
+
+def with_request_bodies(app: Litestar, document: dict[str, Any]) -> dict[str, Any]:
+    """Insert each handler's request body schema (named by its ``opt``)."""
+    registry = app.state.runtime.schemas
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        path = _PATH_PARAM.sub(r"{\1}", route.path)
+        for handler in route.route_handlers:
+            name = handler.opt.get("request_schema")
+            if not name:
+                continue
+            body = {
+                k: v for k, v in registry.documents[name].items() if k not in ("$schema", "$id")
+            }
+            for method in handler.http_methods:
+                operation = document["paths"][path][method.lower()]
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": body}},
+                }
+    return document

@@ -1,0 +1,154 @@
+"""Events: one create endpoint per type, reading, listing, cancelling, bulk intake."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from litestar import Response, Router, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter, QueryParameter, SkipValidation
+
+from rewards.api.bodies import body_provider
+from rewards.api.deps import RuntimeDep, SessionDep
+from rewards.api.docs import BODY, problems, request_schema
+from rewards.api.responses import JSONResponse
+from rewards.services import events
+from rewards.wire import (
+    EVENT_BODIES,
+    BulkItemIn,
+    BulkOut,
+    CancelledEventOut,
+    EventIn,
+    EventOut,
+    EventPage,
+    EventType,
+)
+
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+EventId = Annotated[str, PathParameter(description="The event's id (UUID).")]
+
+# path segment -> event type
+CREATE_PATHS: dict[str, str] = {
+    "purchases": "purchase",
+    "referrals": "referral",
+    "achievements": "achievement",
+    "financial-achievements": "financial_achievement",
+    "financial-statements": "financial_statement",
+    "social-media": "social_media",
+    "web-visits": "web",
+    "spend-requests": "spend_request",
+}
+REPLAY = {
+    200: ResponseSpec(
+        data_container=EventOut,
+        description="Idempotent replay: the same external reference and body; the original event",
+    )
+}
+
+
+def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
+    schema = f"events/{event_type}"
+
+    def create(
+        payload: NamedDependency[SkipValidation[EventIn]], session: SessionDep, runtime: RuntimeDep
+    ) -> Response[EventOut]:
+        recorded = events.record_event(session, runtime, event_type, payload)
+        return JSONResponse(recorded.event, status_code=201 if recorded.created else 200)
+
+    create.__name__ = f"create_{event_type}"
+    return post(
+        f"/{segment}",
+        operation_id=f"create_{event_type}",
+        summary=f"Record a {event_type.replace('_', ' ')} event",
+        description=f"Body: `schemas/{schema}.json`. 201 with the new event; 200 on an idempotent replay.",
+        dependencies={"payload": Provide(body_provider(schema, EVENT_BODIES[event_type]))},
+        opt=request_schema(schema),
+        responses={**BODY, **problems(409), **REPLAY},
+        status_code=201,
+        sync_to_thread=True,
+        tags=["events"],
+    )(create)
+
+
+@get(
+    "/{event_id:str}",
+    operation_id="get_event",
+    summary="One event",
+    responses=problems(404),
+    sync_to_thread=True,
+    tags=["events"],
+)
+def read_event(event_id: EventId, session: SessionDep, runtime: RuntimeDep) -> EventOut:
+    return events.get_event(session, runtime, event_id)
+
+
+@get(
+    "/",
+    operation_id="list_events",
+    summary="Events, newest first",
+    responses=problems(400),
+    sync_to_thread=True,
+    tags=["events"],
+)
+def list_events(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    type: Annotated[EventType | None, QueryParameter()] = None,
+    contact_id: Annotated[str | None, QueryParameter()] = None,
+    event_state: Annotated[
+        Literal["posted", "cancelled"] | None, QueryParameter(name="state")
+    ] = None,
+    performed_from: Annotated[
+        str | None, QueryParameter(description="Inclusive, RFC 3339 with zone.", pattern=RFC3339)
+    ] = None,
+    performed_to: Annotated[
+        str | None, QueryParameter(description="Exclusive, RFC 3339 with zone.", pattern=RFC3339)
+    ] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, QueryParameter()] = None,
+) -> EventPage:
+    where = events.EventFilter(type, contact_id, event_state, performed_from, performed_to)
+    return events.list_events(session, runtime, where, limit, cursor)
+
+
+@post(
+    "/{event_id:str}/cancel",
+    operation_id="cancel_event",
+    summary="Cancel an event and reverse every ledger entry it caused",
+    status_code=200,
+    responses=problems(404, 409),
+    sync_to_thread=True,
+    tags=["events"],
+)
+def cancel_event(event_id: EventId, session: SessionDep, runtime: RuntimeDep) -> CancelledEventOut:
+    return events.cancel_event(session, runtime, event_id)
+
+
+@post(
+    "/bulk",
+    operation_id="create_events_bulk",
+    summary="Up to 1,000 events, each validated and recorded on its own",
+    status_code=200,
+    dependencies={"payload": Provide(body_provider("bulk", list[BulkItemIn]))},
+    opt=request_schema("bulk"),
+    responses=BODY,
+    sync_to_thread=True,
+    tags=["events"],
+)
+def bulk(
+    payload: NamedDependency[SkipValidation[list[BulkItemIn]]],
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> BulkOut:
+    return events.record_bulk(session, runtime, payload)
+
+
+def events_router() -> Router:
+    handlers = [
+        _create_handler(segment, event_type) for segment, event_type in CREATE_PATHS.items()
+    ]
+    return Router(
+        path="/events", route_handlers=[*handlers, bulk, list_events, read_event, cancel_event]
+    )

@@ -1,0 +1,93 @@
+"""``create_app(settings)``: the only wiring point. Nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from rewards.api.auth import SECURITY_SCHEME, api_key_middleware
+from rewards.api.contacts import ContactsController, WalletsController
+from rewards.api.deps import DEPENDENCIES
+from rewards.api.docs import DecimalAsNumber, SchemaCarryingJsonPlugin
+from rewards.api.events import events_router
+from rewards.api.health import health
+from rewards.api.offers import get_rulesets, list_offers
+from rewards.api.responses import (
+    EXCEPTION_HANDLERS,
+    JSONResponse,
+    allow_header_for_every_method,
+    refuse_unknown_query_parameters,
+)
+from rewards.db.database import Database
+from rewards.db.migrate import upgrade
+from rewards.engine import Evaluator, load_rulesets
+from rewards.schemas import SchemaRegistry
+from rewards.services.runtime import Runtime
+from rewards.settings import Settings
+
+log = logging.getLogger("rewards")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the ASGI app. ``settings`` default to the environment (``REWARDS_*``)."""
+    settings = settings or Settings.from_env()
+    database = Database(settings.database_url, echo=settings.sql_echo)
+    runtime = Runtime(
+        settings=settings,
+        evaluator=Evaluator(load_rulesets(settings.rulesets_dir)),
+        schemas=SchemaRegistry(),
+    )
+
+    def on_startup() -> None:
+        if settings.auto_migrate:
+            upgrade(database.write_engine)
+        log.info("rewards ready: rulesets %s", runtime.rulesets.version)
+
+    def on_shutdown() -> None:
+        database.dispose()
+
+    v1 = Router(
+        path="/v1",
+        route_handlers=[
+            ContactsController,
+            WalletsController,
+            events_router(),
+            list_offers,
+            get_rulesets,
+        ],
+        security=[{SECURITY_SCHEME: []}],
+    )
+    return Litestar(
+        route_handlers=[health, v1],
+        dependencies=DEPENDENCIES,
+        middleware=[api_key_middleware(settings.api_keys)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        response_class=JSONResponse,
+        request_max_body_size=settings.max_body_bytes,
+        before_request=refuse_unknown_query_parameters,
+        before_send=[allow_header_for_every_method],
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        state=State({"runtime": runtime, "database": database}),
+        openapi_config=OpenAPIConfig(
+            title="rewards",
+            version="1",
+            description="Loyalty rules engine: customer events in, declarative reward offers, "
+            "append-only wallet ledger. Errors are RFC 9457 problem details.",
+            components=Components(
+                security_schemes={
+                    SECURITY_SCHEME: SecurityScheme(
+                        type="http", scheme="bearer", description="API key"
+                    )
+                }
+            ),
+            render_plugins=[SchemaCarryingJsonPlugin()],
+            path="/schema",
+        ),
+        plugins=[DecimalAsNumber()],
+        debug=False,
+    )

@@ -1,0 +1,90 @@
+"""Command line: ``rewards serve | migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from rewards.settings import Settings, format_api_keys, generate_api_keys
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rewards.db.database import Database
+    from rewards.db.migrate import upgrade
+
+    settings = Settings.from_env()
+    if not settings.api_keys:
+        keys = generate_api_keys()
+        # Printed once; the worker processes read them back from the environment.
+        os.environ["REWARDS_API_KEYS"] = format_api_keys(keys)
+        print("REWARDS_API_KEYS was not set; generated keys for this run:", flush=True)
+        for key, role in keys.items():
+            print(f"  {role:<11} {key}", flush=True)
+        settings = settings.with_changes(api_keys=keys)
+    database = Database(settings.database_url)
+    upgrade(database.write_engine)  # once, before the workers start
+    database.dispose()
+    print(
+        f"rewards serving on http://{args.host}:{args.port} "
+        f"(database {settings.database_url.split('@')[-1]}, rulesets {settings.rulesets_dir})",
+        flush=True,
+    )
+    if args.workers > 1:
+        uvicorn.run(
+            "rewards.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=False,
+        )
+    else:
+        from rewards.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=False,
+        )
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from rewards.db.database import Database
+    from rewards.db.migrate import current_revision, upgrade
+
+    database = Database(Settings.from_env().database_url)
+    upgrade(database.write_engine)
+    print(f"database at revision {current_revision(database.write_engine)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="rewards", description="Loyalty rules engine.")
+    commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to this version")
+    migrate.set_defaults(run=_migrate)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, engines and sessions, migrations, small typed queries."""

@@ -1,0 +1,186 @@
+"""SQLModel tables. Money columns are integer cents (``*_cents``); see domain.money."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from rewards.db.types import BigIntPK, UTCDateTime, utcnow
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _cents(*, nullable: bool = False) -> Any:
+    return Field(sa_type=BigInteger, nullable=nullable)
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contacts"
+
+    id: str = Field(primary_key=True, max_length=36)
+    code: str | None = Field(default=None, unique=True, max_length=100)
+    cim: str | None = Field(default=None, unique=True, max_length=100)
+    name: str | None = Field(default=None, max_length=200)
+    segments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    spend_blocked: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class GiftCard(SQLModel, table=True):
+    __tablename__ = "gift_cards"
+
+    number: str = Field(primary_key=True, max_length=100)
+    contact_id: str = Field(foreign_key="contacts.id", index=True, max_length=36)
+
+
+class Wallet(SQLModel, table=True):
+    """One per contact. ``balance_cents`` moves in lock-step with the ledger."""
+
+    __tablename__ = "wallets"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    code: str = Field(unique=True, max_length=32)
+    contact_id: str = Field(foreign_key="contacts.id", unique=True, max_length=36)
+    currency: str = Field(max_length=3)
+    balance_cents: int = Field(default=0, sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class WalletTransaction(SQLModel, table=True):
+    """Append-only ledger entry. A reversal names the entry it reverses, at most once."""
+
+    __tablename__ = "wallet_transactions"
+    __table_args__ = (Index("ix_wallet_transactions_wallet_id_id", "wallet_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    wallet_id: int = Field(foreign_key="wallets.id", sa_type=BigInteger)
+    kind: str = Field(max_length=20)  # award | spend | award_reversal | spend_reversal
+    amount_cents: int = Field(sa_type=BigInteger)  # signed
+    balance_after_cents: int = Field(sa_type=BigInteger)
+    event_id: str = Field(index=True, max_length=36)  # the event that caused this entry
+    offer_id: str | None = Field(default=None, max_length=100)
+    reverses_id: int | None = Field(default=None, unique=True, sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Event(SQLModel, table=True):
+    """A customer event. Never modified after creation except its state (cancellation)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("external_system", "external_reference", name="uq_events_external"),
+        Index("ix_events_contact_type_performed", "contact_id", "type", "performed_on"),
+    )
+
+    number: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    id: str = Field(unique=True, max_length=36)
+    type: str = Field(max_length=32, index=True)
+    state: str = Field(default="posted", max_length=16)
+    contact_id: str = Field(foreign_key="contacts.id", max_length=36)
+    classification: str | None = Field(default=None, max_length=100)
+    performed_on: datetime = Field(sa_type=UTCDateTime, index=True)
+    performed_by_unit: str | None = Field(default=None, max_length=100)
+    description: str | None = Field(default=None, max_length=500)
+    external_system: str = Field(default="", max_length=100)
+    external_reference: str | None = Field(default=None, max_length=200)
+    request_hash: str = Field(max_length=64)
+    process_immediately: bool = Field(default=False)
+    evaluated: bool = Field(default=False)
+    # Main amount in the business currency: purchase total, financial achievement amount.
+    amount_cents: int | None = Field(default=None, sa_type=BigInteger)
+    # Type-specific fields exactly as answered (amounts as decimal strings).
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class EventLine(SQLModel, table=True):
+    """A purchase's product line, kept relational for returns and period aggregates."""
+
+    __tablename__ = "event_lines"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    event_id: str = Field(foreign_key="events.id", index=True, max_length=36)
+    line_no: int
+    sku: str = Field(max_length=100, index=True)
+    quantity_milli: int = Field(sa_type=BigInteger)  # quantity x 1000
+    net_cents: int = Field(sa_type=BigInteger)
+    vat_cents: int = Field(sa_type=BigInteger)
+    total_cents: int = Field(sa_type=BigInteger)
+
+
+class Sku(SQLModel, table=True):
+    """Product catalogue; unknown SKUs are created when a purchase names them."""
+
+    __tablename__ = "skus"
+
+    code: str = Field(primary_key=True, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PurchaseClassification(SQLModel, table=True):
+    """Purchase classifications not declared in the definition, created on the fly."""
+
+    __tablename__ = "purchase_classifications"
+
+    code: str = Field(primary_key=True, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class StatementPeriod(SQLModel, table=True):
+    """Holds (contact, classification, period) unique for posted financial statements."""
+
+    __tablename__ = "statement_periods"
+
+    contact_id: str = Field(primary_key=True, max_length=36)
+    classification: str = Field(primary_key=True, max_length=100)
+    period: str = Field(primary_key=True, max_length=7)
+    event_id: str = Field(max_length=36)
+
+
+class Award(SQLModel, table=True):
+    """An award an offer gave for an event, with the ruleset version that decided it.
+    Unique per (offer, event, beneficiary): a referral offer awards the referred contact
+    and the referrer once each; every other offer awards once per event."""
+
+    __tablename__ = "awards"
+    __table_args__ = (
+        UniqueConstraint("offer_id", "event_id", "beneficiary", name="uq_awards_offer_event"),
+        Index("ix_awards_contact_offer_performed", "contact_id", "offer_id", "performed_on"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    event_id: str = Field(foreign_key="events.id", index=True, max_length=36)
+    offer_id: str = Field(max_length=100)
+    offer_name: str = Field(max_length=200)
+    classification: str = Field(max_length=50)
+    beneficiary: str = Field(default="contact", max_length=10)  # contact | referred | referrer
+    contact_id: str = Field(foreign_key="contacts.id", max_length=36)
+    amount_cents: int = Field(sa_type=BigInteger)
+    lines: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    instant_spend: bool = Field(default=False)
+    ruleset_version: str = Field(max_length=64)
+    performed_on: datetime = Field(sa_type=UTCDateTime)  # the event's, for max_awards windows
+    ledger_entry_id: int = Field(sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Otp(SQLModel, table=True):
+    __tablename__ = "otps"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    code: str = Field(max_length=6, index=True)
+    contact_id: str = Field(foreign_key="contacts.id", max_length=36)
+    spend_amount_cents: int | None = Field(default=None, sa_type=BigInteger)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+metadata = SQLModel.metadata

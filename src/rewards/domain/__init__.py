@@ -1,0 +1,1 @@
+"""Plain-Python domain logic: money, wallet arithmetic, awards. Imports neither litestar nor sqlmodel."""

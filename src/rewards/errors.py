@@ -1,0 +1,109 @@
+"""Domain error types and their single mapping to RFC 9457 problem details.
+
+Domain and service code raise :class:`DomainError` subclasses carrying a machine-readable
+``code``; :func:`problem_from_exception` (registered once in ``create_app``) turns any of
+them, and Litestar's own HTTP errors, into one ``application/problem+json`` shape.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
+
+import msgspec
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class FieldError(msgspec.Struct, kw_only=True):
+    """One offending field: a JSON Pointer into the request body or a parameter name."""
+
+    path: str
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """RFC 9457 problem details, extended with ``code`` and per-field ``errors``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+class DomainError(Exception):
+    """Base of every refusal the service can explain to its caller."""
+
+    status: ClassVar[int] = 422
+    code: ClassVar[str] = "unprocessable"
+    title: ClassVar[str] = "Request cannot be processed"
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+    def to_problem(self) -> Problem:
+        return Problem(
+            title=self.title,
+            status=self.status,
+            detail=self.detail,
+            code=self.code,
+            errors=self.errors,
+        )
+
+
+def refusal(code: str, title: str, status: int = 422) -> type[DomainError]:
+    """Declare a DomainError subclass with a fixed code, title and status."""
+    name = "".join(part.capitalize() for part in code.split("_"))
+    return type(name, (DomainError,), {"code": code, "title": title, "status": status})
+
+
+class ValidationFailed(DomainError):
+    code = "validation_failed"
+    title = "Request body is invalid"
+
+    @classmethod
+    def at(cls, path: str, message: str) -> ValidationFailed:
+        return cls(f"{path or '/'}: {message}", errors=[FieldError(path=path, message=message)])
+
+
+# 404
+EventNotFound = refusal("event_not_found", "Event not found", 404)
+ContactNotFoundById = refusal("contact_not_found", "Contact not found", 404)
+WalletNotFound = refusal("wallet_not_found", "Wallet not found", 404)
+# 409
+IdempotencyConflict = refusal(
+    "idempotency_conflict", "External reference already used with a different body", 409
+)
+AlreadyCancelled = refusal("already_cancelled", "Event already cancelled", 409)
+DuplicateContact = refusal("duplicate_contact", "Contact identifier already taken", 409)
+# 422: business refusals on schema-valid input
+ContactNotFound = refusal("contact_not_found", "Contact not found")
+OtpInvalid = refusal("otp_invalid", "One-time password invalid, used or expired")
+ClassificationNotAllowed = refusal(
+    "classification_not_allowed", "Classification not allowed for this event type"
+)
+TotalsMismatch = refusal("totals_mismatch", "Totals disagree with the product lines")
+ReferralLimitExceeded = refusal("referral_limit_exceeded", "Referral limit per day reached")
+SelfReferral = refusal("self_referral", "A contact cannot refer itself")
+DuplicateStatement = refusal(
+    "duplicate_statement", "Financial statement already recorded for this period"
+)
+PerformedInFuture = refusal("performed_on_in_future", "Event is dated in the future")
+PurchaseNotFound = refusal("purchase_not_found", "Purchase not found for this contact")
+PurchaseNotPosted = refusal("purchase_not_posted", "Purchase is not posted")
+UnknownCurrency = refusal("unknown_currency", "No exchange rate for this currency")
+
+
+def http_problem(status: int, detail: str, code: str | None = None) -> Problem:
+    """Problem details for framework-level HTTP errors (401, 403, 404, 405, 413, ...)."""
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    return Problem(
+        title=phrase,
+        status=status,
+        detail=detail or phrase,
+        code=code or phrase.lower().replace(" ", "_").replace("-", "_"),
+    )

@@ -1,0 +1,99 @@
+"""Request bodies: JSON Schema first (the published contract), then msgspec structs.
+
+Validation takes the fast path (``is_valid``) and collects the full error list only when
+the body is invalid; every error points at its field with a JSON Pointer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaError
+
+from rewards.errors import DomainError, FieldError, ValidationFailed
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+T = TypeVar("T")
+# JSON numbers become exact Decimals, so schema checks never see binary floats.
+_untyped = msgspec.json.Decoder(float_hook=Decimal)
+
+
+class InvalidJson(DomainError):
+    status = 400
+    code = "invalid_json"
+    title = "Request body is not valid JSON"
+
+
+def pointer(parts: Any) -> str:
+    return "".join(f"/{str(p).replace('~', '~0').replace('/', '~1')}" for p in parts)
+
+
+_REQUIRED = re.compile(r"^'(.+)' is a required property$")
+
+
+def error_path(error: SchemaError) -> str:
+    """Where the error is: a missing or unexpected property is pointed at by name."""
+    path = pointer(error.absolute_path)
+    if error.validator == "required" and (missing := _REQUIRED.match(error.message)):
+        return f"{path}/{missing.group(1)}"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        unexpected = sorted(str(k) for k in error.instance if k not in known)
+        if len(unexpected) == 1:
+            return f"{path}/{unexpected[0]}"
+    return path
+
+
+def _sort_key(error: SchemaError) -> tuple[str, str]:
+    return (error_path(error), error.message)
+
+
+class SchemaRegistry:
+    """The JSON Schemas of ``schemas/``, loaded once, with compiled validators."""
+
+    def __init__(self, root: Path = SCHEMAS_DIR) -> None:
+        self.root = root
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.validators: dict[str, Draft202012Validator] = {}
+        for path in sorted(root.rglob("*.json")):
+            name = path.relative_to(root).with_suffix("").as_posix()
+            document = json.loads(path.read_text())
+            if "ruleset" in name or "definition" in name:
+                continue  # ruleset file schemas are the engine's, not request bodies
+            Draft202012Validator.check_schema(document)
+            self.documents[name] = document
+            self.validators[name] = Draft202012Validator(document)
+
+    def errors(self, name: str, instance: Any) -> list[FieldError]:
+        validator = self.validators[name]
+        if validator.is_valid(instance):
+            return []
+        found = sorted(validator.iter_errors(instance), key=_sort_key)
+        return [FieldError(path=error_path(e), message=e.message) for e in found]
+
+    def decode(self, name: str, raw: bytes, struct: type[T]) -> T:
+        """Validate ``raw`` against schema ``name`` and decode it into ``struct``."""
+        try:
+            instance = _untyped.decode(raw) if raw else None
+        except msgspec.DecodeError as exc:
+            raise InvalidJson(str(exc)) from None
+        return self.convert(name, instance, struct)
+
+    def convert(self, name: str, instance: Any, struct: type[T]) -> T:
+        """Validate an already parsed JSON value and convert it into ``struct``."""
+        if instance is None:
+            raise ValidationFailed.at("", "a JSON body is required")
+        if errors := self.errors(name, instance):
+            raise ValidationFailed(f"{len(errors)} problem(s) in the request body", errors=errors)
+        try:
+            return msgspec.convert(instance, struct, strict=False)
+        except msgspec.ValidationError as exc:  # e.g. a date the pattern let through
+            message, _, where = str(exc).partition(" - at `$")
+            path = where.rstrip("`").replace("[", ".").replace("]", "").replace(".", "/")
+            raise ValidationFailed.at(path, message) from None

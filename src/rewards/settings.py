@@ -1,0 +1,65 @@
+"""Typed settings, read from the environment once. No other module reads ``os.environ``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROLES = ("admin", "integrator")
+_REPO_RULESETS = Path(__file__).resolve().parents[2] / "rulesets"
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed."""
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """``"admin:k1,integrator:k2"`` -> ``{"k1": "admin", "k2": "integrator"}``."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        role, sep, key = item.partition(":")
+        if not sep or role not in ROLES or not key:
+            raise SettingsError(
+                f"REWARDS_API_KEYS: {item.split(':')[0]!r} is not 'admin:<key>' or 'integrator:<key>'"
+            )
+        keys[key] = role
+    return keys
+
+
+def generate_api_keys() -> dict[str, str]:
+    """One fresh admin and one integrator key (used when none are configured)."""
+    return {secrets.token_urlsafe(24): "admin", secrets.token_urlsafe(24): "integrator"}
+
+
+def format_api_keys(keys: Mapping[str, str]) -> str:
+    return ",".join(f"{role}:{key}" for key, role in keys.items())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    database_url: str = "sqlite:///rewards.db"
+    rulesets_dir: Path = _REPO_RULESETS
+    api_keys: Mapping[str, str] = field(default_factory=dict)  # key -> role
+    max_body_bytes: int = 64 * 1024
+    otp_ttl_seconds: int = 300
+    auto_migrate: bool = True  # upgrade the database schema at start-up
+    sql_echo: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            database_url=env.get("REWARDS_DATABASE_URL") or defaults.database_url,
+            rulesets_dir=Path(env.get("REWARDS_RULESETS_DIR") or defaults.rulesets_dir),
+            api_keys=parse_api_keys(env.get("REWARDS_API_KEYS", "")),
+            otp_ttl_seconds=int(env.get("REWARDS_OTP_TTL_SECONDS") or defaults.otp_ttl_seconds),
+            auto_migrate=(env.get("REWARDS_AUTO_MIGRATE", "1") != "0"),
+            sql_echo=(env.get("REWARDS_SQL_ECHO", "0") == "1"),
+        )
+
+    def with_changes(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

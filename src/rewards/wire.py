@@ -1,0 +1,388 @@
+"""The wire format: request and response structs.
+
+Field names are the JSON names, which are the JSON Schema names in ``schemas/`` and the
+names ruleset files use; nothing is renamed. Request bodies are first checked against
+their JSON Schema (the contract integrators see in the OpenAPI document), then decoded
+into these structs; the structs add exact ``Decimal`` money and typed timestamps.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+
+class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every request struct: keyword-only (subclasses repeat ``kw_only=True``, msgspec
+    does not inherit it), unknown fields are an error (the schema
+    says ``additionalProperties: false`` too, so both layers agree)."""
+
+
+class Out(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of response structs: optional fields that are ``None`` are left out."""
+
+
+# ---- requests -------------------------------------------------------------------------
+
+
+class ContactIdentifier(Base, kw_only=True):
+    wallet_code: str | None = None
+    contact_id: str | None = None
+    contact_code: str | None = None
+    cim: str | None = None
+    otp: str | None = None
+    gift_card: str | None = None
+
+
+class PaymentMedium(Base, kw_only=True):
+    brand: str | None = None
+    type: str | None = None
+    identifier: str | None = None
+
+
+class ProductLineIn(Base, kw_only=True):
+    sku: str
+    quantity: Decimal = Decimal(1)
+    net_amount: Decimal
+    vat_amount: Decimal = Decimal(0)
+    total_amount: Decimal | None = None
+
+
+class SpendInstruction(Base, kw_only=True):
+    amount: Decimal | None = None
+    only_if_fully_covered: bool = False
+
+
+class EventIn(Base, kw_only=True):
+    contact: ContactIdentifier | None = None
+    performed_on: datetime
+    performed_by_unit: str | None = None
+    classification: str | None = None
+    description: str | None = None
+    external_system: str | None = None
+    external_reference: str | None = None
+    process_immediately: bool = False
+
+
+class PurchaseIn(EventIn, kw_only=True):
+    reference_number: str
+    currency: str | None = None
+    products: list[ProductLineIn]
+    net_amount: Decimal | None = None
+    vat_amount: Decimal | None = None
+    total_amount: Decimal | None = None
+    payment_medium: PaymentMedium | None = None
+    spend: SpendInstruction | None = None
+    estimate_id: str | None = None
+
+
+class ReferralIn(EventIn, kw_only=True):
+    referred: ContactIdentifier
+    referred_by: ContactIdentifier
+
+
+class AchievementIn(EventIn, kw_only=True):
+    pass
+
+
+class FinancialAchievementIn(EventIn, kw_only=True):
+    amount: Decimal
+    product: str | None = None
+    payment_medium: PaymentMedium | None = None
+
+
+class KpiIn(Base, kw_only=True):
+    kpi: str
+    product: str | None = None
+    value: Decimal
+
+
+class FinancialStatementIn(EventIn, kw_only=True):
+    period: str
+    kpis: list[KpiIn]
+
+
+class SocialMediaIn(EventIn, kw_only=True):
+    platform: str
+    profile: str | None = None
+    action: str
+
+
+class WebIn(EventIn, kw_only=True):
+    website: str
+
+
+class SpendRequestIn(EventIn, kw_only=True):
+    purchase_event_id: str
+    requested_amount: Decimal | None = None
+
+
+EVENT_BODIES: dict[str, type[EventIn]] = {
+    "purchase": PurchaseIn,
+    "referral": ReferralIn,
+    "achievement": AchievementIn,
+    "financial_achievement": FinancialAchievementIn,
+    "financial_statement": FinancialStatementIn,
+    "social_media": SocialMediaIn,
+    "web": WebIn,
+    "spend_request": SpendRequestIn,
+}
+EventType = Literal[
+    "purchase",
+    "referral",
+    "achievement",
+    "financial_achievement",
+    "financial_statement",
+    "social_media",
+    "web",
+    "spend_request",
+]
+
+
+class BulkItemIn(Base, kw_only=True):
+    type: EventType
+    event: dict[str, Any]
+
+
+class ContactCreate(Base, kw_only=True):
+    code: str | None = None
+    cim: str | None = None
+    name: str | None = None
+    segments: list[str] = []
+    gift_cards: list[str] = []
+    spend_blocked: bool = False
+
+
+class ContactUpdate(Base, kw_only=True):
+    name: str | None = None
+    segments: list[str] | None = None
+    gift_cards: list[str] | None = None
+    spend_blocked: bool | None = None
+
+
+class OtpRequest(Base, kw_only=True):
+    spend_amount: Decimal | None = None
+    ttl_seconds: int | None = None
+
+
+# ---- responses ------------------------------------------------------------------------
+
+
+class WalletOut(msgspec.Struct, kw_only=True):
+    code: str
+    currency: str
+    balance: Decimal
+    reserved: Decimal
+    available: Decimal
+
+
+class WalletWithContact(WalletOut, kw_only=True):
+    contact_id: str
+
+
+class ContactOut(msgspec.Struct, kw_only=True):
+    id: str
+    code: str | None
+    cim: str | None
+    name: str | None
+    segments: list[str]
+    gift_cards: list[str]
+    spend_blocked: bool
+    created_at: datetime
+    wallet: WalletOut
+
+
+class OtpOut(msgspec.Struct, kw_only=True):
+    otp: str
+    expires_at: datetime
+    spend_amount: Decimal | None
+
+
+class LedgerEntry(msgspec.Struct, kw_only=True):
+    id: int
+    kind: Literal["award", "spend", "award_reversal", "spend_reversal"]
+    amount: Decimal
+    balance_after: Decimal
+    event_id: str
+    offer_id: str | None
+    created_at: datetime
+
+
+class LedgerPage(msgspec.Struct, kw_only=True):
+    items: list[LedgerEntry]
+    next_cursor: str | None
+
+
+class LineAwardOut(msgspec.Struct, kw_only=True):
+    index: int
+    sku: str
+    amount: Decimal
+
+
+class AwardOut(Out, kw_only=True):
+    offer_id: str
+    offer_name: str
+    classification: str
+    amount: Decimal
+    contact_id: str
+    lines: list[LineAwardOut] | None = None
+
+
+class SpendOut(msgspec.Struct, kw_only=True):
+    id: str
+    amount: Decimal
+    instant: bool
+
+
+class EventWallet(msgspec.Struct, kw_only=True):
+    code: str
+    balance: Decimal
+    available: Decimal
+
+
+class ProductLineOut(msgspec.Struct, kw_only=True):
+    sku: str
+    quantity: Decimal
+    net_amount: Decimal
+    vat_amount: Decimal
+    total_amount: Decimal
+
+
+class PaymentMediumOut(Out, kw_only=True):
+    brand: str | None = None
+    type: str | None = None
+    identifier: str | None = None
+
+
+class KpiOut(Out, kw_only=True):
+    kpi: str
+    value: Decimal
+    product: str | None = None
+
+
+class EventOut(Out, kw_only=True):
+    """Any event. Common fields always appear; the type's own fields appear for its type."""
+
+    id: str
+    number: int
+    type: EventType
+    state: Literal["posted", "cancelled"]
+    contact_id: str
+    performed_on: datetime
+    created_at: datetime
+    evaluated: bool
+    process_immediately: bool
+    awards: list[AwardOut]
+    spends: list[SpendOut]
+    wallet: EventWallet
+    performed_by_unit: str | None = None
+    classification: str | None = None
+    description: str | None = None
+    external_system: str | None = None
+    external_reference: str | None = None
+    cancelled_at: datetime | None = None
+    # purchase
+    reference_number: str | None = None
+    currency: str | None = None
+    products: list[ProductLineOut] | None = None
+    net_amount: Decimal | None = None
+    vat_amount: Decimal | None = None
+    total_amount: Decimal | None = None
+    original_currency: str | None = None
+    original_total_amount: Decimal | None = None
+    payment_medium: PaymentMediumOut | None = None
+    estimate_id: str | None = None
+    # referral
+    referred_contact_id: str | None = None
+    referrer_contact_id: str | None = None
+    # financial achievement / statement
+    amount: Decimal | None = None
+    product: str | None = None
+    period: str | None = None
+    kpis: list[KpiOut] | None = None
+    # social media / web
+    platform: str | None = None
+    profile: str | None = None
+    action: str | None = None
+    website: str | None = None
+    # spend request
+    purchase_event_id: str | None = None
+    requested_amount: Decimal | None = None
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class ReversalOut(msgspec.Struct, kw_only=True):
+    id: int
+    kind: Literal["award_reversal", "spend_reversal"]
+    amount: Decimal
+    balance_after: Decimal
+    reverses_id: int
+    offer_id: str | None
+
+
+class CancelledEventOut(EventOut, kw_only=True):
+    """The cancelled event, with the ledger reversals its cancellation made."""
+
+    reversals: list[ReversalOut]
+
+
+class ProblemOut(Out, kw_only=True):
+    """Same shape as errors.Problem; kept here so bulk results can embed it."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, str]] | None = None
+
+
+class BulkResult(Out, kw_only=True):
+    status: int
+    event: EventOut | None = None
+    problem: ProblemOut | None = None
+
+
+class BulkOut(msgspec.Struct, kw_only=True):
+    items: list[BulkResult]
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+    database: str
+    rulesets_version: str | None
+
+
+class ValidityOut(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+    from_: date | None
+    until: date | None
+
+
+class OfferOut(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    classification: str
+    evaluation: Literal["immediate", "batch"]
+    valid: ValidityOut | None
+    ruleset_file: str
+    ruleset_version: str
+
+
+class OfferPage(msgspec.Struct, kw_only=True):
+    items: list[OfferOut]
+    next_cursor: str | None
+
+
+class RulesetsOut(msgspec.Struct, kw_only=True):
+    version: str
+    loaded_at: datetime
+    files: list[str]
+    offers: int
+    errors: list[str]

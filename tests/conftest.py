@@ -1,0 +1,144 @@
+"""Tests build up from settings: settings -> create_app(settings) -> client.
+
+Every test gets a fresh database: a SQLite file under ``tmp_path`` (copied from a
+template migrated once per run), or, for tests parametrized over ``database_url`` with
+``REWARDS_TEST_POSTGRES_URL`` set, a PostgreSQL schema of this run, emptied per test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy import create_engine, text
+
+from rewards.app import create_app
+from rewards.db.database import Database
+from rewards.db.migrate import upgrade
+from rewards.db.tables import metadata
+from rewards.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_KEY = "test-admin-key"
+INTEGRATOR_KEY = "test-integrator-key"
+API_KEYS = {ADMIN_KEY: "admin", INTEGRATOR_KEY: "integrator"}
+POSTGRES_URL = os.environ.get("REWARDS_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database.write_engine)
+    database.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_url() -> Iterator[str]:
+    if not POSTGRES_URL:
+        if os.environ.get("REWARDS_REQUIRE_POSTGRES"):
+            pytest.fail("REWARDS_REQUIRE_POSTGRES is set but REWARDS_TEST_POSTGRES_URL is not")
+        pytest.skip("REWARDS_TEST_POSTGRES_URL not set")
+    schema = f"rewards_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    database = Database(url)
+    upgrade(database.write_engine)
+    database.dispose()
+    yield url
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def _empty_postgres(url: str) -> None:
+    engine = create_engine(url)
+    tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """SQLite by default; tests that must hold on both databases parametrize it with
+    ``@pytest.mark.parametrize("database_url", BOTH, indirect=True)``."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_schema_url")
+        _empty_postgres(url)
+        return url
+    path = tmp_path / "rewards.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+BOTH = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def rulesets_dir() -> Path:
+    """The HTTP tests' offers (tests/api/offer_rulesets): each pinned to its own unit or
+    classification, so only the tests about an offer ever trigger it."""
+    return ROOT / "tests" / "api" / "offer_rulesets"
+
+
+@pytest.fixture
+def settings(database_url: str, rulesets_dir: Path) -> Settings:
+    return Settings(database_url=database_url, rulesets_dir=rulesets_dir, api_keys=API_KEYS)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        yield client
+
+
+# ---- body factories -------------------------------------------------------------------
+
+
+def moment(days_ago: float = 0, **delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(days=days_ago, **delta)).isoformat()
+
+
+@pytest.fixture
+def new_contact(client: TestClient[Litestar]) -> Callable[..., dict[str, Any]]:
+    def make(**fields: Any) -> dict[str, Any]:
+        response = client.post("/v1/contacts", json=fields)
+        assert response.status_code == 201, response.text
+        contact: dict[str, Any] = response.json()
+        return contact
+
+    return make
+
+
+def purchase_body(wallet_code: str, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "contact": {"wallet_code": wallet_code},
+        "performed_on": moment(),
+        "performed_by_unit": "store-001",
+        "reference_number": f"R-{uuid.uuid4().hex[:8]}",
+        "products": [
+            {"sku": "COFFEE-LATTE", "quantity": 2, "net_amount": "3.00", "vat_amount": "1.14"},
+            {"sku": "CAKE-CHOC", "quantity": 1, "net_amount": 4.5, "vat_amount": 0.86},
+        ],
+    }
+    body.update(fields)
+    return body
