@@ -1,0 +1,624 @@
+"""Offers -> durable-rules JSON rulesets, and ``EventFacts`` -> the facts those rules read.
+
+One durable-rules ruleset per classification (named after it), one rule per offer
+(named ``o<n>``, n = the offer's position in ``Rulesets.offers``); its condition is an
+``$and`` of the offer's conditions in the engine's own language. durable-rules fails
+(error 303) when more than 64 rule paths match one fact in one ruleset (measured), so a
+classification whose offers could together exceed ``MAX_PATHS`` simultaneous paths
+(``simultaneous_paths``) is split into ``<classification>``, ``<classification>__2``...
+in file order; a rule also fires once per matching ``$or`` alternative, so hits are
+de-duplicated. The engine decides
+every match; Python only flattens the event into a fact beforehand and computes amounts
+afterwards.
+
+The event fact: the fields below are computed once per event and encoded once; the
+same JSON (id ``"e"`` in session ``"0"``) is asserted into every ruleset of the event
+type. A fact may hold at most 255 properties (measured): when an event type needs more
+fields than ``MAX_FACT_FIELDS`` (many max_awards, KPI or aggregate offers), each ruleset
+gets only the fields its rules read (``CompiledRulesets.fields``; compilation refuses a
+single ruleset that needs more). The retract sends only ``{"sid", "id"}``: the engine
+finds the stored fact by id.
+
+======== ==================================================================== =========
+field    meaning                                                              type
+======== ==================================================================== =========
+et       event type                                                           str
+cls      event classification, "" when none                                   str
+unit/ug  performed_by_unit and its group from the definition, "" when unknown str
+seg      ``[""] + segments`` (the leading "" keeps ``$iall`` true on no       [str]
+         segments: durable-rules' ``$iall`` is false on an empty array)
+d        business-time-zone date of performed_on as YYYYMMDD                  int
+wd, mod  weekday (0 = mon .. 6 = sun) and minute of the day, business zone    int
+aw<n>    awards already given by offer n in its max_awards window             int
+tot      purchase total in cents                                              int
+ln       purchase lines ``[{s: sku, a: line total in cents}]``                [obj]
+pb/pt    payment medium brand / type, "" when none                            str
+amt, ha  financial achievement amount in cents; ha = 1 when given, else 0     int
+kv<j>    sum of KPI j's values (x100) over its products; kn<j> = entries      int
+plat/act social media platform / action, "" when none                         str
+web      web site URL, "" when none                                           str
+ap<n>..  period totals of aggregate offer n: ap = 1 when given, at = amount   int
+         in cents, ac = count x 100, aq = quantity x 100
+======== ==================================================================== =========
+
+Amounts are rounded half-up to cents before anything else (a percentage award is taken
+of the rounded amount). Every number the engine compares is an integer (cents, or
+hundredths for counts, quantities and KPI values): durable-rules compares doubles inexactly and a string with
+a number as text. Range bounds are rounded inwards (min up, max down) to the cent,
+which is exact because values are whole cents. Every field a rule reads is always
+present with that type, and optional numbers carry a presence flag, so a missing value
+can never satisfy a range by accident.
+
+Per-line classifications (utilise_free_capacity, increase_revenue_product): the offer's
+rule includes ``$iany`` over ``ln`` (the engine decides whether the offer applies at
+all), and a second ruleset ``<classification>__lines`` holds, per offer, only its
+product predicate over one line fact ``{s, a}``. Line facts are asserted (in one
+``assert_facts`` call) only when an offer of that classification matched the event,
+and the engine then says which lines each matched offer awards. That costs one small
+extra call on the events that earn something instead of one full fact per line on
+every event. Conditions are ordered cheap-and-selective first (single comparisons,
+then ``$or`` memberships, then array tests): durable-rules expands ``$or`` into
+alternative paths and stops a path at its first failing test.
+
+Schedules and validity use ``Definition.time_zone``; SKU and website globs become
+``$mt`` patterns (:mod:`rewards.engine.globs`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from rewards.domain.money import to_cents
+from rewards.engine import globs
+from rewards.engine.facts import EventFacts
+from rewards.engine.model import (
+    AGGREGATE_CLASSIFICATIONS,
+    CLASSIFICATION_EVENT_TYPES,
+    PER_LINE_CLASSIFICATIONS,
+    WEEKDAYS,
+    Definition,
+    Offer,
+    ProductCondition,
+    Range,
+)
+
+Condition = dict[str, Any]
+LINES_SUFFIX = "__lines"
+SESSION = "0"
+EVENT_FACT_ID = "e"
+_HUNDRED = Decimal(100)
+_AGGREGATE_FIELD = {
+    "loyalty_transaction_amount": ("at", "total_amount"),
+    "loyalty_transaction_number": ("ac", "count"),
+    "loyalty_item_quantity": ("aq", "quantity"),
+}
+
+
+@dataclass(frozen=True)
+class CompiledOffer:
+    offer: Offer
+    index: int  # position in Rulesets.offers
+    rule: str  # rule name, "o<index>"
+    ruleset: str  # durable-rules ruleset name (the classification)
+    per_line: bool
+    aggregate: bool
+
+
+@dataclass
+class CompiledRulesets:
+    """Everything the adapter registers and the evaluator needs to build facts."""
+
+    rulesets: dict[str, dict[str, Any]]  # name -> {rule: {"all": [{"m": ...}], "run": rule}}
+    offers: list[CompiledOffer]
+    by_rule: dict[tuple[str, str], CompiledOffer]
+    event_rulesets: dict[str, list[str]]  # event type -> per-event rulesets (aggregates excluded)
+    aggregate_rulesets: dict[str, list[str]]  # event type -> aggregate rulesets
+    time_zone: ZoneInfo
+    unit_groups: dict[str, str]
+    kpis: list[tuple[int, frozenset[str]]]  # (j, products; empty = all) for KPIs offers use
+    kpi_index: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # type -> (id, field)
+    aggregates: dict[str, int] = field(default_factory=dict)  # offer id -> n
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ruleset -> its fact fields
+    line_rulesets: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # ruleset -> its line rulesets
+
+
+def scaled(value: Decimal) -> int:
+    """Decimal -> integer hundredths (cents), half-up."""
+    return to_cents(value)
+
+
+def _lower(bound: Decimal) -> int:
+    return math.ceil(bound * _HUNDRED)
+
+
+def _upper(bound: Decimal) -> int:
+    return math.floor(bound * _HUNDRED)
+
+
+def _range(name: str, value: Range | None) -> list[Condition]:
+    if value is None:
+        return []
+    conditions: list[Condition] = []
+    if value.min is not None:
+        conditions.append({"$gte": {name: _lower(value.min)}})
+    if value.max is not None:
+        conditions.append({"$lte": {name: _upper(value.max)}})
+    return conditions
+
+
+def _one_of(name: str, values: list[Any]) -> Condition:
+    """Set membership: an ``$or`` of equalities (durable-rules has no ``$in``)."""
+    unique = list(dict.fromkeys(values))
+    if len(unique) == 1:
+        return {name: unique[0]}
+    return {"$or": [{name: value} for value in unique]}
+
+
+def _all(conditions: list[Condition]) -> Condition:
+    if not conditions:
+        return {"$ex": {"et": 1}}  # no conditions: every fact of the ruleset
+    if len(conditions) == 1:
+        return conditions[0]
+    return {"$and": conditions}
+
+
+def _any(conditions: list[Condition]) -> Condition:
+    return conditions[0] if len(conditions) == 1 else {"$or": conditions}
+
+
+def _date(value: date) -> int:
+    return value.year * 10000 + value.month * 100 + value.day
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _product_predicate(products: list[ProductCondition], sku: str, amount: str) -> Condition:
+    alternatives = []
+    for product in products:
+        parts = [
+            {"$mt": {sku: globs.to_engine_pattern(product.sku)}},
+            *_range(amount, product.amount),
+        ]
+        alternatives.append(_all(parts))
+    return _any(alternatives)
+
+
+def offer_condition(offer: Offer, n: int, kpi_index: dict[str, int], groups: set[str]) -> Condition:
+    """The engine condition of one offer (event-level), cheap and selective tests first."""
+    c = offer.conditions
+    first: list[Condition] = []  # single comparisons: no $or fan-out in the network
+    later: list[Condition] = []  # memberships ($or)
+    arrays: list[Condition] = []  # $iany / $iall
+    if offer.classification == "behaviour":
+        if c.websites:
+            first += [{"et": "web"}, {"$neq": {"web": ""}}]  # no URL: no website matches
+            later.append(_any([{"$mt": {"web": globs.to_engine_pattern(w)}} for w in c.websites]))
+        if c.platforms or c.actions:
+            first.append({"et": "social_media"})
+        if c.platforms:
+            later.append(_one_of("plat", c.platforms))
+        if c.actions:
+            later.append(_one_of("act", c.actions))
+    if c.event_classifications:
+        later.insert(0, _one_of("cls", c.event_classifications))
+    if c.amount is not None:
+        first += [{"ha": 1}, *_range("amt", c.amount)]
+    first += _range("tot", c.transaction_amount)
+    for target in c.kpis or []:
+        j = kpi_index[target.kpi]
+        first += [{"$gte": {f"kn{j}": 1}}, {"$gte": {f"kv{j}": _lower(target.min)}}]
+    if offer.classification in AGGREGATE_CLASSIFICATIONS:
+        prefix, key = _AGGREGATE_FIELD[offer.classification]
+        first += [{f"ap{n}": 1}, *_range(f"{prefix}{n}", getattr(c, key))]
+    if c.schedule is not None:
+        days = sorted({WEEKDAYS.index(day) for day in c.schedule.days})
+        if days and len(days) < 7:
+            later.append(_one_of("wd", days))
+        windows = [
+            [{"$gte": {"mod": _minutes(h.from_)}}, {"$lt": {"mod": _minutes(h.until)}}]
+            for h in c.schedule.hours
+        ]
+        if len(windows) == 1:
+            first += windows[0]
+        elif windows:
+            later.append(_any([_all(w) for w in windows]))
+    if offer.valid is not None:
+        if offer.valid.from_ is not None:
+            first.append({"$gte": {"d": _date(offer.valid.from_)}})
+        if offer.valid.until is not None:
+            first.append({"$lte": {"d": _date(offer.valid.until)}})
+    if c.max_awards is not None:
+        first.append({"$lt": {f"aw{n}": c.max_awards.count}})
+    if c.payment_medium is not None:
+        if c.payment_medium.brands:
+            later.append(_one_of("pb", c.payment_medium.brands))
+        if c.payment_medium.types:
+            later.append(_one_of("pt", c.payment_medium.types))
+    if c.units:
+        later.append(
+            _any([{"ug" if code in groups else "unit": code} for code in dict.fromkeys(c.units)])
+        )
+    if c.products and offer.classification in PER_LINE_CLASSIFICATIONS:
+        arrays.append({"$iany": {"ln": _product_predicate(c.products, "$i.s", "$i.a")}})
+    if c.segments is not None:
+        if c.segments.include:
+            arrays.append(
+                {"$iany": {"seg": _any([{"$i": s} for s in dict.fromkeys(c.segments.include)])}}
+            )
+        if c.segments.exclude:
+            arrays.append(
+                {
+                    "$iall": {
+                        "seg": _all(
+                            [{"$neq": {"$i": s}} for s in dict.fromkeys(c.segments.exclude)]
+                        )
+                    }
+                }
+            )
+    return _all(first + later + arrays)
+
+
+def line_condition(offer: Offer) -> Condition:
+    """The per-line rule of a per-line offer: its product predicate over one line fact."""
+    if offer.conditions.products:
+        return _product_predicate(offer.conditions.products, "s", "a")
+    return {"$ex": {"s": 1}}  # no product condition: every line
+
+
+MAX_FACT_FIELDS = 250  # durable-rules refuses facts of 256 properties or more (measured)
+_OPERATORS = frozenset(
+    {
+        "$and",
+        "$or",
+        "$lt",
+        "$lte",
+        "$gt",
+        "$gte",
+        "$eq",
+        "$neq",
+        "$ex",
+        "$nex",
+        "$mt",
+        "$imt",
+        "$iany",
+        "$iall",
+    }
+)
+
+
+def _fields(condition: Any, found: set[str]) -> None:
+    """Collect the fact fields a condition reads (item fields ``$i...`` excluded)."""
+    if isinstance(condition, list):
+        for item in condition:
+            _fields(item, found)
+        return
+    if not isinstance(condition, dict):
+        return
+    for key, value in condition.items():
+        if key in ("$and", "$or"):
+            _fields(value, found)
+        elif key in _OPERATORS:
+            for name in value:
+                if not name.startswith("$i"):
+                    found.add(name)
+        elif not key.startswith("$i"):
+            found.add(key)
+
+
+class CompileError(ValueError):
+    """An offer cannot be compiled (``offer_id`` says which)."""
+
+    def __init__(self, offer_id: str, message: str) -> None:
+        super().__init__(message)
+        self.offer_id = offer_id
+
+
+MAX_PATHS = 60  # durable-rules fails (error 303) past 64 alpha paths matching one fact
+
+
+def simultaneous_paths(offer: Offer, groups: set[str]) -> int:
+    """Upper bound of the engine paths of this offer's rule one fact can match at once.
+
+    ``$and`` over ``$or`` becomes one path per combination; equalities on one field
+    (days, classifications, brands...) match at most one alternative, but a unit and its
+    group, overlapping hour windows, several websites or product predicates can match
+    together.
+    """
+    c = offer.conditions
+    count = 1
+    if c.units:
+        count *= (
+            2 if any(u in groups for u in c.units) and any(u not in groups for u in c.units) else 1
+        )
+    if c.schedule is not None and len(c.schedule.hours) > 1:
+        count *= len(c.schedule.hours)
+    if c.websites:
+        count *= len(c.websites)
+    return count
+
+
+def _line_paths(offer: Offer) -> int:
+    return len(offer.conditions.products or [None])
+
+
+def _chunks(items: list[tuple[int, Offer]], weight: Any) -> list[list[tuple[int, Offer]]]:
+    """Split offers (in file order) into groups whose path bounds add up to MAX_PATHS."""
+    chunks: list[list[tuple[int, Offer]]] = [[]]
+    used = 0
+    for n, offer in items:
+        paths = weight(offer)
+        if paths > MAX_PATHS:
+            raise CompileError(
+                offer.id,
+                f"these conditions can match {paths} ways at once; the rules engine handles at "
+                f"most {MAX_PATHS} (fewer websites, hour windows or products in one offer)",
+            )
+        if used + paths > MAX_PATHS and chunks[-1]:
+            chunks.append([])
+            used = 0
+        chunks[-1].append((n, offer))
+        used += paths
+    return chunks
+
+
+def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRulesets:
+    """Compile every offer into durable-rules JSON (see the module docstring)."""
+    groups = {unit.group for unit in definition.units}
+    used_kpis = list(dict.fromkeys(t.kpi for o in offers for t in (o.conditions.kpis or [])))
+    kpi_index = {code: j for j, code in enumerate(used_kpis)}
+    kpi_products = {k.code: frozenset(k.products) for k in definition.kpis}
+    rulesets: dict[str, dict[str, Any]] = {}
+    line_rulesets: dict[str, list[str]] = {}
+    compiled: list[CompiledOffer | None] = [None] * len(offers)
+    by_rule: dict[tuple[str, str], CompiledOffer] = {}
+    windows: dict[str, list[tuple[str, str]]] = {}
+    aggregates: dict[str, int] = {}
+    event_rulesets: dict[str, list[str]] = {}
+    aggregate_rulesets: dict[str, list[str]] = {}
+    by_classification: dict[str, list[tuple[int, Offer]]] = {}
+    for n, offer in enumerate(offers):
+        by_classification.setdefault(offer.classification, []).append((n, offer))
+    for classification, members in by_classification.items():
+        per_line = classification in PER_LINE_CLASSIFICATIONS
+        aggregate = classification in AGGREGATE_CLASSIFICATIONS
+        for part, chunk in enumerate(_chunks(members, lambda o: simultaneous_paths(o, groups))):
+            name = classification if part == 0 else f"{classification}__{part + 1}"
+            target = aggregate_rulesets if aggregate else event_rulesets
+            for event_type in CLASSIFICATION_EVENT_TYPES[classification]:
+                target.setdefault(event_type, []).append(name)
+            for n, offer in chunk:
+                rule = f"o{n}"
+                item = CompiledOffer(offer, n, rule, name, per_line, aggregate)
+                compiled[n] = item
+                by_rule[(name, rule)] = item
+                rulesets.setdefault(name, {})[rule] = {
+                    "all": [{"m": offer_condition(offer, n, kpi_index, groups)}],
+                    "run": rule,
+                }
+                if offer.conditions.max_awards is not None:
+                    for event_type in CLASSIFICATION_EVENT_TYPES[classification]:
+                        windows.setdefault(event_type, []).append((offer.id, f"aw{n}"))
+                if aggregate:
+                    aggregates[offer.id] = n
+            if per_line:
+                for line_part, line_chunk in enumerate(_chunks(chunk, _line_paths)):
+                    lines = f"{name}{LINES_SUFFIX}" + (
+                        "" if line_part == 0 else f"_{line_part + 1}"
+                    )
+                    for n, offer in line_chunk:
+                        rule = f"o{n}"
+                        rulesets.setdefault(lines, {})[rule] = {
+                            "all": [{"m": line_condition(offer)}],
+                            "run": rule,
+                        }
+                        by_rule[(lines, rule)] = compiled[n]  # type: ignore[assignment]
+                line_rulesets[name] = [
+                    f"{name}{LINES_SUFFIX}" + ("" if i == 0 else f"_{i + 1}")
+                    for i in range(len(_chunks(chunk, _line_paths)))
+                ]
+    fields: dict[str, tuple[str, ...]] = {}
+    for name, rules in rulesets.items():
+        found: set[str] = set()
+        for rule in rules.values():
+            for pattern in rule["all"]:
+                _fields(pattern["m"], found)
+        fields[name] = ("sid", "id", *sorted(found))
+        if len(fields[name]) > MAX_FACT_FIELDS:  # pragma: no cover - chunks keep rulesets small
+            last = by_rule[(name, list(rules)[-1])].offer
+            raise CompileError(
+                last.id,
+                f"the {name} offers need {len(fields[name])} fact fields; the engine takes at most "
+                f"{MAX_FACT_FIELDS}",
+            )
+    return CompiledRulesets(
+        rulesets=rulesets,
+        offers=[item for item in compiled if item is not None],
+        by_rule=by_rule,
+        event_rulesets=event_rulesets,
+        aggregate_rulesets=aggregate_rulesets,
+        time_zone=ZoneInfo(definition.time_zone),
+        unit_groups={unit.code: unit.group for unit in definition.units},
+        kpis=[(kpi_index[code], kpi_products.get(code, frozenset())) for code in used_kpis],
+        kpi_index=kpi_index,
+        windows=windows,
+        aggregates=aggregates,
+        fields=fields,
+        line_rulesets=line_rulesets,
+    )
+
+
+# --- facts ---------------------------------------------------------------------------
+
+_encode = msgspec.json.Encoder().encode
+RETRACT_EVENT = f'{{"sid":"{SESSION}","id":"{EVENT_FACT_ID}"}}'
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _decimal(value: object) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(str(value))
+    raise TypeError(f"expected a decimal amount, got {type(value).__name__}")
+
+
+def _cents(value: object) -> int:
+    """Amount -> integer cents, half-up (fast when the amount already is whole cents)."""
+    amount = value if type(value) is Decimal else _decimal(value)
+    hundredths = amount * _HUNDRED
+    whole = int(hundredths)
+    return whole if whole == hundredths else to_cents(amount)
+
+
+@dataclass
+class PreparedEvent:
+    """An event flattened for the engine: one JSON fact per ruleset to assert into."""
+
+    event_type: str
+    fact: dict[str, Any]  # every field of the event type
+    payloads: list[tuple[str, str]]  # (ruleset, JSON of its fact), in evaluation order
+    skus: list[str]
+    line_cents: list[int]
+    _lines_json: str | None = None
+
+    def lines_json(self) -> str:
+        """Line facts ``[{sid, id: "<index>", s, a}]`` for ``<classification>__lines``."""
+        if self._lines_json is None:
+            self._lines_json = _encode(
+                [
+                    {"sid": SESSION, "id": str(k), "s": sku, "a": cents}
+                    for k, (sku, cents) in enumerate(zip(self.skus, self.line_cents, strict=True))
+                ]
+            ).decode()
+        return self._lines_json
+
+    def retract_lines_json(self) -> str:
+        return _retract_lines(len(self.skus))
+
+
+_RETRACT_LINES: dict[int, str] = {}
+
+
+def _retract_lines(count: int) -> str:
+    text = _RETRACT_LINES.get(count)
+    if text is None:
+        text = _encode([{"sid": SESSION, "id": str(k)} for k in range(count)]).decode()
+        if count <= 256:
+            _RETRACT_LINES[count] = text
+    return text
+
+
+def local_time(compiled: CompiledRulesets, performed_on: datetime) -> datetime:
+    if performed_on.tzinfo is None or performed_on.utcoffset() is None:
+        raise ValueError("performed_on must be timezone-aware")
+    return performed_on.astimezone(compiled.time_zone)
+
+
+def build_fact(
+    compiled: CompiledRulesets, facts: EventFacts, *, aggregates: bool = False
+) -> dict[str, Any]:
+    """Every engine field of the event (see the module docstring)."""
+    event_type = str(facts.event_type)
+    local = local_time(compiled, facts.performed_on)
+    unit = _text(facts.unit)
+    fact: dict[str, Any] = {
+        "sid": SESSION,
+        "id": EVENT_FACT_ID,
+        "et": event_type,
+        "cls": _text(facts.classification),
+        "unit": unit,
+        "ug": compiled.unit_groups.get(unit, ""),
+        "seg": ["", *map(str, facts.segments)],
+        "d": local.year * 10000 + local.month * 100 + local.day,
+        "wd": local.weekday(),
+        "mod": local.hour * 60 + local.minute,
+    }
+    window = facts.awards_in_window
+    for offer_id, name in compiled.windows.get(event_type, ()):
+        fact[name] = int(window.get(offer_id, 0))
+    if event_type == "purchase":
+        lines = [{"s": str(line.sku), "a": _cents(line.total_amount)} for line in facts.products]
+        fact["tot"] = (
+            sum(line["a"] for line in lines)
+            if facts.total_amount is None
+            else _cents(facts.total_amount)
+        )
+        fact["ln"] = lines
+        fact["pb"] = _text(facts.payment_brand)
+        fact["pt"] = _text(facts.payment_type)
+    elif event_type == "financial_achievement":
+        fact["amt"] = 0 if facts.amount is None else _cents(facts.amount)
+        fact["ha"] = 0 if facts.amount is None else 1
+        fact["pb"] = _text(facts.payment_brand)
+        fact["pt"] = _text(facts.payment_type)
+    elif event_type == "financial_statement":
+        sums: dict[int, Decimal] = {}
+        counts: dict[int, int] = {}
+        for entry in facts.kpis:
+            j = compiled.kpi_index.get(str(entry.kpi))
+            if j is None:
+                continue
+            products = compiled.kpis[j][1]
+            if products and (entry.product is None or str(entry.product) not in products):
+                continue
+            sums[j] = sums.get(j, Decimal(0)) + _decimal(entry.value)
+            counts[j] = counts.get(j, 0) + 1
+        for j, _ in compiled.kpis:
+            fact[f"kv{j}"] = _cents(sums[j]) if j in sums else 0
+            fact[f"kn{j}"] = counts.get(j, 0)
+    elif event_type in ("social_media", "web"):
+        fact["plat"] = _text(facts.platform)
+        fact["act"] = _text(facts.action)
+        fact["web"] = _text(facts.website)
+    if aggregates:
+        for offer_id, n in compiled.aggregates.items():
+            totals = facts.period_totals.get(offer_id)
+            fact[f"ap{n}"] = 0 if totals is None else 1
+            fact[f"at{n}"] = 0 if totals is None else _cents(totals.total_amount)
+            fact[f"ac{n}"] = 0 if totals is None else int(totals.count) * 100
+            fact[f"aq{n}"] = 0 if totals is None else _cents(totals.quantity)
+    return fact
+
+
+def prepare(
+    compiled: CompiledRulesets, facts: EventFacts, *, aggregates: bool = False
+) -> PreparedEvent:
+    """Flatten ``facts``: the full fact and, per ruleset to evaluate, the JSON of its fields."""
+    fact = build_fact(compiled, facts, aggregates=aggregates)
+    event_type = fact["et"]
+    rulesets = compiled.event_rulesets.get(event_type, [])
+    if aggregates:
+        rulesets = rulesets + compiled.aggregate_rulesets.get(event_type, [])
+    if len(fact) <= MAX_FACT_FIELDS:  # usual case: one JSON for every ruleset (cheapest)
+        whole = _encode(fact).decode()
+        payloads = [(name, whole) for name in rulesets]
+    else:  # many max_awards/KPI/aggregate fields: each ruleset gets only the fields it reads
+        fields = compiled.fields
+        payloads = [
+            (name, _encode({k: fact[k] for k in fields[name]}).decode()) for name in rulesets
+        ]
+    if event_type == "purchase":
+        lines = fact["ln"]
+        skus = [line["s"] for line in lines]
+        line_cents = [line["a"] for line in lines]
+    else:
+        skus, line_cents = [], []
+    return PreparedEvent(event_type, fact, payloads, skus, line_cents)
