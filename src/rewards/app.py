@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from rewards.api.analyst import analyst_handlers
 from rewards.api.auth import SECURITY_SCHEME, api_key_middleware
 from rewards.api.contacts import ContactsController, WalletsController
 from rewards.api.deps import DEPENDENCIES
@@ -22,10 +23,12 @@ from rewards.api.responses import (
     allow_header_for_every_method,
     refuse_unknown_query_parameters,
 )
+from rewards.api.runs import run_handlers
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
 from rewards.schemas import SchemaRegistry
+from rewards.services import background
 from rewards.services.runtime import Runtime
 from rewards.settings import Settings
 
@@ -45,9 +48,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def on_startup() -> None:
         if settings.auto_migrate:
             upgrade(database.write_engine)
+        background.start(runtime, database)
         log.info("rewards ready: rulesets %s", runtime.rulesets.version)
 
     def on_shutdown() -> None:
+        background.stop(runtime, database)
         database.dispose()
 
     v1 = Router(
@@ -58,6 +63,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             events_router(),
             list_offers,
             get_rulesets,
+            *analyst_handlers(),
+            *run_handlers(),
         ],
         security=[{SECURITY_SCHEME: []}],
     )

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from rewards.commands import evaluate
 from rewards.settings import Settings, format_api_keys, generate_api_keys
 
 
@@ -77,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="upgrade the database schema to this version")
     migrate.set_defaults(run=_migrate)
+    evaluate.register(commands)
     return root
 
 

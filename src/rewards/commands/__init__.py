@@ -1,0 +1,1 @@
+"""Sub-commands of the ``rewards`` command line, one module each with ``register``."""
