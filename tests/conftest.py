@@ -142,3 +142,20 @@ def purchase_body(wallet_code: str, **fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return body
+
+
+def fund(client: TestClient[Litestar], contact: dict[str, Any], amount: str) -> None:
+    """Credit a wallet through the test offer ``wallet-load`` (100% of a top-up)."""
+    response = client.post(
+        "/v1/events/financial-achievements",
+        json={
+            "contact": {"contact_id": contact["id"]},
+            "performed_on": moment(),
+            "classification": "top-up",
+            "amount": amount,
+            "payment_medium": {"brand": "loader"},
+            "process_immediately": True,
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["awards"][0]["amount"] == float(amount)

@@ -14,6 +14,7 @@ from rewards.api.auth import SECURITY_SCHEME, api_key_middleware
 from rewards.api.contacts import ContactsController, WalletsController
 from rewards.api.deps import DEPENDENCIES
 from rewards.api.docs import DecimalAsNumber, SchemaCarryingJsonPlugin
+from rewards.api.estimates import EstimatesController
 from rewards.api.events import events_router
 from rewards.api.health import health
 from rewards.api.offers import get_rulesets, list_offers
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ContactsController,
             WalletsController,
             events_router(),
+            EstimatesController,
             list_offers,
             get_rulesets,
             *analyst_handlers(),

@@ -323,7 +323,7 @@ class ReversalOut(msgspec.Struct, kw_only=True):
     kind: Literal["award_reversal", "spend_reversal"]
     amount: Decimal
     balance_after: Decimal
-    reverses_id: int
+    reverses_id: int | None  # the entry reversed whole; None for a partial (return) reversal
     offer_id: str | None
 
 
@@ -386,3 +386,86 @@ class RulesetsOut(msgspec.Struct, kw_only=True):
     files: list[str]
     offers: int
     errors: list[str]
+
+
+class EstimateSpendIn(Base, kw_only=True):
+    amount: Decimal | None = None
+
+
+class EstimateIn(Base, kw_only=True):
+    contact: ContactIdentifier
+    performed_on: datetime | None = None
+    performed_by_unit: str
+    classification: str | None = None
+    description: str | None = None
+    reference_number: str | None = None
+    currency: str | None = None
+    products: list[ProductLineIn]
+    net_amount: Decimal | None = None
+    vat_amount: Decimal | None = None
+    total_amount: Decimal | None = None
+    payment_medium: PaymentMedium | None = None
+    spend: EstimateSpendIn | None = None
+    reserve: bool = False
+    reserve_ttl_seconds: int = 900
+    requires_approval: bool = False
+
+
+class SpendableOut(msgspec.Struct, kw_only=True):
+    amount: Decimal
+    min_spend: Decimal | None
+    max_spend: Decimal | None
+
+
+class EstimateWallet(msgspec.Struct, kw_only=True):
+    code: str
+    balance: Decimal
+    available: Decimal
+
+
+class ReservationOut(msgspec.Struct, kw_only=True):
+    amount: Decimal
+    expires_at: datetime
+
+
+class EstimateOut(msgspec.Struct, kw_only=True):
+    id: str
+    contact_id: str
+    status: Literal["pending", "approved", "consumed", "expired"]
+    awards: list[AwardOut]
+    total_award: Decimal
+    instant_spend: Decimal
+    total_amount: Decimal
+    spendable: SpendableOut
+    allow_spending: bool
+    wallet: EstimateWallet
+    reservation: ReservationOut | None
+    requires_approval: bool
+    expires_at: datetime
+    consumed_by_event_id: str | None
+    created_at: datetime
+
+
+class ReturnLineIn(Base, kw_only=True):
+    sku: str
+    quantity: Decimal
+
+
+class ReturnIn(Base, kw_only=True):
+    products: list[ReturnLineIn]
+    description: str | None = None
+
+
+class ReturnedLineOut(msgspec.Struct, kw_only=True):
+    index: int
+    sku: str
+    quantity: Decimal
+    amount: Decimal
+
+
+class ReturnOut(msgspec.Struct, kw_only=True):
+    id: str
+    event_id: str
+    products: list[ReturnedLineOut]
+    reversals: list[ReversalOut]
+    wallet: EventWallet

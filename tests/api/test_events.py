@@ -10,7 +10,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.conftest import BOTH, moment, purchase_body
+from tests.conftest import BOTH, fund, moment, purchase_body
 
 Client = TestClient[Litestar]
 pytestmark = pytest.mark.parametrize("database_url", BOTH, indirect=True)
@@ -137,6 +137,7 @@ def test_unknown_identifier_is_a_clear_422(client: Client, kind: str) -> None:
 
 
 def test_every_other_event_type_is_recorded(client: Client, ann: Any) -> None:
+    fund(client, ann, "10.00")
     purchase = client.post("/v1/events/purchases", json=purchase_body(ann["wallet"]["code"])).json()
     for event_type, (path, body) in bodies(ann, purchase["id"]).items():
         response = client.post(f"/v1/events/{path}", json=body)

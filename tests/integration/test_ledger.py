@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ def test_entries_keep_balance_equal_to_the_sum_and_cancel_reverses_once(
             kind="spend",
             amount_cents=-200,
             event_id=event["id"],
-            require_funds=True,
+            funds_checked_at=datetime.now(UTC),
         )
         with pytest.raises(InsufficientBalance):
             post_entry(
@@ -53,7 +54,7 @@ def test_entries_keep_balance_equal_to_the_sum_and_cancel_reverses_once(
                 kind="spend",
                 amount_cents=-301,
                 event_id=event["id"],
-                require_funds=True,
+                funds_checked_at=datetime.now(UTC),
             )
     assert client.get(f"/v1/wallets/{code}").json()["balance"] == 3.0
     cancelled = client.post(f"/v1/events/{event['id']}/cancel").json()

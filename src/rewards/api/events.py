@@ -14,7 +14,7 @@ from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
-from rewards.services import events
+from rewards.services import events, returns
 from rewards.wire import (
     EVENT_BODIES,
     BulkItemIn,
@@ -24,6 +24,8 @@ from rewards.wire import (
     EventOut,
     EventPage,
     EventType,
+    ReturnIn,
+    ReturnOut,
 )
 
 RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
@@ -127,6 +129,23 @@ def cancel_event(event_id: EventId, session: SessionDep, runtime: RuntimeDep) ->
 
 
 @post(
+    "/{event_id:str}/returns",
+    operation_id="return_products",
+    summary="Return quantities of a purchase's products; their awards are reversed in proportion",
+    status_code=200,
+    dependencies={"payload": Provide(body_provider("purchase_return", ReturnIn))},
+    opt=request_schema("purchase_return"),
+    responses={**BODY, **problems(404, 409)},
+    sync_to_thread=True,
+    tags=["events"],
+)
+def return_products(
+    event_id: EventId, payload: NamedDependency[SkipValidation[ReturnIn]], session: SessionDep, runtime: RuntimeDep
+) -> ReturnOut:
+    return returns.return_products(session, runtime, event_id, payload)
+
+
+@post(
     "/bulk",
     operation_id="create_events_bulk",
     summary="Up to 1,000 events, each validated and recorded on its own",
@@ -150,5 +169,5 @@ def events_router() -> Router:
         _create_handler(segment, event_type) for segment, event_type in CREATE_PATHS.items()
     ]
     return Router(
-        path="/events", route_handlers=[*handlers, bulk, list_events, read_event, cancel_event]
+        path="/events", route_handlers=[*handlers, bulk, list_events, read_event, cancel_event, return_products]
     )

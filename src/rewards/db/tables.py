@@ -66,6 +66,9 @@ class WalletTransaction(SQLModel, table=True):
     event_id: str = Field(index=True, max_length=36)  # the event that caused this entry
     offer_id: str | None = Field(default=None, max_length=100)
     reverses_id: int | None = Field(default=None, unique=True, sa_type=BigInteger)
+    # The award or spend this entry credits, debits or (partly, on returns) reverses.
+    award_id: str | None = Field(default=None, index=True, max_length=36)
+    spend_id: str | None = Field(default=None, index=True, max_length=36)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -171,6 +174,57 @@ class Award(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class Spend(SQLModel, table=True):
+    """Wallet funds redeemed against a purchase: by a spend request event, by the purchase
+    itself (identify and spend, or a consumed estimate), or instantly by an offer."""
+
+    __tablename__ = "spends"
+
+    id: str = Field(primary_key=True, max_length=36)
+    event_id: str = Field(foreign_key="events.id", index=True, max_length=36)  # who asked
+    purchase_event_id: str = Field(foreign_key="events.id", index=True, max_length=36)
+    contact_id: str = Field(foreign_key="contacts.id", max_length=36)
+    requested_cents: int | None = Field(default=None, sa_type=BigInteger)
+    amount_cents: int = Field(sa_type=BigInteger)
+    instant: bool = Field(default=False)
+    reduction: str = Field(default="front_end", max_length=10)  # front_end | back_end
+    ledger_entry_id: int = Field(sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Estimate(SQLModel, table=True):
+    """A purchase dry run; optionally holds (reserves) the spendable amount until it
+    expires or a purchase consumes it. Expiry is a timestamp compared on read."""
+
+    __tablename__ = "estimates"
+    __table_args__ = (Index("ix_estimates_wallet_open", "wallet_id", "consumed_at", "expires_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    contact_id: str = Field(foreign_key="contacts.id", max_length=36)
+    wallet_id: int = Field(foreign_key="wallets.id", sa_type=BigInteger)
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    reserved_cents: int = Field(default=0, sa_type=BigInteger)
+    requires_approval: bool = Field(default=False)
+    approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    consumed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    consumed_by: str | None = Field(default=None, max_length=36)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReturnedLine(SQLModel, table=True):
+    """Quantities of a purchase line returned, one row per line per return."""
+
+    __tablename__ = "returned_lines"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    return_id: str = Field(index=True, max_length=36)
+    event_id: str = Field(foreign_key="events.id", index=True, max_length=36)
+    line_no: int
+    quantity_milli: int = Field(sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class Otp(SQLModel, table=True):
     __tablename__ = "otps"
 
@@ -184,3 +238,7 @@ class Otp(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+# Evaluation-run tables live in their own module; importing it registers them here.
+import rewards.db.run_tables  # noqa: E402, F401

@@ -20,6 +20,7 @@ from rewards.errors import (
     ValidationFailed,
     WalletNotFound,
 )
+from rewards.services.ledger import open_reservations
 from rewards.services.pages import decode_cursor, encode_cursor
 from rewards.services.runtime import Runtime
 from rewards.wire import (
@@ -41,8 +42,9 @@ def new_wallet_code() -> str:
 
 
 def reserved_cents(session: Session, wallet: Wallet, now: datetime) -> int:
-    """Funds held by open purchase-estimate reservations (none before estimates exist)."""
-    return 0
+    """Funds held by open (unexpired, unconsumed) purchase-estimate reservations."""
+    assert wallet.id is not None
+    return int(session.scalar(select(open_reservations(wallet.id, now))) or 0)
 
 
 def wallet_out(session: Session, wallet: Wallet, now: datetime) -> WalletOut:

@@ -101,6 +101,7 @@ def persist_award(session: Session, event: Event, decision: AwardDecision) -> Aw
     contact_id = _beneficiary(event, decision)
     wallet_id = session.scalars(select(Wallet.id).where(Wallet.contact_id == contact_id)).one()
     amount = to_cents(decision.amount)
+    award_id = str(uuid.uuid4())
     entry = post_entry(
         session,
         wallet_id=wallet_id,
@@ -108,9 +109,10 @@ def persist_award(session: Session, event: Event, decision: AwardDecision) -> Aw
         amount_cents=amount,
         event_id=event.id,
         offer_id=decision.offer_id,
+        award_id=award_id,
     )
     award = Award(
-        id=str(uuid.uuid4()),
+        id=award_id,
         event_id=event.id,
         offer_id=decision.offer_id,
         offer_name=decision.offer_name,
@@ -133,18 +135,17 @@ def persist_award(session: Session, event: Event, decision: AwardDecision) -> Aw
     return award
 
 
-def evaluate_on_intake(session: Session, runtime: Runtime, event: Event) -> bool:
+def evaluate_on_intake(session: Session, runtime: Runtime, event: Event) -> list[Award] | None:
     """Evaluate immediate offers for ``event`` when it asks for it (or its type is
-    always immediate); True when an evaluation took place."""
+    always immediate): the awards made, or None when no evaluation took place."""
     if not event.process_immediately or event.type in NOT_EVALUATED:
-        return False
+        return None
     evaluator = runtime.evaluator  # one ruleset version for the whole evaluation
     contact = session.get(Contact, event.contact_id)
     assert contact is not None
     facts = build_facts(
         session, event, list(contact.segments), awards_in_window(session, runtime, event)
     )
-    for decision in evaluator.evaluate(facts, mode="immediate"):
-        persist_award(session, event, decision)
+    awards = [persist_award(session, event, decision) for decision in evaluator.evaluate(facts, mode="immediate")]
     session.flush()
-    return True
+    return awards

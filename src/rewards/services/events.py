@@ -23,10 +23,12 @@ from rewards.db.tables import (
     EventLine,
     PurchaseClassification,
     Sku,
+    Spend,
     StatementPeriod,
 )
 from rewards.domain import purchase as purchase_math
 from rewards.domain.money import from_cents
+from rewards.domain.payment_medium import automate
 from rewards.errors import (
     AlreadyCancelled,
     ClassificationNotAllowed,
@@ -43,7 +45,7 @@ from rewards.errors import (
     UnknownCurrency,
     refusal,
 )
-from rewards.services import evaluation
+from rewards.services import estimates, evaluation, spending
 from rewards.services.identify import Identified, consume_otp, identify
 from rewards.services.ledger import reverse_event_entries
 from rewards.services.pages import decode_cursor, encode_cursor
@@ -56,6 +58,7 @@ from rewards.wire import (
     BulkOut,
     BulkResult,
     CancelledEventOut,
+    EstimateIn,
     EventIn,
     EventOut,
     EventPage,
@@ -135,7 +138,11 @@ def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> 
     session.execute(dialect.insert(table).values(rows).on_conflict_do_nothing())
 
 
-def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> Draft:
+def purchase_details(
+    runtime: Runtime, body: PurchaseIn | EstimateIn
+) -> tuple[purchase_math.PricedPurchase, dict[str, Any]]:
+    """Totals (checked), conversion to the business currency and the payment medium after
+    the definition's automation: the stored fields of a purchase (or an estimate)."""
     definition = runtime.rulesets.definition
     if body.classification is not None:
         declared_for = declared_types(runtime, body.classification)
@@ -145,10 +152,9 @@ def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> D
         body.products, (body.net_amount, body.vat_amount, body.total_amount)
     )
     currency = body.currency or definition.currency
-    details: dict[str, Any] = {
-        "reference_number": body.reference_number,
-        "currency": definition.currency,
-    }
+    details: dict[str, Any] = {"currency": definition.currency}
+    if body.reference_number is not None:
+        details["reference_number"] = body.reference_number
     if currency != definition.currency:
         rate = definition.exchange_rates.get(currency)
         if rate is None:
@@ -159,9 +165,6 @@ def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> D
         details["original_currency"] = currency
         details["original_total_amount"] = money(priced.total_cents)
         priced = purchase_math.convert(priced, rate)
-    draft = _contact(session, runtime, body)
-    draft.amount_cents = priced.total_cents
-    draft.lines = priced.lines
     details |= {
         "products": [
             {
@@ -178,10 +181,26 @@ def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> D
         "total_amount": money(priced.total_cents),
     }
     if body.payment_medium is not None:
-        details["payment_medium"] = msgspec.to_builtins(body.payment_medium)
+        details["payment_medium"] = automate(
+            msgspec.to_builtins(body.payment_medium), definition.payment_medium
+        )
+    return priced, details
+
+
+def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> Draft:
+    priced, details = purchase_details(runtime, body)
+    draft = _contact(session, runtime, body)
+    draft.amount_cents = priced.total_cents
+    draft.lines = priced.lines
     if body.estimate_id is not None:
         details["estimate_id"] = body.estimate_id
     draft.details = details
+    otp = draft.identified[0][0].otp
+    estimate = (
+        estimates.usable(session, runtime, body.estimate_id, draft.contact.id)
+        if body.estimate_id
+        else None
+    )
 
     def create_catalogue_entries(session: Session, _event: Event) -> None:
         _insert_ignore(
@@ -190,7 +209,39 @@ def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> D
         if body.classification is not None and declared_types(runtime, body.classification) is None:
             _insert_ignore(session, PurchaseClassification, [{"code": body.classification}])
 
-    draft.after_insert.append(create_catalogue_entries)
+    def identify_and_spend(session: Session, event: Event) -> None:
+        """Before the purchase's own awards: a spend it carries, an OTP's spend amount,
+        or an estimate's reservation."""
+        if estimate is not None:
+            estimates.consume(session, runtime, estimate, event.id)
+        requested: int | None = None
+        if body.spend is not None and body.spend.amount is not None:
+            requested = purchase_math.exact_cents(body.spend.amount, "/spend/amount")
+        elif otp is not None and otp.spend_amount_cents is not None:
+            requested = otp.spend_amount_cents
+        elif estimate is not None and body.spend is None:
+            requested = min(estimate.reserved_cents, priced.total_cents) or None
+            if requested is None:
+                return
+        elif body.spend is None:
+            return
+        spending.spend_on_purchase(
+            session,
+            runtime,
+            contact=draft.contact,
+            purchase=event,
+            event_id=event.id,
+            performed_on=event.performed_on,
+            ask=spending.SpendAsk(
+                requested_cents=requested,
+                path="/spend/amount",
+                only_if_fully_covered=bool(body.spend and body.spend.only_if_fully_covered),
+                otp=otp,
+                excluding_estimate=estimate.id if estimate is not None else None,
+            ),
+        )
+
+    draft.after_insert += [create_catalogue_entries, identify_and_spend]
     return draft
 
 
@@ -264,7 +315,10 @@ def _prepare_financial_achievement(
     if body.product is not None:
         draft.details["product"] = body.product
     if body.payment_medium is not None:
-        draft.details["payment_medium"] = msgspec.to_builtins(body.payment_medium)
+        medium = msgspec.to_builtins(body.payment_medium)
+        draft.details["payment_medium"] = automate(
+            medium, runtime.rulesets.definition.payment_medium
+        )
     return draft
 
 
@@ -357,10 +411,26 @@ def _prepare_spend_request(session: Session, runtime: Runtime, body: SpendReques
             errors=[FieldError(path="/purchase_event_id", message="purchase is cancelled")],
         )
     draft.details = {"purchase_event_id": purchase.id}
+    requested = None
     if body.requested_amount is not None:
-        draft.details["requested_amount"] = money(
-            purchase_math.exact_cents(body.requested_amount, "/requested_amount")
+        requested = purchase_math.exact_cents(body.requested_amount, "/requested_amount")
+        draft.details["requested_amount"] = money(requested)
+    ask = spending.SpendAsk(
+        requested_cents=requested, path="/requested_amount", otp=draft.identified[0][0].otp
+    )
+
+    def spend(session: Session, event: Event) -> None:
+        spending.spend_on_purchase(
+            session,
+            runtime,
+            contact=draft.contact,
+            purchase=purchase,
+            event_id=event.id,
+            performed_on=event.performed_on,
+            ask=ask,
         )
+
+    draft.after_insert.append(spend)
     return draft
 
 
@@ -454,7 +524,10 @@ def record_event(session: Session, runtime: Runtime, event_type: str, body: Even
     )
     for step in draft.after_insert:
         step(session, event)
-    event.evaluated = evaluation.evaluate_on_intake(session, runtime, event)
+    awards = evaluation.evaluate_on_intake(session, runtime, event)
+    event.evaluated = awards is not None
+    if awards and event.type == "purchase":
+        spending.instant_spends(session, runtime, event, awards)
     session.flush()
     return Recorded(event=render_event(session, event, now), created=True)
 
@@ -552,10 +625,40 @@ def list_events(
 
 
 def cancel_event(session: Session, runtime: Runtime, event_id: str) -> CancelledEventOut:
-    """State -> cancelled and a reversal for every ledger entry the event caused, in the
-    caller's transaction. The conditional update makes a second cancel a 409."""
+    """State -> cancelled and a reversal of what is left of every award and spend the
+    event caused, in the caller's transaction; a purchase takes its spend requests with
+    it. The conditional update makes a second cancel a 409."""
     event = _event(session, event_id)
     now = runtime.now()
+    reversals = _cancel(session, event, now)
+    if event.type == "purchase":
+        dependants = session.scalars(
+            select(Event)
+            .join(Spend, Spend.event_id == Event.id)
+            .where(
+                Spend.purchase_event_id == event.id, Event.id != event.id, Event.state == "posted"
+            )
+        ).all()
+        for dependant in dependants:
+            reversals += _cancel(session, dependant, now)
+    rendered = render_event(session, event, now)
+    return CancelledEventOut(
+        **{name: getattr(rendered, name) for name in rendered.__struct_fields__},
+        reversals=[
+            ReversalOut(
+                id=entry.id or 0,
+                kind=entry.kind,  # type: ignore[arg-type]
+                amount=from_cents(entry.amount_cents),
+                balance_after=from_cents(entry.balance_after_cents),
+                reverses_id=entry.reverses_id,
+                offer_id=entry.offer_id,
+            )
+            for entry in reversals
+        ],
+    )
+
+
+def _cancel(session: Session, event: Event, now: datetime) -> list[Any]:
     changed = session.execute(
         update(Event)
         .where(Event.id == event.id, Event.state == "posted")
@@ -566,19 +669,4 @@ def cancel_event(session: Session, runtime: Runtime, event_id: str) -> Cancelled
     session.refresh(event)
     if event.type == "financial_statement":
         session.execute(delete(StatementPeriod).where(StatementPeriod.event_id == event.id))
-    reversals = reverse_event_entries(session, event.id)
-    rendered = render_event(session, event, now)
-    return CancelledEventOut(
-        **{name: getattr(rendered, name) for name in rendered.__struct_fields__},
-        reversals=[
-            ReversalOut(
-                id=entry.id or 0,
-                kind=entry.kind,  # type: ignore[arg-type]
-                amount=from_cents(entry.amount_cents),
-                balance_after=from_cents(entry.balance_after_cents),
-                reverses_id=entry.reverses_id or 0,
-                offer_id=entry.offer_id,
-            )
-            for entry in reversals
-        ],
-    )
+    return reverse_event_entries(session, event.id)

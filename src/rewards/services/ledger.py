@@ -1,18 +1,34 @@
 """The append-only ledger. Every entry moves the wallet balance in the same transaction
-with one conditional UPDATE ... RETURNING, so balance and ledger never drift apart."""
+with one conditional UPDATE ... RETURNING, so balance and ledger never drift apart, and a
+debit that would take *available* funds (balance minus open reservations) below zero
+changes nothing."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from datetime import datetime
+
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
-from rewards.db.tables import Wallet, WalletTransaction
+from rewards.db.tables import Estimate, Wallet, WalletTransaction
 
 REVERSAL_OF = {"award": "award_reversal", "spend": "spend_reversal"}
 
 
 class InsufficientBalance(Exception):
     """A debit would take the wallet's available funds below zero (nothing was written)."""
+
+
+def open_reservations(wallet_id: int, now: datetime, excluding_estimate: str | None = None):  # type: ignore[no-untyped-def]
+    """SQL: the cents held by the wallet's unexpired, unconsumed estimate reservations."""
+    query = select(func.coalesce(func.sum(Estimate.reserved_cents), 0)).where(
+        Estimate.wallet_id == wallet_id,
+        Estimate.consumed_at.is_(None),  # type: ignore[union-attr]
+        Estimate.expires_at > now,  # type: ignore[operator]
+    )
+    if excluding_estimate is not None:
+        query = query.where(Estimate.id != excluding_estimate)
+    return query.scalar_subquery()
 
 
 def post_entry(
@@ -23,13 +39,17 @@ def post_entry(
     amount_cents: int,
     event_id: str,
     offer_id: str | None = None,
+    award_id: str | None = None,
+    spend_id: str | None = None,
     reverses_id: int | None = None,
-    require_funds: bool = False,
+    funds_checked_at: datetime | None = None,
+    excluding_estimate: str | None = None,
 ) -> WalletTransaction:
     """Append one entry (signed amount) and move the balance in lock-step.
 
-    With ``require_funds`` the balance update only happens when the balance covers the
-    debit; otherwise :class:`InsufficientBalance` is raised and nothing changes.
+    With ``funds_checked_at`` the update only happens while balance minus the open
+    reservations at that moment (except ``excluding_estimate``, the one being consumed)
+    covers the debit; otherwise :class:`InsufficientBalance` and nothing changes.
     """
     statement = (
         update(Wallet)
@@ -37,8 +57,9 @@ def post_entry(
         .values(balance_cents=Wallet.balance_cents + amount_cents)
         .returning(Wallet.balance_cents)
     )
-    if require_funds:
-        statement = statement.where(Wallet.balance_cents + amount_cents >= 0)  # type: ignore[arg-type]
+    if funds_checked_at is not None:
+        held = open_reservations(wallet_id, funds_checked_at, excluding_estimate)
+        statement = statement.where(Wallet.balance_cents + amount_cents - held >= 0)  # type: ignore[arg-type]
     balance_after = session.execute(statement).scalar_one_or_none()
     if balance_after is None:
         raise InsufficientBalance
@@ -49,6 +70,8 @@ def post_entry(
         balance_after_cents=balance_after,
         event_id=event_id,
         offer_id=offer_id,
+        award_id=award_id,
+        spend_id=spend_id,
         reverses_id=reverses_id,
     )
     session.add(entry)
@@ -56,8 +79,20 @@ def post_entry(
     return entry
 
 
+def partly_reversed_cents(session: Session, award_id: str) -> int:
+    """Cents of an award already reversed by returns (negative or zero)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(WalletTransaction.amount_cents), 0)).where(
+            WalletTransaction.award_id == award_id,
+            WalletTransaction.kind == "award_reversal",
+        )
+    )
+    return int(total or 0)
+
+
 def reverse_event_entries(session: Session, event_id: str) -> list[WalletTransaction]:
-    """Reverse every award and spend entry the event caused that is not reversed yet."""
+    """Reverse what is left of every award and spend entry the event caused (returns may
+    already have reversed part of an award). ``reverses_id`` is unique: at most once."""
     reversed_ids = select(WalletTransaction.reverses_id).where(
         WalletTransaction.reverses_id.is_not(None)  # type: ignore[union-attr]
     )
@@ -68,15 +103,24 @@ def reverse_event_entries(session: Session, event_id: str) -> list[WalletTransac
         .where(WalletTransaction.id.not_in(reversed_ids))  # type: ignore[union-attr]
         .order_by(WalletTransaction.id)  # type: ignore[arg-type]
     ).all()
-    return [
-        post_entry(
-            session,
-            wallet_id=entry.wallet_id,
-            kind=REVERSAL_OF[entry.kind],
-            amount_cents=-entry.amount_cents,
-            event_id=event_id,
-            offer_id=entry.offer_id,
-            reverses_id=entry.id,
+    reversals = []
+    for entry in entries:
+        left = entry.amount_cents
+        if entry.kind == "award" and entry.award_id is not None:
+            left += partly_reversed_cents(session, entry.award_id)
+        if left == 0:
+            continue
+        reversals.append(
+            post_entry(
+                session,
+                wallet_id=entry.wallet_id,
+                kind=REVERSAL_OF[entry.kind],
+                amount_cents=-left,
+                event_id=event_id,
+                offer_id=entry.offer_id,
+                award_id=entry.award_id,
+                spend_id=entry.spend_id,
+                reverses_id=entry.id,
+            )
         )
-        for entry in entries
-    ]
+    return reversals

@@ -10,7 +10,7 @@ import msgspec
 from sqlalchemy import select
 from sqlmodel import Session
 
-from rewards.db.tables import Award, Event, Wallet
+from rewards.db.tables import Award, Event, Spend, Wallet
 from rewards.domain.money import from_cents
 from rewards.services.contacts import reserved_cents
 from rewards.wire import AwardOut, EventOut, EventWallet, LineAwardOut, SpendOut
@@ -59,8 +59,10 @@ def awards_of(session: Session, event: Event) -> list[AwardOut]:
 
 
 def spends_of(session: Session, event: Event) -> list[SpendOut]:
-    """Spends made against the event (none until spending exists)."""
-    return []
+    """A purchase: every spend against it; a spend request: the spend it made."""
+    column = Spend.purchase_event_id if event.type == "purchase" else Spend.event_id
+    spends = session.scalars(select(Spend).where(column == event.id).order_by(Spend.ledger_entry_id)).all()
+    return [SpendOut(id=spend.id, amount=from_cents(spend.amount_cents), instant=spend.instant) for spend in spends]
 
 
 def render_event(session: Session, event: Event, now: datetime, **extra: Any) -> EventOut:
