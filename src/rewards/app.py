@@ -8,8 +8,10 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from rewards.api.analyst import analyst_handlers
+from rewards.api.analytics import analytics_summary
 from rewards.api.auth import SECURITY_SCHEME, api_key_middleware
 from rewards.api.contacts import ContactsController, WalletsController
 from rewards.api.deps import DEPENDENCIES
@@ -34,6 +36,13 @@ from rewards.services.runtime import Runtime
 from rewards.settings import Settings
 
 log = logging.getLogger("rewards")
+
+
+class MetricsController(PrometheusController):
+    """Prometheus text format at /metrics (open, like /health: counts only, no PII)."""
+
+    path = "/metrics"
+    include_in_schema = False
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -65,15 +74,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             EstimatesController,
             list_offers,
             get_rulesets,
+            analytics_summary,
             *analyst_handlers(),
             *run_handlers(),
         ],
         security=[{SECURITY_SCHEME: []}],
     )
+    prometheus = PrometheusConfig(app_name="rewards", prefix="rewards", group_path=True, exclude=["^/metrics$"])
     return Litestar(
-        route_handlers=[health, v1],
+        route_handlers=[health, v1, MetricsController],
         dependencies=DEPENDENCIES,
-        middleware=[api_key_middleware(settings.api_keys)],
+        middleware=[prometheus.middleware, api_key_middleware(settings.api_keys)],
         exception_handlers=EXCEPTION_HANDLERS,
         response_class=JSONResponse,
         request_max_body_size=settings.max_body_bytes,

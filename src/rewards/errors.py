@@ -44,6 +44,7 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.headers: dict[str, str] = {}
 
     def to_problem(self) -> Problem:
         return Problem(

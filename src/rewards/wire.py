@@ -469,3 +469,36 @@ class ReturnOut(msgspec.Struct, kw_only=True):
     products: list[ReturnedLineOut]
     reversals: list[ReversalOut]
     wallet: EventWallet
+
+
+class EventTypeCount(msgspec.Struct, kw_only=True):
+    type: str
+    posted: int
+    cancelled: int
+
+
+class OfferTotals(msgspec.Struct, kw_only=True):
+    offer_id: str
+    count: int
+    amount: Decimal
+
+
+class AwardTotals(msgspec.Struct, kw_only=True):
+    count: int
+    amount: Decimal
+    reversed: Decimal
+    by_offer: list[OfferTotals]
+
+
+class SpendTotals(msgspec.Struct, kw_only=True):
+    count: int
+    amount: Decimal
+
+
+class AnalyticsSummary(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+    from_: datetime | None
+    to: datetime | None
+    events: list[EventTypeCount]
+    awards: AwardTotals
+    spends: SpendTotals
+    outstanding_liability: Decimal

@@ -182,3 +182,36 @@ def test_unknown_or_repeated_query_parameters_are_400(client: Client) -> None:
     repeated = client.get("/v1/events?type=web&type=purchase")
     assert repeated.status_code == 400 and repeated.json()["code"] == "invalid_parameters"
     assert client.get("/v1/events", params={"type": "web", "limit": 5}).status_code == 200
+
+
+def test_otp_issue_and_use_are_rate_limited(client: Client, new_contact: Any) -> None:
+    contact = new_contact()
+    issued = [client.post(f"/v1/contacts/{contact['id']}/otp", json={}) for _ in range(6)]
+    assert [r.status_code for r in issued] == [201] * 5 + [429]
+    limited = issued[-1]
+    assert limited.json()["code"] == "rate_limited"
+    assert limited.headers["RateLimit-Limit"] == "5" and int(limited.headers["Retry-After"]) > 0
+    guesses = [
+        client.post("/v1/events/achievements", json={"contact": {"otp": f"{n:06d}"}, "performed_on": "2026-03-04T10:00:00Z", "classification": "5-star-service"})
+        for n in range(121)
+    ]
+    assert {r.json()["code"] for r in guesses[:120]} == {"otp_invalid"}
+    assert guesses[120].status_code == 429 and guesses[120].json()["code"] == "rate_limited"
+
+
+def test_logs_carry_no_names_card_numbers_or_keys(client: Client, caplog: Any) -> None:
+    import logging
+
+    from tests.conftest import ADMIN_KEY
+
+    caplog.set_level(logging.DEBUG)
+    contact = client.post("/v1/contacts", json={"name": "Zelda Quartermain", "code": "ZQ-1"}).json()
+    client.post("/v1/events/purchases", json=purchase_body(
+        contact["wallet"]["code"], payment_medium={"identifier": "4917555566667777"}
+    ))
+    client.post("/v1/events/purchases", json={"broken": "Zelda Quartermain 4917555566667777"})
+    client.get("/v1/events", headers={"Authorization": "Bearer not-a-key-9f8e7d"})
+    text = caplog.text
+    assert text  # something was logged, and none of it is personal
+    for secret in ("Zelda Quartermain", "4917555566667777", ADMIN_KEY, "not-a-key-9f8e7d"):
+        assert secret not in text

@@ -12,7 +12,9 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
 
-OPEN_PATHS = ["^/health$", "^/schema"]
+from rewards.services.ratelimit import CALLER, caller_id
+
+OPEN_PATHS = ["^/health$", "^/schema", "^/metrics$"]
 SECURITY_SCHEME = "BearerAuth"
 
 
@@ -31,6 +33,7 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("Missing 'Authorization: Bearer <key>' header.")
         for known, role in self._keys.items():  # constant-time compare, every key
             if hmac.compare_digest(known.encode(), key.strip().encode()):
+                CALLER.set(caller_id(known))
                 return AuthenticationResult(user=role, auth=key)
         raise NotAuthorizedException("Unknown API key.")
 

@@ -76,7 +76,7 @@ class ContactsController(Controller):
         summary="Issue a six-digit single-use OTP for the contact",
         dependencies={"payload": Provide(body_provider("otp_request", OtpRequest))},
         opt=request_schema("otp_request"),
-        responses={**BODY, **problems(404)},
+        responses={**BODY, **problems(404, 429)},
         sync_to_thread=True,
     )
     def issue_otp(

@@ -26,6 +26,7 @@ _DESCRIPTIONS = {
     409: "Conflict with the current state",
     413: "Request body larger than 64 KB",
     422: "Invalid body (with `errors[].path`) or a business refusal (with its `code`)",
+    429: "Rate limit reached (OTP issue and use); see the RateLimit-* and Retry-After headers",
 }
 
 

@@ -27,7 +27,7 @@ class EstimatesController(Controller):
         summary="Estimate a purchase: awards, spendable amount, optional reservation",
         dependencies={"payload": Provide(body_provider("purchase_estimate", EstimateIn))},
         opt=request_schema("purchase_estimate"),
-        responses=BODY,
+        responses={**BODY, **problems(429)},
         sync_to_thread=True,
     )
     def create(

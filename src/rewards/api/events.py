@@ -67,7 +67,7 @@ def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
         description=f"Body: `schemas/{schema}.json`. 201 with the new event; 200 on an idempotent replay.",
         dependencies={"payload": Provide(body_provider(schema, EVENT_BODIES[event_type]))},
         opt=request_schema(schema),
-        responses={**BODY, **problems(409), **REPLAY},
+        responses={**BODY, **problems(409, 429), **REPLAY},
         status_code=201,
         sync_to_thread=True,
         tags=["events"],

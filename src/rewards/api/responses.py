@@ -53,7 +53,7 @@ def _validation_errors(exc: ValidationException) -> list[FieldError]:
 
 
 def handle_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> JSONResponse:
-    return problem_response(exc.to_problem())
+    return problem_response(exc.to_problem(), headers=exc.headers or None)
 
 
 def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> JSONResponse:

@@ -22,6 +22,7 @@ from rewards.errors import (
 )
 from rewards.services.ledger import open_reservations
 from rewards.services.pages import decode_cursor, encode_cursor
+from rewards.services.ratelimit import CALLER, OTP_ISSUE_PER_CONTACT, OTP_ISSUE_PER_KEY
 from rewards.services.runtime import Runtime
 from rewards.wire import (
     ContactCreate,
@@ -176,6 +177,8 @@ def issue_otp(session: Session, runtime: Runtime, contact_id: str, body: OtpRequ
     """A six-digit single-use code, unique among the codes still usable."""
     contact = _contact(session, contact_id)
     now = runtime.now()
+    runtime.limiter.hit(OTP_ISSUE_PER_KEY, CALLER.get(), now)
+    runtime.limiter.hit(OTP_ISSUE_PER_CONTACT, contact.id, now)
     spend_cents = None
     if body.spend_amount is not None:
         spend_cents = to_cents(body.spend_amount)

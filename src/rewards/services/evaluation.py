@@ -20,6 +20,7 @@ from rewards.db.tables import Award, Contact, Event, Wallet
 from rewards.domain.money import to_cents
 from rewards.engine import AwardDecision, EventFacts, KpiValue, ProductLine
 from rewards.services.ledger import post_entry
+from rewards.services.metrics import metrics
 from rewards.services.runtime import Runtime
 
 NOT_EVALUATED = frozenset({"spend_request"})  # spend requests never earn
@@ -132,6 +133,8 @@ def persist_award(session: Session, event: Event, decision: AwardDecision) -> Aw
         ledger_entry_id=entry.id or 0,
     )
     session.add(award)
+    metrics().awards.labels(offer_id=decision.offer_id).inc()
+    metrics().awarded_cents.inc(amount)
     return award
 
 
@@ -146,6 +149,8 @@ def evaluate_on_intake(session: Session, runtime: Runtime, event: Event) -> list
     facts = build_facts(
         session, event, list(contact.segments), awards_in_window(session, runtime, event)
     )
-    awards = [persist_award(session, event, decision) for decision in evaluator.evaluate(facts, mode="immediate")]
+    with metrics().engine_seconds.time():
+        decisions = evaluator.evaluate(facts, mode="immediate")
+    awards = [persist_award(session, event, decision) for decision in decisions]
     session.flush()
     return awards

@@ -48,6 +48,7 @@ from rewards.errors import (
 from rewards.services import estimates, evaluation, spending
 from rewards.services.identify import Identified, consume_otp, identify
 from rewards.services.ledger import reverse_event_entries
+from rewards.services.metrics import metrics
 from rewards.services.pages import decode_cursor, encode_cursor
 from rewards.services.runtime import Runtime
 from rewards.services.views import decimal_text, money, render_event
@@ -107,7 +108,7 @@ def request_hash(event_type: str, body: EventIn) -> str:
 
 def _contact(session: Session, runtime: Runtime, body: EventIn) -> Draft:
     assert body.contact is not None  # the schema requires it for every type but referral
-    found = identify(session, body.contact, "/contact", runtime.now())
+    found = identify(session, runtime, body.contact, "/contact")
     return Draft(contact=found.contact, identified=[(found, "/contact")])
 
 
@@ -254,9 +255,8 @@ def _business_day_bounds(runtime: Runtime, moment: datetime) -> tuple[datetime, 
 
 def _prepare_referral(session: Session, runtime: Runtime, body: ReferralIn) -> Draft:
     _check_classification(runtime, "referral", body.classification)
-    now = runtime.now()
-    referred = identify(session, body.referred, "/referred", now)
-    referrer = identify(session, body.referred_by, "/referred_by", now)
+    referred = identify(session, runtime, body.referred, "/referred")
+    referrer = identify(session, runtime, body.referred_by, "/referred_by")
     if referred.contact.id == referrer.contact.id:
         raise SelfReferral(
             "The referred contact and the referrer are the same contact.",
@@ -529,6 +529,7 @@ def record_event(session: Session, runtime: Runtime, event_type: str, body: Even
     if awards and event.type == "purchase":
         spending.instant_spends(session, runtime, event, awards)
     session.flush()
+    metrics().events.labels(type=event_type).inc()
     return Recorded(event=render_event(session, event, now), created=True)
 
 
@@ -579,7 +580,7 @@ class EventFilter:
     performed_to: str | None = None
 
 
-def _timestamp(name: str, value: str | None) -> datetime | None:
+def parse_timestamp(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
@@ -598,8 +599,8 @@ def list_events(
     session: Session, runtime: Runtime, where: EventFilter, limit: int, cursor: str | None
 ) -> EventPage:
     """Newest first; ``performed_from`` inclusive, ``performed_to`` exclusive."""
-    performed_from = _timestamp("performed_from", where.performed_from)
-    performed_to = _timestamp("performed_to", where.performed_to)
+    performed_from = parse_timestamp("performed_from", where.performed_from)
+    performed_to = parse_timestamp("performed_to", where.performed_to)
     query = select(Event)
     if where.type:
         query = query.where(Event.type == where.type)

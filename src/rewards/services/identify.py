@@ -10,6 +10,8 @@ from sqlmodel import Session
 
 from rewards.db.tables import Contact, GiftCard, Otp, Wallet
 from rewards.errors import ContactNotFound, FieldError, OtpInvalid
+from rewards.services.ratelimit import CALLER, OTP_USE_PER_CONTACT, OTP_USE_PER_KEY
+from rewards.services.runtime import Runtime
 from rewards.wire import ContactIdentifier
 
 
@@ -27,11 +29,13 @@ def _kind_and_value(identifier: ContactIdentifier) -> tuple[str, str]:
     raise AssertionError("the schema requires exactly one identifier")
 
 
-def identify(
-    session: Session, identifier: ContactIdentifier, path: str, now: datetime
-) -> Identified:
-    """Find the contact; an unknown identifier is a 422 pointing at ``path/<kind>``."""
+def identify(session: Session, runtime: Runtime, identifier: ContactIdentifier, path: str) -> Identified:
+    """Find the contact; an unknown identifier is a 422 pointing at ``path/<kind>``.
+    OTP attempts are rate limited per API key (failures included) and per contact."""
     kind, value = _kind_and_value(identifier)
+    now = runtime.now()
+    if kind == "otp":
+        runtime.limiter.hit(OTP_USE_PER_KEY, CALLER.get(), now)
     otp: Otp | None = None
     query = {
         "wallet_code": select(Contact)
@@ -60,6 +64,8 @@ def identify(
             f"No contact with {kind} {value!r}.",
             errors=[FieldError(path=f"{path}/{kind}", message=f"no contact with this {kind}")],
         )
+    if otp is not None:
+        runtime.limiter.hit(OTP_USE_PER_CONTACT, contact.id, now)
     return Identified(contact=contact, otp=otp)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rewards.schemas import SchemaRegistry
+from rewards.services.ratelimit import RateLimiter
 from rewards.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class Runtime:
     evaluator: Evaluator
     schemas: SchemaRegistry
     clock: Callable[[], datetime] = _utcnow
+    limiter: RateLimiter = field(default_factory=RateLimiter)
     reload_errors: tuple[str, ...] = ()  # of the last refused reload, as file:line: message
 
     @property

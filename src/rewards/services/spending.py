@@ -29,6 +29,7 @@ from rewards.errors import (
     SpendWindowExpired,
 )
 from rewards.services.ledger import InsufficientBalance, open_reservations, post_entry
+from rewards.services.metrics import metrics
 from rewards.services.runtime import Runtime
 
 
@@ -231,6 +232,7 @@ def debit(
     )
     session.add(spend)
     session.flush()
+    metrics().spends.labels(instant=str(instant).lower()).inc()
     return spend
 
 
