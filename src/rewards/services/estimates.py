@@ -63,7 +63,7 @@ def create_estimate(session: Session, runtime: Runtime, body: EstimateIn) -> Est
 
     now = runtime.now()
     performed_on = body.performed_on or now
-    contact = identify(session, body.contact, "/contact", now).contact
+    contact = identify(session, runtime, body.contact, "/contact").contact
     priced, details = purchase_details(runtime, body)
     probe = Event(  # never added to the session: the purchase as it would be recorded
         id=str(uuid.uuid4()),
