@@ -182,20 +182,27 @@ def test_identify_and_spend_is_all_or_nothing_and_uses_funds_before_its_own_awar
     assert paid.json()["wallet"]["balance"] == 5.0
 
 
-def test_partial_spend_when_the_definition_allows_it(tmp_path: Path, settings: Any) -> None:
+def _client_with_rules(tmp_path: Path, settings: Any, **rules: str) -> TestClient[Litestar]:
+    """A client whose definition's spend_requests differ as given (YAML values)."""
     from rewards.app import create_app
     from tests.conftest import ADMIN_KEY
 
     folder = tmp_path / "rules"
     shutil.copytree(ROOT / "tests" / "api" / "offer_rulesets", folder)
     definition = folder / "definition.yaml"
-    definition.write_text(
-        re.sub(
-            "reject_if_not_covered: true", "reject_if_not_covered: false", definition.read_text()
-        )
-    )
-    with TestClient(create_app(settings.with_changes(rulesets_dir=folder))) as client:
-        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+    text = definition.read_text()
+    for key, value in rules.items():
+        text, found = re.subn(rf"{key}: .*", f"{key}: {value}", text)
+        if not found:
+            text = text.replace("spend_requests:\n", f"spend_requests:\n  {key}: {value}\n")
+    definition.write_text(text)
+    client = TestClient(create_app(settings.with_changes(rulesets_dir=folder)))
+    client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+    return client
+
+
+def test_partial_spend_when_the_definition_allows_it(tmp_path: Path, settings: Any) -> None:
+    with _client_with_rules(tmp_path, settings, reject_if_not_covered="false") as client:
         ann = client.post("/v1/contacts", json={}).json()
         fund(client, ann, "3.00")
         purchase = _purchase(client, ann).json()
@@ -203,6 +210,22 @@ def test_partial_spend_when_the_definition_allows_it(tmp_path: Path, settings: A
         assert partial.status_code == 201 and partial.json()["spends"][0]["amount"] == 3.0
         only_full = _purchase(client, ann, spend={"amount": "10.00", "only_if_fully_covered": True})
         assert only_full.status_code == 422 and only_full.json()["code"] == "insufficient_funds"
+
+
+def test_specific_amounts_and_classifications_per_the_definition(tmp_path: Path, settings: Any) -> None:
+    with _client_with_rules(
+        tmp_path, settings, allow_specific_amount="false", applicable_classifications="[groceries]"
+    ) as client:
+        ann = client.post("/v1/contacts", json={}).json()
+        fund(client, ann, "30.00")
+        groceries = _purchase(client, ann, classification="groceries").json()
+        specific = _spend(client, ann, groceries["id"], "5.00")
+        assert specific.status_code == 422 and specific.json()["code"] == "specific_amount_not_allowed"
+        whole = _spend(client, ann, groceries["id"])
+        assert whole.status_code == 201 and whole.json()["spends"][0]["amount"] == 20.0
+        other = _purchase(client, ann, classification="fuel").json()
+        refused = _spend(client, ann, other["id"])
+        assert refused.status_code == 422 and refused.json()["code"] == "spend_not_applicable"
 
 
 def test_instant_spend_offer_is_credited_and_spent_at_once(
