@@ -30,7 +30,7 @@ from rewards.api.runs import run_handlers
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
-from rewards.schemas import SchemaRegistry
+from rewards.schemas import shared_registry
 from rewards.services import background
 from rewards.services.runtime import Runtime
 from rewards.settings import Settings
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     runtime = Runtime(
         settings=settings,
         evaluator=Evaluator(load_rulesets(settings.rulesets_dir)),
-        schemas=SchemaRegistry(),
+        schemas=shared_registry(),
     )
 
     def on_startup() -> None:

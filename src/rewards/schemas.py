@@ -7,6 +7,7 @@ the body is invalid; every error points at its field with a JSON Pointer.
 from __future__ import annotations
 
 import json
+from functools import cache
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -66,7 +67,6 @@ class SchemaRegistry:
             document = json.loads(path.read_text())
             if "ruleset" in name or "definition" in name:
                 continue  # ruleset file schemas are the engine's, not request bodies
-            Draft202012Validator.check_schema(document)
             self.documents[name] = document
             self.validators[name] = Draft202012Validator(document)
 
@@ -97,3 +97,11 @@ class SchemaRegistry:
             message, _, where = str(exc).partition(" - at `$")
             path = where.rstrip("`").replace("[", ".").replace("]", "").replace(".", "/")
             raise ValidationFailed.at(path, message) from None
+
+
+@cache
+def shared_registry(root: Path = SCHEMAS_DIR) -> SchemaRegistry:
+    """One registry per process and folder (compiled validators are immutable), built on
+    first use; every app of the process shares it. The files are checked against the
+    JSON Schema meta-schema by the test suite, not at every start."""
+    return SchemaRegistry(root)
