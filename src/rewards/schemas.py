@@ -7,9 +7,9 @@ the body is invalid; every error points at its field with a JSON Pointer.
 from __future__ import annotations
 
 import json
-from functools import cache
 import re
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
