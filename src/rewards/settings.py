@@ -46,6 +46,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     otp_ttl_seconds: int = 300
     auto_migrate: bool = True  # upgrade the database schema at start-up
+    evaluation_interval_seconds: int = 0  # >0: scheduled evaluation runs inside serve
     sql_echo: bool = False
 
     @classmethod
@@ -58,6 +59,7 @@ class Settings:
             api_keys=parse_api_keys(env.get("REWARDS_API_KEYS", "")),
             otp_ttl_seconds=int(env.get("REWARDS_OTP_TTL_SECONDS") or defaults.otp_ttl_seconds),
             auto_migrate=(env.get("REWARDS_AUTO_MIGRATE", "1") != "0"),
+            evaluation_interval_seconds=int(env.get("REWARDS_EVALUATION_INTERVAL") or 0),
             sql_echo=(env.get("REWARDS_SQL_ECHO", "0") == "1"),
         )
 
