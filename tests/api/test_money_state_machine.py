@@ -30,6 +30,15 @@ from sqlalchemy import func, select
 from rewards.db.tables import Award, Wallet, WalletTransaction
 from tests.conftest import moment
 
+
+def _json(response: Any) -> Any:
+    assert response.headers.get("content-type", "").startswith(("application/json", "application/problem+json")), (
+        response.status_code,
+        response.text[:500],
+    )
+    return response.json()
+
+
 AMOUNTS = st.decimals(min_value=Decimal("0.50"), max_value=Decimal("60.00"), places=2)
 
 
@@ -74,7 +83,7 @@ def test_money_paths_keep_the_ledger_invariants(
 
         @rule(target=purchases, amount=AMOUNTS, tea=st.integers(min_value=1, max_value=3))
         def purchase(self, amount: Decimal, tea: int) -> dict[str, Any]:
-            event = client.post(
+            event = _json(client.post(
                 "/v1/events/purchases",
                 json={
                     "contact": self._who(),
@@ -87,7 +96,7 @@ def test_money_paths_keep_the_ledger_invariants(
                         {"sku": "OTHER", "net_amount": str(amount)},
                     ],
                 },
-            ).json()
+            ))
             return {"id": event["id"], "tea": tea}
 
         @rule(target=cancellable, purchase=purchases, amount=AMOUNTS)
