@@ -1,4 +1,4 @@
-"""Command line: ``rewards serve | migrate``."""
+"""Command line: ``rewards serve | migrate | evaluate | rulesets check | simulate | backtest``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rewards.commands import evaluate
+from rewards.commands import backtest, evaluate, rulesets, simulate
 from rewards.settings import Settings, format_api_keys, generate_api_keys
 
 
@@ -79,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="upgrade the database schema to this version")
     migrate.set_defaults(run=_migrate)
     evaluate.register(commands)
+    rulesets.register(commands)
+    simulate.register(commands)
+    backtest.register(commands)
     return root
 
 

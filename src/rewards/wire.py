@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from rewards.engine.explain import Explanation
+
 
 class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Base of every request struct: keyword-only (subclasses repeat ``kw_only=True``, msgspec
@@ -311,6 +313,8 @@ class EventOut(Out, kw_only=True):
     # spend request
     purchase_event_id: str | None = None
     requested_amount: Decimal | None = None
+    # GET /v1/events/{id}?explain=true: why each offer of its type did or did not apply
+    explanation: Explanation | None = None
 
 
 class EventPage(msgspec.Struct, kw_only=True):
@@ -380,12 +384,24 @@ class OfferPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+class RulesetVersionOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One ruleset version this process loaded or the awards record."""
+
+    version: str
+    serving: bool
+    loaded_at: datetime | None = None  # when this process loaded it
+    awards: int = 0  # awards recorded with this version (all processes)
+    first_award_at: datetime | None = None
+    last_award_at: datetime | None = None
+
+
 class RulesetsOut(msgspec.Struct, kw_only=True):
     version: str
     loaded_at: datetime
     files: list[str]
     offers: int
     errors: list[str]
+    versions: list[RulesetVersionOut]
 
 
 class EstimateSpendIn(Base, kw_only=True):

@@ -64,12 +64,22 @@ def test_transaction_offer_earns_and_credits_the_wallet(client: Client, buy: Any
     assert event["awards"][0]["contact_id"] == event["contact_id"]
     assert event["wallet"]["balance"] == 5.0
     ledger = client.get(f"/v1/wallets/{event['wallet']['code']}/transactions").json()["items"]
-    assert [(e["kind"], e["amount"], e["offer_id"], e["event_id"]) for e in ledger] == [("award", 5.0, "gold-basket", event["id"])]
+    assert [(e["kind"], e["amount"], e["offer_id"], e["event_id"]) for e in ledger] == [
+        ("award", 5.0, "gold-basket", event["id"])
+    ]
 
 
 @pytest.mark.parametrize(
     ("total", "expected"),
-    [("49.99", None), ("50.00", 2.5), ("50.10", 2.51), ("50.09", 2.5), ("159.99", 8.0), ("200.00", 8.0), ("200.01", None)],
+    [
+        ("49.99", None),
+        ("50.00", 2.5),
+        ("50.10", 2.51),
+        ("50.09", 2.5),
+        ("159.99", 8.0),
+        ("200.00", 8.0),
+        ("200.01", None),
+    ],
 )
 def test_amount_range_edges_rounding_and_cap(buy: Any, total: str, expected: float | None) -> None:
     # 5% of 50.10 = 2.505 -> 2.51 (half-up); 50.09 -> 2.5045 -> 2.50; cap 8.
@@ -79,14 +89,23 @@ def test_amount_range_edges_rounding_and_cap(buy: Any, total: str, expected: flo
 
 @pytest.mark.parametrize(
     ("segments", "earns"),
-    [(("gold",), True), (("gold", "vip"), True), (("silver",), False), (("gold", "staff"), False), ((), False)],
+    [
+        (("gold",), True),
+        (("gold", "vip"), True),
+        (("silver",), False),
+        (("gold", "staff"), False),
+        ((), False),
+    ],
 )
 def test_segment_include_and_exclude(buy: Any, segments: tuple[str, ...], earns: bool) -> None:
     event = buy("store-003", [("BASKET", "100.00")], segments=segments, medium=VISA_CREDIT)
     assert ("gold-basket" in awarded(event)) is earns
 
 
-@pytest.mark.parametrize(("unit", "earns"), [("store-003", True), ("store-004", True), ("store-001", False), ("nowhere", False)])
+@pytest.mark.parametrize(
+    ("unit", "earns"),
+    [("store-003", True), ("store-004", True), ("store-001", False), ("nowhere", False)],
+)
 def test_unit_and_unit_group(buy: Any, unit: str, earns: bool) -> None:
     # store-003 is listed by code; store-004 through its group "south"; store-001 is north.
     event = buy(unit, [("BASKET", "100.00")], medium=VISA_CREDIT)
@@ -104,9 +123,15 @@ def test_unit_and_unit_group(buy: Any, unit: str, earns: bool) -> None:
         ({"type": "credit"}, False, False),
     ],
 )
-def test_payment_medium_brand_and_type_vs_brand_only(buy: Any, medium: dict[str, str], both_lists: bool, brand_only: bool) -> None:
-    assert ("gold-basket" in awarded(buy("store-003", [("BASKET", "100.00")], medium=medium))) is both_lists
-    assert ("electron-any-type" in awarded(buy("card-desk", [("BASKET", "100.00")], medium=medium))) is brand_only
+def test_payment_medium_brand_and_type_vs_brand_only(
+    buy: Any, medium: dict[str, str], both_lists: bool, brand_only: bool
+) -> None:
+    assert (
+        "gold-basket" in awarded(buy("store-003", [("BASKET", "100.00")], medium=medium))
+    ) is both_lists
+    assert (
+        "electron-any-type" in awarded(buy("card-desk", [("BASKET", "100.00")], medium=medium))
+    ) is brand_only
 
 
 @pytest.mark.parametrize(
@@ -121,18 +146,32 @@ def test_payment_medium_brand_and_type_vs_brand_only(buy: Any, medium: dict[str,
     ],
 )
 def test_schedule_edges_and_product_glob_per_line(buy: Any, at: str, coffees: float | None) -> None:
-    event = buy("cafe-1", [("COFFEE-LATTE", "3.00"), ("CAKE-CHOC", "4.00"), ("COFFEE-ESPRESSO", "2.00")], at=at)
+    event = buy(
+        "cafe-1",
+        [("COFFEE-LATTE", "3.00"), ("CAKE-CHOC", "4.00"), ("COFFEE-ESPRESSO", "2.00")],
+        at=at,
+    )
     assert awarded(event).get("quiet-afternoon-coffee") == coffees
     if coffees:
         lines = event["awards"][0]["lines"]
-        assert [(line["index"], line["sku"], line["amount"]) for line in lines] == [(0, "COFFEE-LATTE", 1.0), (2, "COFFEE-ESPRESSO", 1.0)]
+        assert [(line["index"], line["sku"], line["amount"]) for line in lines] == [
+            (0, "COFFEE-LATTE", 1.0),
+            (2, "COFFEE-ESPRESSO", 1.0),
+        ]
 
 
 def test_percentage_per_line_with_line_amount_range(buy: Any) -> None:
     # 10% per TEA line of 2.00+: 2.05 -> 0.205 -> 0.21 (half-up); 1.99 misses; 3.00 -> 0.30.
-    event = buy("store-004", [("TEA-GREEN", "2.05"), ("TEA-MINT", "1.99"), ("TEA-BLACK", "3.00"), ("COFFEE-X", "9.00")], segments=())
+    event = buy(
+        "store-004",
+        [("TEA-GREEN", "2.05"), ("TEA-MINT", "1.99"), ("TEA-BLACK", "3.00"), ("COFFEE-X", "9.00")],
+        segments=(),
+    )
     assert awarded(event) == {"tea-tenth": 0.51}
-    assert [(line["index"], line["amount"]) for line in event["awards"][0]["lines"]] == [(0, 0.21), (2, 0.3)]
+    assert [(line["index"], line["amount"]) for line in event["awards"][0]["lines"]] == [
+        (0, 0.21),
+        (2, 0.3),
+    ]
 
 
 def test_product_offer_per_matching_line_vs_transaction_offer_per_event(buy: Any) -> None:
@@ -153,7 +192,9 @@ def test_max_awards_rolling_window(buy: Any, new_contact: Any) -> None:
     who = new_contact()
 
     def at(day: str) -> dict[str, Any]:
-        return buy("weekly-shop", [("THING", "1.00")], contact=who, at=f"2026-03-{day}T10:00:00+02:00")
+        return buy(
+            "weekly-shop", [("THING", "1.00")], contact=who, at=f"2026-03-{day}T10:00:00+02:00"
+        )
 
     assert awarded(at("02")) == {"weekly-once": 3.0}
     assert awarded(at("05")) == {}
@@ -161,7 +202,9 @@ def test_max_awards_rolling_window(buy: Any, new_contact: Any) -> None:
     assert awarded(at("09")) == {"weekly-once": 3.0}  # 7 days after: the window has rolled on
 
 
-def test_cancelled_award_no_longer_counts_in_the_window(client: Client, buy: Any, new_contact: Any) -> None:
+def test_cancelled_award_no_longer_counts_in_the_window(
+    client: Client, buy: Any, new_contact: Any
+) -> None:
     who = new_contact()
     first = buy("weekly-shop", [("THING", "1.00")], contact=who, at="2026-03-02T10:00:00+02:00")
     cancelled = client.post(f"/v1/events/{first['id']}/cancel").json()
@@ -179,8 +222,22 @@ def test_events_without_process_immediately_wait_for_the_batch_run(buy: Any) -> 
 @pytest.mark.parametrize("database_url", BOTH, indirect=True)
 def test_replay_does_not_award_twice(client: Client, buy: Any, new_contact: Any) -> None:
     who = new_contact(segments=["gold"])
-    first = buy("store-003", [("BASKET", "100.00")], contact=who, medium=VISA_CREDIT, external_system="pos", external_reference="T-1")
-    replay = buy("store-003", [("BASKET", "100.00")], contact=who, medium=VISA_CREDIT, external_system="pos", external_reference="T-1")
+    first = buy(
+        "store-003",
+        [("BASKET", "100.00")],
+        contact=who,
+        medium=VISA_CREDIT,
+        external_system="pos",
+        external_reference="T-1",
+    )
+    replay = buy(
+        "store-003",
+        [("BASKET", "100.00")],
+        contact=who,
+        medium=VISA_CREDIT,
+        external_system="pos",
+        external_reference="T-1",
+    )
     assert replay["id"] == first["id"] and awarded(replay) == {"gold-basket": 5.0}
     assert client.get(f"/v1/wallets/{first['wallet']['code']}").json()["balance"] == 5.0
 
@@ -195,10 +252,15 @@ def test_referral_awards_referred_first_then_referrer(client: Client, new_contac
         "process_immediately": True,
     }
     event = client.post("/v1/events/referrals", json=body).json()
-    assert [(a["contact_id"], a["amount"]) for a in event["awards"]] == [(friend["id"], 5.0), (referrer["id"], 10.0)]
+    assert [(a["contact_id"], a["amount"]) for a in event["awards"]] == [
+        (friend["id"], 5.0),
+        (referrer["id"], 10.0),
+    ]
     assert client.get(f"/v1/wallets/{friend['wallet']['code']}").json()["balance"] == 5.0
     assert client.get(f"/v1/wallets/{referrer['wallet']['code']}").json()["balance"] == 10.0
-    unclassified = {k: v for k, v in body.items() if k != "classification"} | {"referred": {"contact_id": new_contact()["id"]}}
+    unclassified = {k: v for k, v in body.items() if k != "classification"} | {
+        "referred": {"contact_id": new_contact()["id"]}
+    }
     plain = client.post("/v1/events/referrals", json=unclassified).json()
     assert plain["awards"] == []
 
@@ -206,12 +268,26 @@ def test_referral_awards_referred_first_then_referrer(client: Client, new_contac
 @pytest.mark.parametrize(
     ("kpis", "earns"),
     [
-        ([{"kpi": "loan-balance", "product": "LOAN-HOME", "value": 6000}, {"kpi": "loan-balance", "product": "LOAN-BUSINESS", "value": 4000}], True),
-        ([{"kpi": "loan-balance", "product": "LOAN-HOME", "value": 6000}, {"kpi": "loan-balance", "product": "LOAN-CAR", "value": 4000}], False),
+        (
+            [
+                {"kpi": "loan-balance", "product": "LOAN-HOME", "value": 6000},
+                {"kpi": "loan-balance", "product": "LOAN-BUSINESS", "value": 4000},
+            ],
+            True,
+        ),
+        (
+            [
+                {"kpi": "loan-balance", "product": "LOAN-HOME", "value": 6000},
+                {"kpi": "loan-balance", "product": "LOAN-CAR", "value": 4000},
+            ],
+            False,
+        ),
         ([{"kpi": "loan-balance", "product": "LOAN-HOME", "value": 9999.99}], False),
     ],
 )
-def test_financial_statement_kpi_summed_over_the_kpi_products_only(client: Client, new_contact: Any, kpis: list[Any], earns: bool) -> None:
+def test_financial_statement_kpi_summed_over_the_kpi_products_only(
+    client: Client, new_contact: Any, kpis: list[Any], earns: bool
+) -> None:
     body = {
         "contact": {"contact_id": new_contact()["id"]},
         "performed_on": "2026-03-04T10:00:00+02:00",
@@ -227,19 +303,40 @@ def test_financial_statement_kpi_summed_over_the_kpi_products_only(client: Clien
 def test_behaviour_platform_action_and_website_glob(client: Client, new_contact: Any) -> None:
     who = {"contact_id": new_contact()["id"]}
     base = {"contact": who, "performed_on": "2026-03-04T10:00:00+02:00"}
-    like = client.post("/v1/events/social-media", json={**base, "platform": "instagram", "action": "like"}).json()
-    share = client.post("/v1/events/social-media", json={**base, "platform": "instagram", "action": "share"}).json()
-    page = client.post("/v1/events/web-visits", json={**base, "website": "https://rewards.example/offers/autumn"}).json()
-    other = client.post("/v1/events/web-visits", json={**base, "website": "https://rewards.example/about"}).json()
-    assert (awarded(like), awarded(share), awarded(page), awarded(other)) == ({"insta-like": 0.5}, {}, {"offers-page": 0.25}, {})
+    like = client.post(
+        "/v1/events/social-media", json={**base, "platform": "instagram", "action": "like"}
+    ).json()
+    share = client.post(
+        "/v1/events/social-media", json={**base, "platform": "instagram", "action": "share"}
+    ).json()
+    page = client.post(
+        "/v1/events/web-visits", json={**base, "website": "https://rewards.example/offers/autumn"}
+    ).json()
+    other = client.post(
+        "/v1/events/web-visits", json={**base, "website": "https://rewards.example/about"}
+    ).json()
+    assert (awarded(like), awarded(share), awarded(page), awarded(other)) == (
+        {"insta-like": 0.5},
+        {},
+        {"offers-page": 0.25},
+        {},
+    )
     assert like["evaluated"] is True  # social_media is an always-immediate type in this definition
 
 
 def test_achievement_immediate_offer_and_batch_offer(client: Client, new_contact: Any) -> None:
     who = {"contact_id": new_contact()["id"]}
-    base = {"contact": who, "performed_on": "2026-03-04T10:00:00+02:00", "process_immediately": True}
-    course = client.post("/v1/events/achievements", json={**base, "classification": "course-completed"}).json()
-    star = client.post("/v1/events/achievements", json={**base, "classification": "5-star-service"}).json()
+    base = {
+        "contact": who,
+        "performed_on": "2026-03-04T10:00:00+02:00",
+        "process_immediately": True,
+    }
+    course = client.post(
+        "/v1/events/achievements", json={**base, "classification": "course-completed"}
+    ).json()
+    star = client.post(
+        "/v1/events/achievements", json={**base, "classification": "5-star-service"}
+    ).json()
     assert awarded(course) == {"course-bonus": 2.5}
     assert awarded(star) == {}  # five-star-service is a batch offer here
 
@@ -249,13 +346,32 @@ def test_offers_and_rulesets_endpoints(client: Client) -> None:
     assert offers["next_cursor"] is None
     by_id = {offer["id"]: offer for offer in offers["items"]}
     assert by_id["gold-basket"] == {
-        "id": "gold-basket", "name": by_id["gold-basket"]["name"], "classification": "increase_revenue_transaction",
-        "evaluation": "immediate", "valid": None, "ruleset_file": "increase_revenue_transaction.yaml",
+        "id": "gold-basket",
+        "name": by_id["gold-basket"]["name"],
+        "classification": "increase_revenue_transaction",
+        "evaluation": "immediate",
+        "valid": None,
+        "ruleset_file": "increase_revenue_transaction.yaml",
         "ruleset_version": by_id["gold-basket"]["ruleset_version"],
     }
     first = client.get("/v1/offers", params={"limit": 2}).json()
     second = client.get("/v1/offers", params={"limit": 2, "cursor": first["next_cursor"]}).json()
-    assert [o["id"] for o in first["items"] + second["items"]] == [o["id"] for o in offers["items"][:4]]
+    assert [o["id"] for o in first["items"] + second["items"]] == [
+        o["id"] for o in offers["items"][:4]
+    ]
     rulesets = client.get("/v1/rulesets").json()
-    assert rulesets["version"] == by_id["gold-basket"]["ruleset_version"] and rulesets["errors"] == []
+    assert (
+        rulesets["version"] == by_id["gold-basket"]["ruleset_version"] and rulesets["errors"] == []
+    )
     assert "definition.yaml" in rulesets["files"] or "achievement.yaml" in rulesets["files"]
+
+
+def test_recorded_event_explains_why_each_offer_did_or_did_not_apply(client: Client, buy: Any) -> None:
+    event = buy("store-003", [("BASKET", "40.00")], medium=VISA_CREDIT)
+    assert awarded(event) == {}
+    assert "explanation" not in client.get(f"/v1/events/{event['id']}").json()
+    explained = client.get(f"/v1/events/{event['id']}", params={"explain": "true"}).json()["explanation"]
+    outcomes = {offer["offer_id"]: offer for offer in explained["offers"]}
+    assert outcomes["gold-basket"]["status"] == "not_applied"
+    assert [f["message"] for f in outcomes["gold-basket"]["failed"]] == ["transaction_amount 40.00 < min 50.00"]
+    assert client.get("/v1/rulesets").json()["versions"][0]["serving"] is True

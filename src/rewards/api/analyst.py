@@ -4,7 +4,63 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import post
+from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
+
+from rewards.api.auth import admin_only
+from rewards.api.bodies import body_provider
+from rewards.api.deps import RuntimeDep
+from rewards.api.docs import BODY, problems, request_schema
+from rewards.engine.explain import Explanation
+from rewards.services import reload, simulation
+from rewards.services.simulation import SimulationIn
+
+
+@post(
+    "/simulations",
+    operation_id="create_simulation",
+    summary="Evaluate an event against the loaded offers, with no writes, and explain",
+    description=(
+        "Body: `schemas/simulation.json`: `type`, `event` (the body of `POST /v1/events/<type>`, "
+        "contact optional and never looked up), and the contact context (`segments`, "
+        "`prior_awards`, `period_totals`). 200 with the awards and, for every offer of the "
+        "event's type, `applied` or the conditions that failed with the actual values. "
+        "Nothing is written."
+    ),
+    dependencies={"payload": Provide(body_provider(simulation.SCHEMA, SimulationIn))},
+    opt=request_schema(simulation.SCHEMA),
+    responses=BODY,
+    status_code=200,
+    sync_to_thread=True,
+    tags=["analysts"],
+)
+def create_simulation(
+    payload: NamedDependency[SkipValidation[SimulationIn]], runtime: RuntimeDep
+) -> Explanation:
+    return simulation.simulate_request(runtime, payload)
+
+
+@post(
+    "/rulesets/reload",
+    operation_id="reload_rulesets",
+    summary="Reload the rulesets folder now (admin)",
+    description=(
+        "Loads and checks the folder (embedded examples included) and swaps it in atomically. "
+        "200 with the version now serving (`changed: false` when the folder already holds it); "
+        "422 with every problem as `errors[].path` = `file:line:column` and `errors[].message`, "
+        "and the previous rulesets keep serving."
+    ),
+    guards=[admin_only],
+    responses=problems(400, 422, admin=True),
+    status_code=200,
+    sync_to_thread=True,
+    tags=["offers"],
+)
+def reload_rulesets(runtime: RuntimeDep) -> reload.ReloadOut:
+    return reload.reload_rulesets(runtime, trigger="api")
+
 
 def analyst_handlers() -> list[Any]:
-    """Route handlers mounted under /v1 (none yet)."""
-    return []
+    """Route handlers mounted under /v1."""
+    return [create_simulation, reload_rulesets]

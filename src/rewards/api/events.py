@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from litestar import Response, Router, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.handlers import HTTPRouteHandler
@@ -14,7 +15,7 @@ from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
-from rewards.services import events, returns
+from rewards.services import events, returns, simulation
 from rewards.wire import (
     EVENT_BODIES,
     BulkItemIn,
@@ -82,8 +83,16 @@ def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
     sync_to_thread=True,
     tags=["events"],
 )
-def read_event(event_id: EventId, session: SessionDep, runtime: RuntimeDep) -> EventOut:
-    return events.get_event(session, runtime, event_id)
+def read_event(
+    event_id: EventId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    explain: Annotated[bool, QueryParameter(description="Add why each offer did or did not apply.")] = False,
+) -> EventOut:
+    event = events.get_event(session, runtime, event_id)
+    if explain:
+        return msgspec.structs.replace(event, explanation=simulation.explain_event(session, runtime, event_id))
+    return event
 
 
 @get(

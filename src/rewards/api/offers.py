@@ -7,7 +7,7 @@ from typing import Annotated
 from litestar import get
 from litestar.params import QueryParameter
 
-from rewards.api.deps import RuntimeDep
+from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import problems
 from rewards.services import offers
 from rewards.wire import OfferPage, RulesetsOut
@@ -35,7 +35,7 @@ def list_offers(
     summary="The loaded ruleset version and files",
     responses=problems(),
     tags=["offers"],
-    sync_to_thread=False,
+    sync_to_thread=True,
 )
-def get_rulesets(runtime: RuntimeDep) -> RulesetsOut:
-    return offers.describe_rulesets(runtime)
+def get_rulesets(session: SessionDep, runtime: RuntimeDep) -> RulesetsOut:
+    return offers.describe_rulesets(session, runtime)

@@ -10,10 +10,12 @@
 - Every engine call runs on ONE dedicated thread per process (a single-worker
   ``ThreadPoolExecutor`` created lazily, re-created in a forked child); ``call`` submits
   to it and waits, so any number of request threads may evaluate at once.
-- One ``EngineHost`` per loaded ``Rulesets``. A ruleset name cannot be registered twice
-  and durable-rules has no supported unregister, so a reload builds a new host and the
-  caller swaps its reference; the old host's C rulesets stay allocated (about
-  0.35-0.9 MB per reload, measured): keep reloads rare.
+- One ``EngineHost`` per loaded ``Rulesets``; a reload builds a new one and the caller
+  swaps its reference. Engine rulesets are shared between hosts whose compiled
+  definitions are equal, so a reload only creates the rulesets of the classifications
+  whose offers changed; durable-rules never frees part of a discarded ruleset (its
+  session state and ``$mt`` patterns: about 80 KB + 60-100 KB per glob, measured by
+  ``bench/reload_memory.py``), so each changed classification costs that once.
 
 Fast path. ``durable.engine.Host.assert_fact`` serialises the fact with ``json`` on every
 call (and again to build ``MessageNotHandledException``), and runs each fired action
@@ -38,8 +40,10 @@ them). ``fire(many=True)`` therefore always collects pending actions.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -119,12 +123,18 @@ class _Fired(msgspec.Struct):
 
 _decode_action = msgspec.json.Decoder(dict[str, _Fired]).decode
 
+Hit = tuple[str, str]  # (rule name, fact id)
+
+#: Hits recorded by the stock path's actions, shared by every ``_Host``: the stock path
+#: runs on the engine thread only, one call at a time, and clears it before each use.
+_STOCK_HITS: list[Hit] = []
+
 
 class _Host(_durable.Host):
     """durable-rules host without timer threads whose actions only record hits."""
 
     def __init__(self) -> None:
-        self.hits: list[tuple[str, str]] = []
+        self.hits = _STOCK_HITS
         super().__init__()
 
     def _run(self) -> None:  # no dispatch/timer threads
@@ -139,33 +149,158 @@ class _Host(_durable.Host):
         return fired
 
 
-Hit = tuple[str, str]  # (rule name, fact id)
+# --- engine rulesets shared by definition --------------------------------------------
+#
+# Every durable-rules ruleset lives in its own ``_Host`` and is shared by all the
+# ``EngineHost``s whose compiled definition of that name is the same JSON (a reload that
+# leaves a classification file alone re-uses its engine rulesets; a set loaded twice
+# re-uses all of them). Sharing is safe: every engine call runs on the engine thread and
+# leaves nothing asserted. ``_Shared.users`` counts the live EngineHosts using a ruleset;
+# when an EngineHost is garbage collected its finalizer only queues its keys
+# (``_RELEASED``, appended from any thread); the engine thread applies the queue on its
+# next acquire/release. Unused rulesets wait in ``_IDLE`` (most recent last) for a set
+# that wants them again (an edit undone); past ``IDLE_LIMIT`` the oldest is deleted.
+# ``delete_ruleset`` frees its node pools; its session state and compiled ``$mt``
+# patterns are never freed by durable-rules (measured, bench/reload_memory.py), and
+# ``delete_state`` corrupts the heap in some sequences (measured: "free(): invalid
+# pointer"), so it is never called.
+
+Key = tuple[str, str]  # (ruleset name, definition JSON)
+IDLE_LIMIT = 64
+
+
+class _Shared:
+    __slots__ = ("handle", "host", "key", "users")
+
+    def __init__(self, key: Key, host: _Host, handle: int) -> None:
+        self.key = key
+        self.host = host
+        self.handle = handle
+        self.users = 0
+
+
+_LIVE: dict[Key, _Shared] = {}
+_IDLE: dict[Key, _Shared] = {}
+_RELEASED: list[list[Key]] = []
+_COUNTS = {"created": 0, "reused": 0, "deleted": 0}
+
+
+def _key(name: str, definition: dict[str, Any]) -> Key:
+    return name, json.dumps(definition, sort_keys=True, separators=(",", ":"))
+
+
+def _apply_released() -> None:
+    while _RELEASED:
+        _release(_RELEASED.pop(), free=False)
+
+
+def _acquire(name: str, definition: dict[str, Any]) -> _Shared:
+    key = _key(name, definition)
+    shared = _LIVE.get(key)
+    if shared is None:
+        shared = _IDLE.pop(key, None)
+        if shared is None:
+            host = _Host()
+            try:
+                host.set_rulesets({name: copy.deepcopy(definition)})  # it mutates its argument
+            except Exception as error:  # durable raises bare Exception / its own error type
+                raise EngineError(f"durable-rules refused the rulesets: {error}") from error
+            shared = _Shared(key, host, host.get_ruleset(name)._handle)
+            _COUNTS["created"] += 1
+        else:
+            _COUNTS["reused"] += 1
+        _LIVE[key] = shared
+    else:
+        _COUNTS["reused"] += 1
+    shared.users += 1
+    return shared
+
+
+def _delete(shared: _Shared) -> None:
+    _c.delete_ruleset(shared.handle)
+    _COUNTS["deleted"] += 1
+
+
+def _release(keys: list[Key], *, free: bool) -> None:
+    for key in keys:
+        shared = _LIVE.get(key)
+        if shared is None:  # pragma: no cover - released twice
+            continue
+        shared.users -= 1
+        if shared.users > 0:
+            continue
+        del _LIVE[key]
+        if free:
+            _delete(shared)
+            continue
+        _IDLE[key] = shared
+        while len(_IDLE) > IDLE_LIMIT:
+            _delete(_IDLE.pop(next(iter(_IDLE))))
+
+
+def collect() -> dict[str, int]:
+    """Apply pending releases (engine thread) and return counters: live and idle engine
+    rulesets, and how many were created, re-used and deleted since the process started."""
+
+    def run() -> dict[str, int]:
+        _apply_released()
+        return {"live": len(_LIVE), "idle": len(_IDLE), **_COUNTS}
+
+    return call(run)
+
+
+class _Hosts:
+    """The stock durable-rules API over the per-ruleset hosts of one EngineHost (tests and
+    bench/engine.py use it for the stock path)."""
+
+    def __init__(self, entries: dict[str, _Shared]) -> None:
+        self._entries = entries
+        self.hits = _STOCK_HITS
+
+    def assert_fact(self, ruleset: str, fact: Any) -> Any:
+        return self._entries[ruleset].host.assert_fact(ruleset, fact)
+
+    def retract_fact(self, ruleset: str, fact: Any) -> Any:
+        return self._entries[ruleset].host.retract_fact(ruleset, fact)
+
+    def get_state(self, ruleset: str, sid: str) -> Any:
+        return self._entries[ruleset].host.get_state(ruleset, sid)
+
+    def get_facts(self, ruleset: str, sid: str) -> Any:
+        return self._entries[ruleset].host.get_facts(ruleset, sid)
 
 
 class EngineHost:
-    """One durable-rules host holding the compiled rulesets of one ``Rulesets``.
+    """The durable-rules rulesets of one ``Rulesets`` (shared with other sets where the
+    definitions are equal, see above).
 
-    All methods except ``__init__`` and ``call`` must run on the engine thread; use
-    ``EngineHost.call(fn, ...)`` (or the module-level ``call``) to get there.
+    All methods except ``__init__``, ``close`` and ``call`` must run on the engine thread;
+    use ``EngineHost.call(fn, ...)`` (or the module-level ``call``) to get there.
     """
 
     def __init__(self, definitions: dict[str, dict[str, Any]]) -> None:
         self.names = list(definitions)
-        self._host: _Host = call(self._create, copy.deepcopy(definitions))
-        self._handles: dict[str, int] = call(self._resolve)
+        self._entries: dict[str, _Shared] = call(self._create, definitions)
+        self._handles: dict[str, int] = {n: e.handle for n, e in self._entries.items()}
+        self._finalizer = weakref.finalize(
+            self, _RELEASED.append, [e.key for e in self._entries.values()]
+        )
 
     @staticmethod
-    def _create(definitions: dict[str, dict[str, Any]]) -> _Host:
-        host = _Host()
-        if definitions:
-            try:
-                host.set_rulesets(definitions)
-            except Exception as error:  # durable raises bare Exception / its own error type
-                raise EngineError(f"durable-rules refused the rulesets: {error}") from error
-        return host
+    def _create(definitions: dict[str, dict[str, Any]]) -> dict[str, _Shared]:
+        _apply_released()
+        entries: dict[str, _Shared] = {}
+        try:
+            for name, definition in definitions.items():
+                entries[name] = _acquire(name, definition)
+        except BaseException:
+            _release([e.key for e in entries.values()], free=False)
+            raise
+        return entries
 
-    def _resolve(self) -> dict[str, int]:
-        return {name: self._host.get_ruleset(name)._handle for name in self.names}
+    @property
+    def _host(self) -> _Hosts:
+        return _Hosts(self._entries)
 
     call = staticmethod(call)
 
@@ -215,8 +350,8 @@ class EngineHost:
         # One fact at a time: the stock Host.assert_facts raises MessageNotHandledException
         # when the last fact matches nothing and never runs the other facts' actions.
         facts = msgspec.json.decode(payload) if many else [msgspec.json.decode(payload)]
-        host = self._host
-        host.hits.clear()
+        host = self._entries[ruleset].host
+        _STOCK_HITS.clear()
         try:
             for fact in facts:
                 try:
@@ -226,24 +361,26 @@ class EngineHost:
         finally:
             for fact in facts:
                 host.retract_fact(ruleset, fact)
-        hits = list(host.hits)
-        host.hits.clear()
+        hits = list(_STOCK_HITS)
+        _STOCK_HITS.clear()
         return hits
 
     def close(self) -> None:
-        """Free this host's C rulesets (about half of its memory).
+        """Release this host's engine rulesets now, deleting those no other host uses.
 
-        Only for hosts nothing can reach any more (tests building many small sets):
-        the service's reloads do not call it, since a request may still hold the old
-        ``Evaluator`` and a freed ruleset handle would crash the process.
+        Only for hosts nothing can reach any more (tests building many small sets): a
+        freed ruleset handle used again would crash the process. The service never calls
+        it; a discarded host is released when it is garbage collected (see above).
         """
         call(self._close)
 
     def _close(self) -> None:
-        handles, self._handles = self._handles, {}
-        for handle in handles.values():
-            _c.delete_ruleset(handle)
+        if not self._finalizer.detach():
+            return  # already closed
+        entries, self._entries, self._handles = self._entries, {}, {}
+        _apply_released()
+        _release([e.key for e in entries.values()], free=True)
 
     def facts_left(self, ruleset: str) -> list[Any]:
         """Facts still asserted in our session (always empty between evaluations)."""
-        return self._host.get_facts(ruleset, SESSION)
+        return self._entries[ruleset].host.get_facts(ruleset, SESSION)

@@ -1,7 +1,8 @@
 """Offers -> durable-rules JSON rulesets, and ``EventFacts`` -> the facts those rules read.
 
 One durable-rules ruleset per classification (named after it), one rule per offer
-(named ``o<n>``, n = the offer's position in ``Rulesets.offers``); its condition is an
+(named ``o<k>``, k = the offer's position among the offers of its classification); its
+condition is an
 ``$and`` of the offer's conditions in the engine's own language. durable-rules fails
 (error 303) when more than 64 rule paths match one fact in one ruleset (measured), so a
 classification whose offers could together exceed ``MAX_PATHS`` simultaneous paths
@@ -29,7 +30,8 @@ seg      ``[""] + segments`` (the leading "" keeps ``$iall`` true on no       [s
          segments: durable-rules' ``$iall`` is false on an empty array)
 d        business-time-zone date of performed_on as YYYYMMDD                  int
 wd, mod  weekday (0 = mon .. 6 = sun) and minute of the day, business zone    int
-aw<n>    awards already given by offer n in its max_awards window             int
+aw<c_k>  awards already given by offer k of classification c (its position   int
+         in ``CLASSIFICATIONS``) in its max_awards window
 tot      purchase total in cents                                              int
 ln       purchase lines ``[{s: sku, a: line total in cents}]``                [obj]
 pb/pt    payment medium brand / type, "" when none                            str
@@ -37,9 +39,14 @@ amt, ha  financial achievement amount in cents; ha = 1 when given, else 0     in
 kv<j>    sum of KPI j's values (x100) over its products; kn<j> = entries      int
 plat/act social media platform / action, "" when none                         str
 web      web site URL, "" when none                                           str
-ap<n>..  period totals of aggregate offer n: ap = 1 when given, at = amount   int
+ap<c_k>  period totals of aggregate offer c_k: ap = 1 when given, at = amount int
          in cents, ac = count x 100, aq = quantity x 100
 ======== ==================================================================== =========
+
+Names depend only on the offer's classification and its position there, never on other
+files: the compiled rules of a classification are the same JSON whatever happens to the
+other files, so a reload re-uses the engine rulesets of every unchanged classification
+(see :mod:`rewards.engine.adapter`).
 
 Amounts are rounded half-up to cents before anything else (a percentage award is taken
 of the rounded amount). Every number the engine compares is an integer (cents, or
@@ -81,6 +88,7 @@ from rewards.engine.facts import EventFacts
 from rewards.engine.model import (
     AGGREGATE_CLASSIFICATIONS,
     CLASSIFICATION_EVENT_TYPES,
+    CLASSIFICATIONS,
     PER_LINE_CLASSIFICATIONS,
     WEEKDAYS,
     Definition,
@@ -104,11 +112,12 @@ _AGGREGATE_FIELD = {
 @dataclass(frozen=True)
 class CompiledOffer:
     offer: Offer
-    index: int  # position in Rulesets.offers
-    rule: str  # rule name, "o<index>"
+    index: int  # position in Rulesets.offers (file order)
+    rule: str  # rule name, "o<k>": k = position among the offers of its classification
     ruleset: str  # durable-rules ruleset name (the classification)
     per_line: bool
     aggregate: bool
+    key: str = ""  # fact field suffix "<c>_<k>" (c = the classification's position)
 
 
 @dataclass
@@ -125,7 +134,7 @@ class CompiledRulesets:
     kpis: list[tuple[int, frozenset[str]]]  # (j, products; empty = all) for KPIs offers use
     kpi_index: dict[str, int] = field(default_factory=dict)
     windows: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # type -> (id, field)
-    aggregates: dict[str, int] = field(default_factory=dict)  # offer id -> n
+    aggregates: dict[str, str] = field(default_factory=dict)  # offer id -> field suffix
     fields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ruleset -> its fact fields
     line_rulesets: dict[str, list[str]] = field(
         default_factory=dict
@@ -196,8 +205,12 @@ def _product_predicate(products: list[ProductCondition], sku: str, amount: str) 
     return _any(alternatives)
 
 
-def offer_condition(offer: Offer, n: int, kpi_index: dict[str, int], groups: set[str]) -> Condition:
-    """The engine condition of one offer (event-level), cheap and selective tests first."""
+def offer_condition(
+    offer: Offer, n: int | str, kpi_index: dict[str, int], groups: set[str]
+) -> Condition:
+    """The engine condition of one offer (event-level), cheap and selective tests first.
+
+    ``n`` is the offer's fact field suffix (``CompiledOffer.key``)."""
     c = offer.conditions
     first: list[Condition] = []  # single comparisons: no $or fan-out in the network
     later: list[Condition] = []  # memberships ($or)
@@ -392,6 +405,8 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
     for n, offer in enumerate(offers):
         by_classification.setdefault(offer.classification, []).append((n, offer))
     for classification, members in by_classification.items():
+        code = CLASSIFICATIONS.index(classification)
+        position = {n: k for k, (n, _) in enumerate(members)}
         per_line = classification in PER_LINE_CLASSIFICATIONS
         aggregate = classification in AGGREGATE_CLASSIFICATIONS
         for part, chunk in enumerate(_chunks(members, lambda o: simultaneous_paths(o, groups))):
@@ -400,26 +415,27 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
             for event_type in CLASSIFICATION_EVENT_TYPES[classification]:
                 target.setdefault(event_type, []).append(name)
             for n, offer in chunk:
-                rule = f"o{n}"
-                item = CompiledOffer(offer, n, rule, name, per_line, aggregate)
+                rule = f"o{position[n]}"
+                key = f"{code}_{position[n]}"
+                item = CompiledOffer(offer, n, rule, name, per_line, aggregate, key)
                 compiled[n] = item
                 by_rule[(name, rule)] = item
                 rulesets.setdefault(name, {})[rule] = {
-                    "all": [{"m": offer_condition(offer, n, kpi_index, groups)}],
+                    "all": [{"m": offer_condition(offer, key, kpi_index, groups)}],
                     "run": rule,
                 }
                 if offer.conditions.max_awards is not None:
                     for event_type in CLASSIFICATION_EVENT_TYPES[classification]:
-                        windows.setdefault(event_type, []).append((offer.id, f"aw{n}"))
+                        windows.setdefault(event_type, []).append((offer.id, f"aw{key}"))
                 if aggregate:
-                    aggregates[offer.id] = n
+                    aggregates[offer.id] = key
             if per_line:
                 for line_part, line_chunk in enumerate(_chunks(chunk, _line_paths)):
                     lines = f"{name}{LINES_SUFFIX}" + (
                         "" if line_part == 0 else f"_{line_part + 1}"
                     )
                     for n, offer in line_chunk:
-                        rule = f"o{n}"
+                        rule = f"o{position[n]}"
                         rulesets.setdefault(lines, {})[rule] = {
                             "all": [{"m": line_condition(offer)}],
                             "run": rule,

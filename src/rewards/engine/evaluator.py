@@ -241,5 +241,5 @@ class Evaluator:
         if classification == "financial_achievement":
             return from_cents(fact["amt"]) if fact.get("ha") else None
         if classification == "loyalty_transaction_amount":
-            return from_cents(fact[f"at{item.index}"])
+            return from_cents(fact[f"at{item.key}"])
         return None

@@ -241,7 +241,7 @@ def _refused_offers(rulesets: Rulesets, display: Callable[[str], str]) -> list[R
             ):
                 continue
             try:
-                EngineHost({f"check_{item.rule}_{name}": {item.rule: rules[item.rule]}})
+                EngineHost({f"check_{item.rule}_{name}": {item.rule: rules[item.rule]}}).close()
             except EngineError as error:
                 sources = rulesets._sources.get(offer.ruleset_file)
                 path: Path_ = ("offers", index, "conditions")

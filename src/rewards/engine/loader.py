@@ -189,6 +189,17 @@ class Rulesets:
         return self._host
 
 
+def _folder_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(".yaml"))
+
+
+def folder_version(path: str | Path) -> str:
+    """The ``version`` the folder would load as (a hash of its files), without loading it:
+    cheap enough to poll. Raises ``OSError`` when the folder cannot be read."""
+    folder = Path(path)
+    return _version({name: (folder / name).read_bytes() for name in _folder_files(folder)})
+
+
 def load_rulesets(path: str | Path, *, run_examples: bool = True) -> Rulesets:
     """Load, validate and compile the ruleset folder, or raise ``RulesetLoadError``.
 
@@ -203,7 +214,7 @@ def load_rulesets(path: str | Path, *, run_examples: bool = True) -> Rulesets:
 
     if not folder.is_dir():
         raise RulesetLoadError([RulesetProblem(str(folder), 1, 1, "not a folder")])
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(".yaml"))
+    names = _folder_files(folder)
     contents: dict[str, bytes] = {name: (folder / name).read_bytes() for name in names}
     version = _version(contents)
 
@@ -565,4 +576,4 @@ def _check_exclusive_groups(offers: Iterable[Offer], sources: dict[str, _Source]
             )
 
 
-__all__ = ["RulesetLoadError", "RulesetProblem", "Rulesets", "load_rulesets"]
+__all__ = ["RulesetLoadError", "RulesetProblem", "Rulesets", "folder_version", "load_rulesets"]

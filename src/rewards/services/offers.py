@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sqlmodel import Session
+
+from rewards.services import reload
 from rewards.services.pages import decode_cursor, encode_cursor
 from rewards.services.runtime import Runtime
 from rewards.wire import OfferOut, OfferPage, RulesetsOut, ValidityOut
@@ -30,7 +33,7 @@ def list_offers(runtime: Runtime, limit: int, cursor: str | None) -> OfferPage:
     return OfferPage(items=items, next_cursor=encode_cursor(start + limit) if more else None)
 
 
-def describe_rulesets(runtime: Runtime) -> RulesetsOut:
+def describe_rulesets(session: Session, runtime: Runtime) -> RulesetsOut:
     rulesets = runtime.rulesets
     return RulesetsOut(
         version=rulesets.version,
@@ -38,4 +41,5 @@ def describe_rulesets(runtime: Runtime) -> RulesetsOut:
         files=list(rulesets.files),
         offers=len(rulesets.offers),
         errors=list(runtime.reload_errors),
+        versions=reload.versions_seen(session, runtime),
     )
