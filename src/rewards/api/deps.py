@@ -27,24 +27,16 @@ def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
 
 async def provide_session(request: Request[Any, Any, Any]) -> AsyncGenerator[Session, None]:
     database: Database = request.app.state.database
-    write = request.method not in ("GET", "HEAD")
-    gate = database.write_gate if write else None
-    if gate is not None:
-        await gate.acquire()
+    session = database.session(write=request.method not in ("GET", "HEAD"))
     try:
-        session = database.session(write=write)
-        try:
-            yield session
-        except BaseException:
-            await to_thread.run_sync(session.rollback)
-            raise
-        else:
-            await to_thread.run_sync(session.commit)
-        finally:
-            await to_thread.run_sync(session.close)
+        yield session
+    except BaseException:
+        await to_thread.run_sync(session.rollback)
+        raise
+    else:
+        await to_thread.run_sync(session.commit)
     finally:
-        if gate is not None:
-            gate.release()
+        await to_thread.run_sync(session.close)
 
 
 # Parameters injected by name; their values are ours, not user input, so not validated.

@@ -9,7 +9,6 @@ conditional updates, row locks and unique constraints in the services.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -64,9 +63,6 @@ class Database:
                 url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
-        # SQLite has one writer at a time: writers of this process queue here, in order,
-        # instead of polling SQLite's busy handler (which made p99 latency spike to seconds).
-        self.write_gate: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self._writer = sessionmaker(self.write_engine, class_=Session, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, class_=Session, expire_on_commit=False)
 
