@@ -192,7 +192,14 @@ def test_otp_issue_and_use_are_rate_limited(client: Client, new_contact: Any) ->
     assert limited.json()["code"] == "rate_limited"
     assert limited.headers["RateLimit-Limit"] == "5" and int(limited.headers["Retry-After"]) > 0
     guesses = [
-        client.post("/v1/events/achievements", json={"contact": {"otp": f"{n:06d}"}, "performed_on": "2026-03-04T10:00:00Z", "classification": "5-star-service"})
+        client.post(
+            "/v1/events/achievements",
+            json={
+                "contact": {"otp": f"{n:06d}"},
+                "performed_on": "2026-03-04T10:00:00Z",
+                "classification": "5-star-service",
+            },
+        )
         for n in range(121)
     ]
     assert {r.json()["code"] for r in guesses[:120]} == {"otp_invalid"}
@@ -206,9 +213,12 @@ def test_logs_carry_no_names_card_numbers_or_keys(client: Client, caplog: Any) -
 
     caplog.set_level(logging.DEBUG)
     contact = client.post("/v1/contacts", json={"name": "Zelda Quartermain", "code": "ZQ-1"}).json()
-    client.post("/v1/events/purchases", json=purchase_body(
-        contact["wallet"]["code"], payment_medium={"identifier": "4917555566667777"}
-    ))
+    client.post(
+        "/v1/events/purchases",
+        json=purchase_body(
+            contact["wallet"]["code"], payment_medium={"identifier": "4917555566667777"}
+        ),
+    )
     client.post("/v1/events/purchases", json={"broken": "Zelda Quartermain 4917555566667777"})
     client.get("/v1/events", headers={"Authorization": "Bearer not-a-key-9f8e7d"})
     text = caplog.text

@@ -37,9 +37,15 @@ def _post(client: TestClient[Litestar], path: str, body: dict[str, Any]) -> dict
 
 def test_five_star_service_feedback_earns_5(client: TestClient[Litestar], new_contact: Any) -> None:
     seller = new_contact()
-    event = _post(client, "/v1/events/achievements", {
-        "contact": {"contact_id": seller["id"]}, "performed_on": "2026-03-04T10:00:00+02:00", "classification": "5-star-service",
-    })
+    event = _post(
+        client,
+        "/v1/events/achievements",
+        {
+            "contact": {"contact_id": seller["id"]},
+            "performed_on": "2026-03-04T10:00:00+02:00",
+            "classification": "5-star-service",
+        },
+    )
     assert [(a["offer_id"], a["amount"]) for a in event["awards"]] == [("five-star-service", 5.0)]
     assert event["wallet"]["balance"] == 5.0
 
@@ -48,11 +54,22 @@ def test_electron_top_up_once_a_year(client: TestClient[Litestar], new_contact: 
     holder = new_contact()
 
     def top_up(day: str, amount: str, brand: str = "electron") -> list[tuple[str, float]]:
-        event = _post(client, "/v1/events/financial-achievements", {
-            "contact": {"contact_id": holder["id"]}, "performed_on": f"{day}T10:00:00+02:00",
-            "classification": "top-up", "amount": amount, "payment_medium": {"brand": brand},
-        })
-        return [(a["offer_id"], a["amount"]) for a in event["awards"] if a["offer_id"] == "electron-top-up"]
+        event = _post(
+            client,
+            "/v1/events/financial-achievements",
+            {
+                "contact": {"contact_id": holder["id"]},
+                "performed_on": f"{day}T10:00:00+02:00",
+                "classification": "top-up",
+                "amount": amount,
+                "payment_medium": {"brand": brand},
+            },
+        )
+        return [
+            (a["offer_id"], a["amount"])
+            for a in event["awards"]
+            if a["offer_id"] == "electron-top-up"
+        ]
 
     assert top_up("2025-01-10", "150.00") == [("electron-top-up", 10.0)]
     assert top_up("2025-02-09", "150.00") == []  # 30 days later: already awarded this year

@@ -212,7 +212,9 @@ def test_partial_spend_when_the_definition_allows_it(tmp_path: Path, settings: A
         assert only_full.status_code == 422 and only_full.json()["code"] == "insufficient_funds"
 
 
-def test_specific_amounts_and_classifications_per_the_definition(tmp_path: Path, settings: Any) -> None:
+def test_specific_amounts_and_classifications_per_the_definition(
+    tmp_path: Path, settings: Any
+) -> None:
     with _client_with_rules(
         tmp_path, settings, allow_specific_amount="false", applicable_classifications="[groceries]"
     ) as client:
@@ -220,7 +222,9 @@ def test_specific_amounts_and_classifications_per_the_definition(tmp_path: Path,
         fund(client, ann, "30.00")
         groceries = _purchase(client, ann, classification="groceries").json()
         specific = _spend(client, ann, groceries["id"], "5.00")
-        assert specific.status_code == 422 and specific.json()["code"] == "specific_amount_not_allowed"
+        assert (
+            specific.status_code == 422 and specific.json()["code"] == "specific_amount_not_allowed"
+        )
         whole = _spend(client, ann, groceries["id"])
         assert whole.status_code == 201 and whole.json()["spends"][0]["amount"] == 20.0
         other = _purchase(client, ann, classification="fuel").json()

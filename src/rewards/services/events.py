@@ -45,7 +45,7 @@ from rewards.errors import (
     UnknownCurrency,
     refusal,
 )
-from rewards.services import estimates, evaluation, spending
+from rewards.services import estimates, evaluation, runs, spending
 from rewards.services.identify import Identified, consume_otp, identify
 from rewards.services.ledger import reverse_event_entries
 from rewards.services.metrics import metrics
@@ -631,7 +631,9 @@ def cancel_event(session: Session, runtime: Runtime, event_id: str) -> Cancelled
     it. The conditional update makes a second cancel a 409."""
     event = _event(session, event_id)
     now = runtime.now()
-    reversals = _cancel(session, event, now)
+    # A purchase that contributed to a period-aggregate award takes that award back whole.
+    reversals = runs.on_event_cancelled(session, runtime, event) if event.state == "posted" else []
+    reversals += _cancel(session, event, now)
     if event.type == "purchase":
         dependants = session.scalars(
             select(Event)

@@ -1,0 +1,362 @@
+"""Throughput of an evaluation run over a big history.
+
+    .venv/bin/python bench/evaluation_run.py [--events N] [--contacts N] [--database URL]
+                                             [--workers N] [--chunk-size N]
+
+Generates N purchases (default 1,000,000) over --contacts contacts (default 10,000),
+spread over the last --days days (default 365) in time order, 1 to 5 lines each
+(coffee, pastries, sandwiches, beans, groceries...), random units, cards and segments,
+none evaluated on intake. Data goes in with bulk SQL inserts (not through HTTP) into a
+fresh SQLite file (default) or a fresh schema of the PostgreSQL database given by
+--database. Then one evaluation run with the shipped rulesets (20+ offers; every offer
+applies to these never-evaluated purchases, plus the three period aggregates), timed.
+
+Prints: events/s of the run, peak RSS of the process, awards, and the ratio of the run
+time to bare engine evaluation (``Evaluator.evaluate_many`` of the same facts, chunks of
+1,000, facts prepared beforehand, no database). Nothing here is asserted by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import string
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, insert, select, text
+
+ROOT = Path(__file__).resolve().parent.parent
+SKUS = [
+    ("COFFEE-LATTE", 320, 61),
+    ("COFFEE-ESPRESSO", 180, 34),
+    ("PASTRY-CROISSANT", 180, 34),
+    ("SANDWICH-CLUB", 420, 80),
+    ("BEANS-PREMIUM-KENYA", 2100, 399),
+    ("BEANS-HOUSE", 1200, 228),
+    ("GROCERY-MILK", 150, 9),
+    ("GROCERY-BREAD", 220, 13),
+    ("TEA-GREEN", 200, 38),
+    ("TV-55", 45000, 8550),
+]
+WEIGHTS = [20, 15, 12, 10, 4, 6, 12, 12, 8, 1]
+UNITS = ["store-001", "store-002", "store-003"]
+CARDS = [
+    ("visa", "credit"),
+    ("visa", "debit"),
+    ("mastercard", "credit"),
+    ("electron", "debit"),
+    None,
+]
+SEGMENTS = ["gold", "silver", "staff", "new"]
+
+
+def money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def database_url(args: argparse.Namespace, workdir: Path) -> tuple[str, str | None]:
+    """(URL to use, PostgreSQL schema created for this bench or None)."""
+    if not args.database:
+        return f"sqlite:///{workdir / 'bench.db'}", None
+    if args.database.startswith("sqlite"):
+        return args.database, None
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(args.database)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    separator = "&" if "?" in args.database else "?"
+    return f"{args.database}{separator}options=-csearch_path%3D{schema}", schema
+
+
+def generate(database, args: argparse.Namespace) -> None:
+    from rewards.db.tables import Contact, Event, EventLine, Wallet
+
+    rng = random.Random(args.seed)
+    now = datetime.now(UTC)
+    contacts = [str(uuid.uuid4()) for _ in range(args.contacts)]
+    with database.transaction() as session:
+        session.execute(
+            insert(Contact.__table__),
+            [
+                {
+                    "id": c,
+                    "code": None,
+                    "cim": None,
+                    "name": None,
+                    "segments": rng.sample(SEGMENTS, rng.choice([0, 0, 1, 1, 2])),
+                    "spend_blocked": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for c in contacts
+            ],
+        )
+        session.execute(
+            insert(Wallet.__table__),
+            [
+                {
+                    "code": "".join(rng.choices(string.ascii_uppercase + string.digits, k=16)),
+                    "contact_id": c,
+                    "currency": "EUR",
+                    "balance_cents": 0,
+                    "created_at": now,
+                }
+                for c in contacts
+            ],
+        )
+    start = now - timedelta(days=args.days)
+    step = (args.days * 86400 - 3600) / args.events
+    batch = 20_000
+    for offset in range(0, args.events, batch):
+        events, lines = [], []
+        for i in range(offset, min(offset + batch, args.events)):
+            event_id = str(uuid.uuid4())
+            products = []
+            for line_no in range(rng.randint(1, 5)):
+                sku, net, vat = rng.choices(SKUS, WEIGHTS)[0]
+                quantity = rng.randint(1, 3)
+                total = quantity * net + vat
+                products.append(
+                    {
+                        "sku": sku,
+                        "quantity": str(quantity),
+                        "net_amount": money(net),
+                        "vat_amount": money(vat),
+                        "total_amount": money(total),
+                    }
+                )
+                lines.append(
+                    {
+                        "event_id": event_id,
+                        "line_no": line_no,
+                        "sku": sku,
+                        "quantity_milli": quantity * 1000,
+                        "net_cents": net,
+                        "vat_cents": vat,
+                        "total_cents": total,
+                    }
+                )
+            total = sum(int(p["total_amount"].replace(".", "")) for p in products)
+            details = {
+                "reference_number": f"B{i}",
+                "currency": "EUR",
+                "products": products,
+                "net_amount": money(
+                    total - sum(int(p["vat_amount"].replace(".", "")) for p in products)
+                ),
+                "vat_amount": money(sum(int(p["vat_amount"].replace(".", "")) for p in products)),
+                "total_amount": money(total),
+            }
+            card = rng.choice(CARDS)
+            if card is not None:
+                details["payment_medium"] = {"brand": card[0], "type": card[1]}
+            performed = start + timedelta(seconds=i * step + rng.uniform(0, step))
+            events.append(
+                {
+                    "id": event_id,
+                    "type": "purchase",
+                    "state": "posted",
+                    "contact_id": rng.choice(contacts),
+                    "classification": None,
+                    "performed_on": performed,
+                    "performed_by_unit": rng.choice(UNITS),
+                    "description": None,
+                    "external_system": "",
+                    "external_reference": None,
+                    "request_hash": "bench",
+                    "process_immediately": False,
+                    "evaluated": False,
+                    "amount_cents": total,
+                    "details": details,
+                    "created_at": performed,
+                    "cancelled_at": None,
+                }
+            )
+        with database.transaction() as session:
+            session.execute(insert(Event.__table__), events)
+            session.execute(insert(EventLine.__table__), lines)
+        print(f"\rgenerated {offset + len(events):,} purchases", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+
+def engine_only(database, runtime, chunk: int = 1000) -> tuple[float, int]:
+    """Seconds spent in Evaluator.evaluate_many for the same facts (mode all), and the
+    number of awards it decides (period aggregates excluded)."""
+    from rewards.db.tables import Contact, Event
+    from rewards.services.evaluation import build_facts
+
+    evaluator = runtime.evaluator
+    columns = [
+        Event.number, Event.id, Event.type, Event.contact_id, Event.classification,
+        Event.performed_on, Event.performed_by_unit, Event.evaluated, Event.details,
+    ]  # fmt: skip
+    with database.session(write=False) as session:
+        segments = dict(session.execute(select(Contact.id, Contact.segments)).all())
+    spent = 0.0
+    awards = 0
+    last = 0
+    while True:
+        with database.session(write=False) as session:
+            rows = session.execute(
+                select(*columns).where(Event.number > last).order_by(Event.number).limit(chunk)
+            ).all()
+            if not rows:
+                break
+            facts = [build_facts(session, row, segments[row.contact_id], {}) for row in rows]
+        last = rows[-1].number
+        began = time.perf_counter()
+        decided = evaluator.evaluate_many(facts, mode="all")
+        spent += time.perf_counter() - began
+        awards += sum(len(d) for d in decided)
+    return spent, awards
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--contacts", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument(
+        "--database", default=None, help="sqlite:///... or postgresql+psycopg://..."
+    )
+    parser.add_argument("--rulesets", type=Path, default=ROOT / "rulesets")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--chunk-size", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-engine", action="store_true", help="no bare-engine comparison")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args(argv)
+
+    from rewards.db.database import Database
+    from rewards.db.migrate import upgrade
+    from rewards.engine import Evaluator, load_rulesets
+    from rewards.schemas import SchemaRegistry
+    from rewards.services import runs
+    from rewards.services.runtime import Runtime
+    from rewards.settings import Settings
+
+    workdir = Path(tempfile.mkdtemp(prefix="rewards-bench-"))
+    url, schema = database_url(args, workdir)
+    database = Database(url)
+    try:
+        upgrade(database.write_engine)
+        began = time.perf_counter()
+        generate(database, args)
+        if database.write_engine.dialect.name == "postgresql":
+            with database.transaction() as session:  # statistics, as autovacuum would have them
+                session.connection().exec_driver_sql("ANALYZE")
+        print(
+            f"data: {args.events:,} purchases over {args.contacts:,} contacts in "
+            f"{time.perf_counter() - began:.0f} s ({database.write_engine.dialect.name})"
+        )
+        rulesets = load_rulesets(args.rulesets)
+        settings = Settings(database_url=url, rulesets_dir=args.rulesets)
+        runtime = Runtime(
+            settings=settings, evaluator=Evaluator(rulesets), schemas=SchemaRegistry()
+        )
+        rss_before = peak_rss_mb()
+
+        last_print = [0.0]
+
+        def progress(done: runs.ChunkDone) -> None:
+            now = time.perf_counter()
+            if now - last_print[0] > 5:
+                last_print[0] = now
+                with database.session(write=False) as session:
+                    run = runs.get_run(session, done.run_id)
+                rate = run.events_evaluated / max(now - began, 1e-9)
+                print(
+                    f"  {done.phase:<18} {run.events_evaluated:>10,} events  {rate:8,.0f} ev/s  "
+                    f"awards {run.awards:,}  rss {peak_rss_mb():,.0f} MB",
+                    file=sys.stderr,
+                )
+
+        timings: dict[str, float] = {}
+        began = time.perf_counter()
+        cpu = time.process_time()
+        started = runs.start_run(
+            database,
+            runtime,
+            partitions=1 if args.workers == 1 else min(2 * args.workers, 16),
+            source="bench",
+        )
+        if args.workers > 1:
+            import multiprocessing
+
+            from rewards.commands import evaluate as command
+
+            os.environ["REWARDS_DATABASE_URL"] = url
+            os.environ["REWARDS_RULESETS_DIR"] = str(args.rulesets)
+            children = [
+                multiprocessing.get_context("spawn").Process(
+                    target=command._worker_process, args=(started.id, args.chunk_size)
+                )
+                for _ in range(args.workers - 1)
+            ]
+            for child in children:
+                child.start()
+        else:
+            children = []
+        runs.execute_run(
+            database, runtime, started.id, chunk_size=args.chunk_size,
+            hooks=runs.RunHooks(progress=progress, timings=timings),
+        )  # fmt: skip
+        for child in children:
+            child.join()
+        elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu
+        rss = peak_rss_mb()
+        with database.session(write=False) as session:
+            run = runs.get_run(session, started.id)
+        print(
+            f"run {run.status}: {run.events_evaluated:,} events, {run.aggregate_groups:,} "
+            f"period groups in range, {run.awards:,} awards (EUR {run.total_awarded:,.2f})"
+        )
+        print(
+            f"run time            {elapsed:8.1f} s   {run.events_evaluated / elapsed:8,.0f} events/s"
+            f"   (workers {args.workers}, chunk {args.chunk_size})"
+        )
+        print(f"CPU of this process {cpu:8.1f} s   (the database server's not included)")
+        print(f"peak RSS            {rss:8.0f} MB  (before the run {rss_before:.0f} MB)")
+        steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items())
+        print(f"seconds by step     {steps}")
+        for offer in run.offers or []:
+            print(f"  {offer.offer_id:<28} {offer.awards:>9,}  {offer.total_awarded:>14,.2f}")
+        if not args.skip_engine:
+            spent, awards = engine_only(database, runtime)
+            print(
+                f"bare evaluate_many  {spent:8.1f} s   {run.events_evaluated / spent:8,.0f} events/s"
+                f"   ({awards:,} per-event awards)"
+            )
+            print(f"ratio run / engine  {elapsed / spent:8.2f}")
+        load = os.getloadavg()[0]
+        print(f"(machine load average {load:.2f} on {os.cpu_count()} CPUs)")
+    finally:
+        database.dispose()
+        if schema is not None and not args.keep:
+            admin = create_engine(args.database)
+            with admin.begin() as connection:
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
