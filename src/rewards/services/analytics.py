@@ -21,10 +21,16 @@ from rewards.wire import AnalyticsSummary, AwardTotals, EventTypeCount, OfferTot
 
 
 def _window(column: Any, start: datetime | None, end: datetime | None) -> list[Any]:
-    return [c for c in (column >= start if start else None, column < end if end else None) if c is not None]
+    return [
+        c
+        for c in (column >= start if start else None, column < end if end else None)
+        if c is not None
+    ]
 
 
-def summary(session: Session, runtime: Runtime, start_text: str | None, end_text: str | None) -> AnalyticsSummary:
+def summary(
+    session: Session, runtime: Runtime, start_text: str | None, end_text: str | None
+) -> AnalyticsSummary:
     start = parse_timestamp("from", start_text)
     end = parse_timestamp("to", end_text)
     events = session.execute(
@@ -57,12 +63,17 @@ def summary(session: Session, runtime: Runtime, start_text: str | None, end_text
     return AnalyticsSummary(
         from_=start,
         to=end,
-        events=[EventTypeCount(type=t, posted=int(p or 0), cancelled=int(c or 0)) for t, p, c in events],
+        events=[
+            EventTypeCount(type=t, posted=int(p or 0), cancelled=int(c or 0)) for t, p, c in events
+        ],
         awards=AwardTotals(
             count=sum(int(n) for _, n, _ in by_offer),
             amount=from_cents(sum(int(a) for _, _, a in by_offer)),
             reversed=from_cents(-int(reversed_cents or 0)),
-            by_offer=[OfferTotals(offer_id=o, count=int(n), amount=from_cents(int(a))) for o, n, a in by_offer],
+            by_offer=[
+                OfferTotals(offer_id=o, count=int(n), amount=from_cents(int(a)))
+                for o, n, a in by_offer
+            ],
         ),
         spends=SpendTotals(count=int(spends[0]), amount=from_cents(int(spends[1]))),
         outstanding_liability=from_cents(int(liability or 0)),

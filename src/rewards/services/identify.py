@@ -29,7 +29,9 @@ def _kind_and_value(identifier: ContactIdentifier) -> tuple[str, str]:
     raise AssertionError("the schema requires exactly one identifier")
 
 
-def identify(session: Session, runtime: Runtime, identifier: ContactIdentifier, path: str) -> Identified:
+def identify(
+    session: Session, runtime: Runtime, identifier: ContactIdentifier, path: str
+) -> Identified:
     """Find the contact; an unknown identifier is a 422 pointing at ``path/<kind>``.
     OTP attempts are rate limited per API key (failures included) and per contact."""
     kind, value = _kind_and_value(identifier)

@@ -43,7 +43,9 @@ class RateLimited(DomainError):
     title = "Too many requests"
 
     def __init__(self, limit: Limit, reset_seconds: int) -> None:
-        super().__init__(f"Limit {limit.name}: {limit.limit} per {limit.window_seconds} s; retry in {reset_seconds} s.")
+        super().__init__(
+            f"Limit {limit.name}: {limit.limit} per {limit.window_seconds} s; retry in {reset_seconds} s."
+        )
         self.headers = {
             "RateLimit-Limit": str(limit.limit),
             "RateLimit-Remaining": "0",

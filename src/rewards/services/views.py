@@ -61,8 +61,13 @@ def awards_of(session: Session, event: Event) -> list[AwardOut]:
 def spends_of(session: Session, event: Event) -> list[SpendOut]:
     """A purchase: every spend against it; a spend request: the spend it made."""
     column = Spend.purchase_event_id if event.type == "purchase" else Spend.event_id
-    spends = session.scalars(select(Spend).where(column == event.id).order_by(Spend.ledger_entry_id)).all()
-    return [SpendOut(id=spend.id, amount=from_cents(spend.amount_cents), instant=spend.instant) for spend in spends]
+    spends = session.scalars(
+        select(Spend).where(column == event.id).order_by(Spend.ledger_entry_id)
+    ).all()
+    return [
+        SpendOut(id=spend.id, amount=from_cents(spend.amount_cents), instant=spend.instant)
+        for spend in spends
+    ]
 
 
 def render_event(session: Session, event: Event, now: datetime, **extra: Any) -> EventOut:
