@@ -63,24 +63,38 @@ def build_facts(
 
 def awards_in_window(session: Session, runtime: Runtime, event: Event) -> dict[str, int]:
     """Per offer with ``max_awards``: awards the contact got from it within the window
-    (the days before ``performed_on``), counting only events still posted."""
+    (the days before ``performed_on``), counting only events still posted. Takes the
+    contact's row lock so two events of one contact are decided one after the other."""
     windows = runtime.rulesets.award_windows(event.type)
     if not windows:
         return {}
     # Serialise award decisions of one contact (PostgreSQL row lock; SQLite writers are serial).
     session.execute(select(Contact.id).where(Contact.id == event.contact_id).with_for_update())
+    return count_awards_in_windows(session, windows, event)
+
+
+def count_awards_in_windows(
+    session: Session, windows: dict[str, int], event: Event, *, excluding_own: bool = False
+) -> dict[str, int]:
+    """offer id -> awards of ``event``'s contact within that offer's window (read only);
+    ``excluding_own`` leaves the event's own awards out (explaining a recorded event)."""
+    if not windows:
+        return {}
     since = event.performed_on - timedelta(days=max(windows.values()))
+    conditions = [
+        Award.contact_id == event.contact_id,
+        Award.offer_id.in_(tuple(windows)),  # type: ignore[attr-defined]
+        Award.beneficiary != "referred",
+        Award.performed_on > since,  # type: ignore[operator]
+        Award.performed_on <= event.performed_on,  # type: ignore[operator]
+        Event.state == "posted",
+    ]
+    if excluding_own:
+        conditions.append(Award.event_id != event.id)
     rows = session.execute(
         select(Award.offer_id, Award.performed_on)
         .join(Event, Event.id == Award.event_id)
-        .where(
-            Award.contact_id == event.contact_id,
-            Award.offer_id.in_(tuple(windows)),  # type: ignore[attr-defined]
-            Award.beneficiary != "referred",
-            Award.performed_on > since,  # type: ignore[operator]
-            Award.performed_on <= event.performed_on,  # type: ignore[operator]
-            Event.state == "posted",
-        )
+        .where(*conditions)
     ).all()
     counts: dict[str, int] = {}
     for offer_id, performed_on in rows:

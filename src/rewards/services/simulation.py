@@ -19,7 +19,6 @@ Nothing touches the database; ``explain_event`` only reads it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -27,7 +26,7 @@ import msgspec
 from sqlalchemy import select
 from sqlmodel import Session
 
-from rewards.db.tables import Award, Contact, Event
+from rewards.db.tables import Contact, Event
 from rewards.domain import purchase as purchase_math
 from rewards.domain.money import from_cents
 from rewards.domain.payment_medium import automate
@@ -45,7 +44,7 @@ from rewards.errors import (
     refusal,
 )
 from rewards.schemas import SchemaRegistry
-from rewards.services.evaluation import NOT_EVALUATED, build_facts
+from rewards.services.evaluation import NOT_EVALUATED, build_facts, count_awards_in_windows
 from rewards.services.runtime import Runtime
 from rewards.wire import (
     EVENT_BODIES,
@@ -267,28 +266,9 @@ def read_simulations(
 def _prior_awards(session: Session, rulesets: Rulesets, event: Event) -> dict[str, int]:
     """Like ``evaluation.awards_in_window`` but read-only (no row lock) and leaving out the
     event's own awards, so a recorded event is explained as it was decided."""
-    windows = rulesets.award_windows(event.type)
-    if not windows:
-        return {}
-    since = event.performed_on - timedelta(days=max(windows.values()))
-    rows = session.execute(
-        select(Award.offer_id, Award.performed_on)
-        .join(Event, Event.id == Award.event_id)
-        .where(
-            Award.contact_id == event.contact_id,
-            Award.offer_id.in_(tuple(windows)),  # type: ignore[attr-defined]
-            Award.beneficiary != "referred",
-            Award.event_id != event.id,
-            Award.performed_on > since,  # type: ignore[operator]
-            Award.performed_on <= event.performed_on,  # type: ignore[operator]
-            Event.state == "posted",
-        )
-    ).all()
-    counts: dict[str, int] = {}
-    for offer_id, performed_on in rows:
-        if performed_on > event.performed_on - timedelta(days=windows[offer_id]):
-            counts[offer_id] = counts.get(offer_id, 0) + 1
-    return counts
+    return count_awards_in_windows(
+        session, rulesets.award_windows(event.type), event, excluding_own=True
+    )
 
 
 def explain_event(session: Session, runtime: Runtime, event_id: str) -> Explanation:
