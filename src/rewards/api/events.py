@@ -79,7 +79,7 @@ def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
     "/{event_id:str}",
     operation_id="get_event",
     summary="One event",
-    responses=problems(404),
+    responses=problems(400, 404),
     sync_to_thread=True,
     tags=["events"],
 )
@@ -87,11 +87,15 @@ def read_event(
     event_id: EventId,
     session: SessionDep,
     runtime: RuntimeDep,
-    explain: Annotated[bool, QueryParameter(description="Add why each offer did or did not apply.")] = False,
+    explain: Annotated[
+        bool, QueryParameter(description="Add why each offer did or did not apply.")
+    ] = False,
 ) -> EventOut:
     event = events.get_event(session, runtime, event_id)
     if explain:
-        return msgspec.structs.replace(event, explanation=simulation.explain_event(session, runtime, event_id))
+        return msgspec.structs.replace(
+            event, explanation=simulation.explain_event(session, runtime, event_id)
+        )
     return event
 
 
@@ -149,7 +153,10 @@ def cancel_event(event_id: EventId, session: SessionDep, runtime: RuntimeDep) ->
     tags=["events"],
 )
 def return_products(
-    event_id: EventId, payload: NamedDependency[SkipValidation[ReturnIn]], session: SessionDep, runtime: RuntimeDep
+    event_id: EventId,
+    payload: NamedDependency[SkipValidation[ReturnIn]],
+    session: SessionDep,
+    runtime: RuntimeDep,
 ) -> ReturnOut:
     return returns.return_products(session, runtime, event_id, payload)
 
@@ -178,5 +185,6 @@ def events_router() -> Router:
         _create_handler(segment, event_type) for segment, event_type in CREATE_PATHS.items()
     ]
     return Router(
-        path="/events", route_handlers=[*handlers, bulk, list_events, read_event, cancel_event, return_products]
+        path="/events",
+        route_handlers=[*handlers, bulk, list_events, read_event, cancel_event, return_products],
     )
