@@ -80,7 +80,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         security=[{SECURITY_SCHEME: []}],
     )
-    prometheus = PrometheusConfig(app_name="rewards", prefix="rewards", group_path=True, exclude=["^/metrics$"])
+    prometheus = PrometheusConfig(
+        app_name="rewards", prefix="rewards", group_path=True, exclude=["^/metrics$"]
+    )
     return Litestar(
         route_handlers=[health, v1, MetricsController],
         dependencies=DEPENDENCIES,

@@ -108,13 +108,21 @@ def http_problem(status: int, detail: str, code: str | None = None) -> Problem:
         detail=detail or phrase,
         code=code or phrase.lower().replace(" ", "_").replace("-", "_"),
     )
+
+
 # 422: spending
 SpendBlocked = refusal("spend_blocked", "Spending is blocked for this contact")
 InsufficientFunds = refusal("insufficient_funds", "Available funds do not cover the spend")
 SpendWindowExpired = refusal("spend_window_expired", "The purchase is too old to spend against")
-SpendAmountOutOfRange = refusal("spend_amount_out_of_range", "Spend amount outside the allowed range")
-SpecificAmountNotAllowed = refusal("specific_amount_not_allowed", "A specific spend amount is not allowed")
-SpendNotApplicable = refusal("spend_not_applicable", "Spending is not allowed on this purchase's classification")
+SpendAmountOutOfRange = refusal(
+    "spend_amount_out_of_range", "Spend amount outside the allowed range"
+)
+SpecificAmountNotAllowed = refusal(
+    "specific_amount_not_allowed", "A specific spend amount is not allowed"
+)
+SpendNotApplicable = refusal(
+    "spend_not_applicable", "Spending is not allowed on this purchase's classification"
+)
 SpendExceedsPurchase = refusal("spend_exceeds_purchase", "Spends would exceed the purchase total")
 OtpSpendMismatch = refusal("otp_spend_mismatch", "The OTP carries a different spend amount")
 # estimates

@@ -426,3 +426,16 @@ def test_bulk_with_mixed_items(client: Client, ann: Any) -> None:
     assert len(client.get("/v1/events").json()["items"]) == 2
     too_many = client.post("/v1/events/bulk", json=[items[5]] * 1001)
     assert too_many.status_code in (413, 422)
+
+
+def test_answer_replay_and_read_agree_on_an_offset_timestamp(client: Client, ann: Any) -> None:
+    """performed_on sent with an offset comes back in UTC from the 201, the replay and a
+    GET alike (the 201 is built from what was written, the others from the database)."""
+    body = purchase_body(ann["wallet"]["code"], external_reference="TZ-1")
+    body["performed_on"] = "2026-03-04T15:00:00+02:00"
+    first = client.post("/v1/events/purchases", json=body)
+    assert first.status_code == 201
+    assert first.json()["performed_on"] in ("2026-03-04T13:00:00Z", "2026-03-04T13:00:00+00:00")
+    replay = client.post("/v1/events/purchases", json=body)
+    assert replay.status_code == 200 and replay.json() == first.json()
+    assert client.get(f"/v1/events/{first.json()['id']}").json() == first.json()

@@ -32,7 +32,9 @@ from tests.conftest import moment
 
 
 def _json(response: Any) -> Any:
-    assert response.headers.get("content-type", "").startswith(("application/json", "application/problem+json")), (
+    assert response.headers.get("content-type", "").startswith(
+        ("application/json", "application/problem+json")
+    ), (
         response.status_code,
         response.text[:500],
     )
@@ -83,20 +85,22 @@ def test_money_paths_keep_the_ledger_invariants(
 
         @rule(target=purchases, amount=AMOUNTS, tea=st.integers(min_value=1, max_value=3))
         def purchase(self, amount: Decimal, tea: int) -> dict[str, Any]:
-            event = _json(client.post(
-                "/v1/events/purchases",
-                json={
-                    "contact": self._who(),
-                    "performed_on": moment(),
-                    "performed_by_unit": "store-004",
-                    "reference_number": "P",
-                    "process_immediately": True,
-                    "products": [
-                        {"sku": "TEA-X", "net_amount": "2.50", "quantity": tea},
-                        {"sku": "OTHER", "net_amount": str(amount)},
-                    ],
-                },
-            ))
+            event = _json(
+                client.post(
+                    "/v1/events/purchases",
+                    json={
+                        "contact": self._who(),
+                        "performed_on": moment(),
+                        "performed_by_unit": "store-004",
+                        "reference_number": "P",
+                        "process_immediately": True,
+                        "products": [
+                            {"sku": "TEA-X", "net_amount": "2.50", "quantity": tea},
+                            {"sku": "OTHER", "net_amount": str(amount)},
+                        ],
+                    },
+                )
+            )
             return {"id": event["id"], "tea": tea}
 
         @rule(target=cancellable, purchase=purchases, amount=AMOUNTS)

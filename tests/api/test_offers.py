@@ -366,12 +366,18 @@ def test_offers_and_rulesets_endpoints(client: Client) -> None:
     assert "definition.yaml" in rulesets["files"] or "achievement.yaml" in rulesets["files"]
 
 
-def test_recorded_event_explains_why_each_offer_did_or_did_not_apply(client: Client, buy: Any) -> None:
+def test_recorded_event_explains_why_each_offer_did_or_did_not_apply(
+    client: Client, buy: Any
+) -> None:
     event = buy("store-003", [("BASKET", "40.00")], medium=VISA_CREDIT)
     assert awarded(event) == {}
     assert "explanation" not in client.get(f"/v1/events/{event['id']}").json()
-    explained = client.get(f"/v1/events/{event['id']}", params={"explain": "true"}).json()["explanation"]
+    explained = client.get(f"/v1/events/{event['id']}", params={"explain": "true"}).json()[
+        "explanation"
+    ]
     outcomes = {offer["offer_id"]: offer for offer in explained["offers"]}
     assert outcomes["gold-basket"]["status"] == "not_applied"
-    assert [f["message"] for f in outcomes["gold-basket"]["failed"]] == ["transaction_amount 40.00 < min 50.00"]
+    assert [f["message"] for f in outcomes["gold-basket"]["failed"]] == [
+        "transaction_amount 40.00 < min 50.00"
+    ]
     assert client.get("/v1/rulesets").json()["versions"][0]["serving"] is True

@@ -25,7 +25,13 @@ from rewards.wire import AnalyticsSummary
 def analytics_summary(
     session: SessionDep,
     runtime: RuntimeDep,
-    start: Annotated[str | None, QueryParameter(name="from", description="Inclusive, RFC 3339 with zone.", pattern=RFC3339)] = None,
-    end: Annotated[str | None, QueryParameter(name="to", description="Exclusive, RFC 3339 with zone.", pattern=RFC3339)] = None,
+    start: Annotated[
+        str | None,
+        QueryParameter(name="from", description="Inclusive, RFC 3339 with zone.", pattern=RFC3339),
+    ] = None,
+    end: Annotated[
+        str | None,
+        QueryParameter(name="to", description="Exclusive, RFC 3339 with zone.", pattern=RFC3339),
+    ] = None,
 ) -> AnalyticsSummary:
     return analytics.summary(session, runtime, start, end)

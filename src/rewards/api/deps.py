@@ -31,12 +31,22 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncGenerator[Ses
     try:
         yield session
     except BaseException:
-        await to_thread.run_sync(session.rollback)
+        await to_thread.run_sync(_end, session, False)
         raise
     else:
-        await to_thread.run_sync(session.commit)
+        await to_thread.run_sync(_end, session, True)
+
+
+def _end(session: Session, commit: bool) -> None:
+    """Commit (or roll back) and close in one trip to a worker thread; the close runs
+    whatever happens, so the connection (and SQLite's writer gate) is always given back."""
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
     finally:
-        await to_thread.run_sync(session.close)
+        session.close()
 
 
 # Parameters injected by name; their values are ours, not user input, so not validated.

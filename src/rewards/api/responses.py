@@ -118,7 +118,9 @@ def _declared_query_parameters(app: Any) -> dict[tuple[str, str], frozenset[str]
         for path, item in (app.openapi_schema.to_schema().get("paths") or {}).items():
             for method, operation in item.items():
                 if isinstance(operation, dict):
-                    names = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
+                    names = {
+                        p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"
+                    }
                     declared[(path, method.upper())] = frozenset(names)
         app.state["query_parameters"] = declared
     result: dict[tuple[str, str], frozenset[str]] = app.state["query_parameters"]
@@ -130,11 +132,14 @@ def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
     given twice (no parameter of this API is a list), is a 400 instead of being ignored."""
     if not request.query_params:
         return
-    known = _declared_query_parameters(request.app).get((request.scope.get("path_template", ""), request.method))
+    known = _declared_query_parameters(request.app).get(
+        (request.scope.get("path_template", ""), request.method)
+    )
     for name, values in request.query_params.dict().items():
         if known is not None and name not in known:
             raise InvalidParameter(
-                f"Unknown query parameter {name!r}.", errors=[FieldError(path=name, message="not a parameter of this operation")]
+                f"Unknown query parameter {name!r}.",
+                errors=[FieldError(path=name, message="not a parameter of this operation")],
             )
         if len(values) > 1:
             raise InvalidParameter(

@@ -9,14 +9,17 @@ unique (offer, event, beneficiary) constraint makes a second award impossible.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlmodel import Session
 
 from rewards.db.tables import Award, Contact, Event, Wallet
+from rewards.db.types import utcnow
 from rewards.domain.money import to_cents
 from rewards.engine import AwardDecision, EventFacts, KpiValue, ProductLine
 from rewards.services.ledger import post_entry
@@ -68,8 +71,10 @@ def awards_in_window(session: Session, runtime: Runtime, event: Event) -> dict[s
     windows = runtime.rulesets.award_windows(event.type)
     if not windows:
         return {}
-    # Serialise award decisions of one contact (PostgreSQL row lock; SQLite writers are serial).
-    session.execute(select(Contact.id).where(Contact.id == event.contact_id).with_for_update())
+    # Serialise award decisions of one contact: a row lock on PostgreSQL; SQLite writers
+    # are serial already (and would run the SELECT for nothing: it has no FOR UPDATE).
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Contact.id).where(Contact.id == event.contact_id).with_for_update())
     return count_awards_in_windows(session, windows, event)
 
 
@@ -111,10 +116,54 @@ def _beneficiary(event: Event, decision: AwardDecision) -> str:
     return event.contact_id
 
 
-def persist_award(session: Session, event: Event, decision: AwardDecision) -> Award:
-    """One award record and its ledger credit, in the caller's transaction."""
+class MadeAward(NamedTuple):
+    """An award as written (the row of ``awards``), plus its beneficiary's wallet."""
+
+    id: str
+    event_id: str
+    offer_id: str
+    offer_name: str
+    classification: str
+    beneficiary: str
+    contact_id: str
+    wallet_id: int
+    amount_cents: int
+    lines: list[dict[str, Any]] | None
+    instant_spend: bool
+    ledger_entry_id: int
+
+
+@dataclass(frozen=True)
+class _Statements:
+    wallet_of: Any  # the wallet id of a contact
+    insert_award: Any
+
+
+@cache
+def _statements() -> _Statements:
+    """Built once per process, on first use (building costs more than running)."""
+    wallets = Wallet.__table__  # type: ignore[attr-defined]
+    return _Statements(
+        wallet_of=select(wallets.c.id).where(wallets.c.contact_id == bindparam("contact")),
+        insert_award=insert(Award.__table__),  # type: ignore[attr-defined]
+    )
+
+
+def wallet_id_of(session: Session, contact_id: str) -> int:
+    wallet_id: int = (
+        session.connection().execute(_statements().wallet_of, {"contact": contact_id}).scalar_one()
+    )
+    return wallet_id
+
+
+def persist_award(
+    session: Session, event: Event, decision: AwardDecision, wallet_id: int | None = None
+) -> MadeAward:
+    """One award record and its ledger credit, in the caller's transaction
+    (``wallet_id``: the beneficiary's wallet when the caller knows it)."""
     contact_id = _beneficiary(event, decision)
-    wallet_id = session.scalars(select(Wallet.id).where(Wallet.contact_id == contact_id)).one()
+    if wallet_id is None:
+        wallet_id = wallet_id_of(session, contact_id)
     amount = to_cents(decision.amount)
     award_id = str(uuid.uuid4())
     entry = post_entry(
@@ -126,7 +175,7 @@ def persist_award(session: Session, event: Event, decision: AwardDecision) -> Aw
         offer_id=decision.offer_id,
         award_id=award_id,
     )
-    award = Award(
+    award = MadeAward(
         id=award_id,
         event_id=event.id,
         offer_id=decision.offer_id,
@@ -134,6 +183,7 @@ def persist_award(session: Session, event: Event, decision: AwardDecision) -> Aw
         classification=decision.classification,
         beneficiary=decision.beneficiary,
         contact_id=contact_id,
+        wallet_id=wallet_id,
         amount_cents=amount,
         lines=[
             {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
@@ -142,29 +192,45 @@ def persist_award(session: Session, event: Event, decision: AwardDecision) -> Aw
         if decision.lines is not None
         else None,
         instant_spend=decision.instant_spend,
-        ruleset_version=decision.ruleset_version,
-        performed_on=event.performed_on,
-        ledger_entry_id=entry.id or 0,
+        ledger_entry_id=entry.id,
     )
-    session.add(award)
+    row = award._asdict()
+    del row["wallet_id"]
+    row |= {
+        "ruleset_version": decision.ruleset_version,
+        "performed_on": event.performed_on,
+        "created_at": utcnow(),
+    }
+    session.connection().execute(_statements().insert_award, row)
     metrics().awards.labels(offer_id=decision.offer_id).inc()
     metrics().awarded_cents.inc(amount)
     return award
 
 
-def evaluate_on_intake(session: Session, runtime: Runtime, event: Event) -> list[Award] | None:
-    """Evaluate immediate offers for ``event`` when it asks for it (or its type is
-    always immediate): the awards made, or None when no evaluation took place."""
-    if not event.process_immediately or event.type in NOT_EVALUATED:
+def evaluates_on_intake(event_type: str, process_immediately: bool) -> bool:
+    """Whether ``evaluate_on_intake`` evaluates such an event (known before it is written,
+    so ``events.evaluated`` is written with the row)."""
+    return process_immediately and event_type not in NOT_EVALUATED
+
+
+def evaluate_on_intake(
+    session: Session, runtime: Runtime, event: Event, contact: Contact
+) -> list[MadeAward] | None:
+    """Evaluate immediate offers for ``event`` (of ``contact``) when it asks for it (or
+    its type is always immediate): the awards made, or None when no evaluation took place."""
+    if not evaluates_on_intake(event.type, event.process_immediately):
         return None
     evaluator = runtime.evaluator  # one ruleset version for the whole evaluation
-    contact = session.get(Contact, event.contact_id)
-    assert contact is not None
     facts = build_facts(
         session, event, list(contact.segments), awards_in_window(session, runtime, event)
     )
     with metrics().engine_seconds.time():
         decisions = evaluator.evaluate(facts, mode="immediate")
-    awards = [persist_award(session, event, decision) for decision in decisions]
-    session.flush()
+    wallets: dict[str, int] = {}
+    awards = []
+    for decision in decisions:
+        beneficiary = _beneficiary(event, decision)
+        if beneficiary not in wallets:
+            wallets[beneficiary] = wallet_id_of(session, beneficiary)
+        awards.append(persist_award(session, event, decision, wallets[beneficiary]))
     return awards

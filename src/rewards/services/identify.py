@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from rewards.db.tables import Contact, GiftCard, Otp, Wallet
@@ -19,6 +21,24 @@ from rewards.wire import ContactIdentifier
 class Identified:
     contact: Contact
     otp: Otp | None  # the OTP that identified the contact; consumed by consume_otp()
+
+
+@cache
+def _contact_queries() -> dict[str, Any]:
+    """The contact by each kind of identifier (``:value``), built once per process on
+    first use: building a query costs about as much as running it."""
+    value = bindparam("value")
+    return {
+        "wallet_code": select(Contact)
+        .join(Wallet, Wallet.contact_id == Contact.id)
+        .where(Wallet.code == value),
+        "contact_id": select(Contact).where(Contact.id == value),
+        "contact_code": select(Contact).where(Contact.code == value),
+        "cim": select(Contact).where(Contact.cim == value),
+        "gift_card": select(Contact)
+        .join(GiftCard, GiftCard.contact_id == Contact.id)
+        .where(GiftCard.number == value),
+    }
 
 
 def _kind_and_value(identifier: ContactIdentifier) -> tuple[str, str]:
@@ -39,17 +59,7 @@ def identify(
     if kind == "otp":
         runtime.limiter.hit(OTP_USE_PER_KEY, CALLER.get(), now)
     otp: Otp | None = None
-    query = {
-        "wallet_code": select(Contact)
-        .join(Wallet, Wallet.contact_id == Contact.id)
-        .where(Wallet.code == value),
-        "contact_id": select(Contact).where(Contact.id == value),
-        "contact_code": select(Contact).where(Contact.code == value),
-        "cim": select(Contact).where(Contact.cim == value),
-        "gift_card": select(Contact)
-        .join(GiftCard, GiftCard.contact_id == Contact.id)
-        .where(GiftCard.number == value),
-    }.get(kind)
+    query = _contact_queries().get(kind)
     if query is None:  # otp
         otp = session.scalars(
             select(Otp).where(Otp.code == value, Otp.used_at.is_(None), Otp.expires_at > now)  # type: ignore[union-attr,operator]
@@ -59,8 +69,8 @@ def identify(
                 "The one-time password is unknown, used or expired.",
                 errors=[FieldError(path=f"{path}/otp", message="unknown, used or expired")],
             )
-        query = select(Contact).where(Contact.id == otp.contact_id)
-    contact = session.scalars(query).first()
+        query, value = _contact_queries()["contact_id"], otp.contact_id
+    contact = session.scalars(query, {"value": value}).first()
     if contact is None:
         raise ContactNotFound(
             f"No contact with {kind} {value!r}.",

@@ -1,9 +1,9 @@
 """Spending: wallet funds redeemed against a posted purchase of the same contact.
 
 Every rule of the definition's ``spend_requests`` is checked before anything is written;
-the debit itself is a conditional UPDATE (balance minus open reservations must cover it)
-under a row lock of the wallet, so no interleaving overdraws a wallet on SQLite (writers
-are serial) or PostgreSQL (row lock + condition). A refused spend leaves no trace.
+the debit itself is a conditional UPDATE (balance minus open reservations must cover it),
+so no interleaving overdraws a wallet on SQLite (writers are serial) or PostgreSQL (the
+UPDATE locks the row and re-checks the condition). A refused spend leaves no trace.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
-from rewards.db.tables import Award, Contact, Event, Otp, Spend, Wallet, WalletTransaction
+from rewards.db.tables import Contact, Event, Otp, Spend, Wallet, WalletTransaction
+from rewards.db.types import utcnow
 from rewards.domain.money import from_cents, to_cents
 from rewards.errors import (
     FieldError,
@@ -28,6 +31,7 @@ from rewards.errors import (
     SpendNotApplicable,
     SpendWindowExpired,
 )
+from rewards.services.evaluation import MadeAward
 from rewards.services.ledger import InsufficientBalance, open_reservations, post_entry
 from rewards.services.metrics import metrics
 from rewards.services.runtime import Runtime
@@ -126,7 +130,7 @@ def spend_on_purchase(
     event_id: str,
     performed_on: datetime,
     ask: SpendAsk,
-) -> Spend:
+) -> MadeSpend:
     """Redeem funds against ``purchase`` for the request ``event_id`` (a spend request,
     or the purchase itself). Raises a 422 DomainError, writing nothing, when refused."""
     _check_rules(runtime, contact, purchase, performed_on, ask)
@@ -173,11 +177,12 @@ def spend_on_purchase(
                 "not covered by available funds",
             )
         amount = available
+    assert wallet.id is not None
     return debit(
         session,
         runtime,
-        wallet=wallet,
-        contact=contact,
+        wallet_id=wallet.id,
+        contact_id=contact.id,
         purchase=purchase,
         event_id=event_id,
         amount_cents=amount,
@@ -188,12 +193,32 @@ def spend_on_purchase(
     )
 
 
+class MadeSpend(NamedTuple):
+    """A spend as written (the row of ``spends``)."""
+
+    id: str
+    event_id: str
+    purchase_event_id: str
+    contact_id: str
+    requested_cents: int | None
+    amount_cents: int
+    instant: bool
+    reduction: str
+    ledger_entry_id: int
+
+
+@cache
+def _insert_spend() -> Any:
+    """Built once per process, on first use (building costs more than running)."""
+    return insert(Spend.__table__)  # type: ignore[attr-defined]
+
+
 def debit(
     session: Session,
     runtime: Runtime,
     *,
-    wallet: Wallet,
-    contact: Contact,
+    wallet_id: int,
+    contact_id: str,
     purchase: Event,
     event_id: str,
     amount_cents: int,
@@ -201,14 +226,13 @@ def debit(
     instant: bool,
     now: datetime,
     excluding_estimate: str | None = None,
-) -> Spend:
+) -> MadeSpend:
     """The spend record and its ledger debit; the conditional update decides."""
-    assert wallet.id is not None
     spend_id = str(uuid.uuid4())
     try:
         entry = post_entry(
             session,
-            wallet_id=wallet.id,
+            wallet_id=wallet_id,
             kind="spend",
             amount_cents=-amount_cents,
             event_id=event_id,
@@ -219,46 +243,50 @@ def debit(
     except InsufficientBalance:
         raise InsufficientFunds("Available funds changed; the spend is not covered.") from None
     unit = runtime.rulesets.unit(purchase.performed_by_unit or "")
-    spend = Spend(
+    spend = MadeSpend(
         id=spend_id,
         event_id=event_id,
         purchase_event_id=purchase.id,
-        contact_id=contact.id,
+        contact_id=contact_id,
         requested_cents=requested_cents,
         amount_cents=amount_cents,
         instant=instant,
         reduction=unit.reduction if unit is not None else "front_end",
-        ledger_entry_id=entry.id or 0,
+        ledger_entry_id=entry.id,
     )
-    session.add(spend)
-    session.flush()
+    session.connection().execute(_insert_spend(), spend._asdict() | {"created_at": utcnow()})
     metrics().spends.labels(instant=str(instant).lower()).inc()
     return spend
 
 
 def instant_spends(
-    session: Session, runtime: Runtime, purchase: Event, awards: list[Award]
-) -> list[Spend]:
+    session: Session,
+    runtime: Runtime,
+    purchase: Event,
+    awards: list[MadeAward],
+    already_spent_cents: int,
+) -> list[MadeSpend]:
     """Awards of ``instant_spend`` offers are spent at once on the same purchase, like a
-    discount (capped by what is left of the purchase; skipped for blocked contacts)."""
-    spends = []
+    discount (capped by what is left of the purchase after ``already_spent_cents``, the
+    spends this purchase made before; skipped for blocked contacts). No wallet lock or
+    read first: the conditional debit decides, as for every debit."""
+    spends: list[MadeSpend] = []
+    left = (purchase.amount_cents or 0) - already_spent_cents
     for award in awards:
         if not award.instant_spend:
             continue
         contact = session.get(Contact, award.contact_id)
         if contact is None or contact.spend_blocked:
             continue
-        left = (purchase.amount_cents or 0) - spent_cents(session, purchase.id)
         amount = min(award.amount_cents, left)
         if amount <= 0:
             continue
-        wallet = locked_wallet(session, contact.id)
         spends.append(
             debit(
                 session,
                 runtime,
-                wallet=wallet,
-                contact=contact,
+                wallet_id=award.wallet_id,
+                contact_id=contact.id,
                 purchase=purchase,
                 event_id=purchase.id,
                 amount_cents=amount,
@@ -267,4 +295,5 @@ def instant_spends(
                 now=runtime.now(),
             )
         )
+        left -= amount
     return spends
