@@ -1,7 +1,8 @@
 """Throughput of an evaluation run over a big history.
 
     .venv/bin/python bench/evaluation_run.py [--events N] [--contacts N] [--database URL]
-                                             [--workers N] [--chunk-size N]
+                                             [--workers N] [--chunk-size N] [--now ISO]
+                                             [--data FILE]
 
 Generates N purchases (default 1,000,000) over --contacts contacts (default 10,000),
 spread over the last --days days (default 365) in time order, 1 to 5 lines each
@@ -11,9 +12,21 @@ fresh SQLite file (default) or a fresh schema of the PostgreSQL database given b
 --database. Then one evaluation run with the shipped rulesets (20+ offers; every offer
 applies to these never-evaluated purchases, plus the three period aggregates), timed.
 
-Prints: events/s of the run, peak RSS of the process, awards, and the ratio of the run
-time to bare engine evaluation (``Evaluator.evaluate_many`` of the same facts, chunks of
-1,000, facts prepared beforehand, no database). Nothing here is asserted by tests.
+Prints: events/s of the run, CPU and peak RSS of the process and of its child processes
+(each, and their sum sampled every 0.2 s during the run)
+(a big run's worker starts a read-ahead process: see ``rewards.services.runs``), seconds
+by step (summed over the processes; "waiting for ..." includes the chunks the worker
+decided itself meanwhile), awards, and the ratio of the run time to bare engine
+evaluation (``Evaluator.evaluate_many`` of the same facts, chunks of 1,000, facts
+prepared beforehand, no database). ``--chunk-size`` defaults to the run's
+(``runs.CHUNK_SIZE``); ``--workers`` to 1 (more workers: processes sharing the run's
+contact partitions). Nothing here is asserted by tests.
+
+The data and the awards depend on "now" (the purchases cover the days before it, the
+closed aggregate periods end before it): ``--now`` (e.g. ``2025-06-01T12:00Z``) ends the
+data there and runs as of that moment, so two runs, before and after a change, must
+print the same awards per offer. ``--data FILE`` (SQLite) saves the generated database
+to FILE, or starts from FILE when it exists (iterations without the generation time).
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import shutil
 import string
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -66,6 +80,60 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def children_usage() -> tuple[float, float]:
+    """(CPU seconds, peak RSS MB) of the finished child processes (the run's read-ahead
+    process, --workers children; the largest child's RSS)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and all its descendants now (Linux /proc), in MB."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/statm") as statm:
+                total += int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pending.extend(int(child) for child in children.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the process ended meanwhile
+    return total
+
+
+class TreeRss:
+    """Samples this process plus its child processes every ``interval`` seconds: the
+    memory the run needs at once (the peaks of ru_maxrss are per process)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+
+    def _sample(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.peak = max(self.peak, _tree_rss_mb(os.getpid()))
+
+    def start(self) -> None:
+        self.peak = _tree_rss_mb(os.getpid())
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def aware(text: str) -> datetime:
+    """``--now``: an ISO 8601 moment with its zone ("Z" allowed)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("--now needs a time zone, e.g. 2025-06-01T12:00Z")
+    return moment.astimezone(UTC)
+
+
 def database_url(args: argparse.Namespace, workdir: Path) -> tuple[str, str | None]:
     """(URL to use, PostgreSQL schema created for this bench or None)."""
     if not args.database:
@@ -85,7 +153,7 @@ def generate(database, args: argparse.Namespace) -> None:
     from rewards.db.tables import Contact, Event, EventLine, Wallet
 
     rng = random.Random(args.seed)
-    now = datetime.now(UTC)
+    now = args.now
     contacts = [str(uuid.uuid4()) for _ in range(args.contacts)]
     with database.transaction() as session:
         session.execute(
@@ -234,11 +302,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rulesets", type=Path, default=ROOT / "rulesets")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--chunk-size", type=int, default=2000)
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="events per chunk (default: the run's)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-engine", action="store_true", help="no bare-engine comparison")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="SQLite only: copy the data from this file, or generate and save it there "
+        "(same --events/--contacts/--days/--seed/--now expected: not checked)",
+    )
+    parser.add_argument(
+        "--now",
+        type=aware,
+        default=None,
+        help="end of the data and the run's as_of, ISO 8601 with a zone (default: now)",
+    )
     args = parser.parse_args(argv)
+    if args.now is None:
+        args.now = datetime.now(UTC)
 
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
@@ -248,13 +333,22 @@ def main(argv: list[str] | None = None) -> int:
     from rewards.services.runtime import Runtime
     from rewards.settings import Settings
 
+    if args.chunk_size is None:
+        args.chunk_size = runs.CHUNK_SIZE
     workdir = Path(tempfile.mkdtemp(prefix="rewards-bench-"))
     url, schema = database_url(args, workdir)
+    cached = args.data is not None and args.data.exists() and url.startswith("sqlite")
+    if cached:
+        shutil.copyfile(args.data, workdir / "bench.db")
     database = Database(url)
     try:
         upgrade(database.write_engine)
         began = time.perf_counter()
-        generate(database, args)
+        if not cached:
+            generate(database, args)
+            if args.data is not None and url.startswith("sqlite"):
+                database.dispose()  # everything in the main file before it is copied
+                shutil.copyfile(workdir / "bench.db", args.data)
         if database.write_engine.dialect.name == "postgresql":
             with database.transaction() as session:  # statistics, as autovacuum would have them
                 session.connection().exec_driver_sql("ANALYZE")
@@ -290,9 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         started = runs.start_run(
             database,
             runtime,
+            as_of=args.now,
             partitions=1 if args.workers == 1 else min(2 * args.workers, 16),
             source="bench",
         )
+        tree = TreeRss()
+        tree.start()
         if args.workers > 1:
             import multiprocessing
 
@@ -317,8 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         for child in children:
             child.join()
         elapsed = time.perf_counter() - began
+        tree.stop()
         cpu = time.process_time() - cpu
         rss = peak_rss_mb()
+        child_cpu, child_rss = children_usage()
         with database.session(write=False) as session:
             run = runs.get_run(session, started.id)
         print(
@@ -329,8 +428,15 @@ def main(argv: list[str] | None = None) -> int:
             f"run time            {elapsed:8.1f} s   {run.events_evaluated / elapsed:8,.0f} events/s"
             f"   (workers {args.workers}, chunk {args.chunk_size})"
         )
-        print(f"CPU of this process {cpu:8.1f} s   (the database server's not included)")
-        print(f"peak RSS            {rss:8.0f} MB  (before the run {rss_before:.0f} MB)")
+        print(
+            f"CPU of this process {cpu:8.1f} s   (its child processes {child_cpu:.1f} s; "
+            "the database server's not included)"
+        )
+        print(
+            f"peak RSS            {rss:8.0f} MB  (before the run {rss_before:.0f} MB; "
+            f"largest child process {child_rss:.0f} MB)"
+        )
+        print(f"peak RSS, all       {tree.peak:8.0f} MB  (this process and its children at once)")
         steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items())
         print(f"seconds by step     {steps}")
         for offer in run.offers or []:

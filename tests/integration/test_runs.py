@@ -321,8 +321,25 @@ def test_run_awards_are_the_rows_persist_award_writes(world: World) -> None:
     )
     assert entry.balance_after_cents == 500
     assert award.contact_id == person and award.beneficiary == "contact"
+    with world.database.session(write=False) as session:
+        event = session.scalars(select(Event).where(Event.id == award.event_id)).one()
+        assert event.number is not None and runs.evaluated_by_run(session, event.number)
+        assert not runs.evaluated_by_run(session, event.number + 1)
     assert award.ruleset_version == world.runtime.rulesets.version
     assert award.lines is None and award.instant_spend is False
+
+
+def test_run_award_ids_are_time_ordered_uuids(world: World) -> None:
+    """Version 7 UUIDs, increasing in the order the run wrote them (so the indexes on
+    award ids append), like any other UUID to everything else."""
+    for _ in range(3):
+        person = world.contact()
+        world.event("achievement", person, classification="5-star-service")
+    world.run(chunk_size=1)
+    with world.database.session(write=False) as session:
+        ids = session.scalars(select(Award.id).order_by(Award.ledger_entry_id)).all()
+    assert len(ids) == 3 and ids == sorted(ids)
+    assert all(uuid.UUID(i).version == 7 and str(uuid.UUID(i)) == i for i in ids)
 
 
 def test_window_counts_agree_with_awards_in_window(world: World) -> None:
@@ -356,11 +373,11 @@ def test_window_counts_agree_with_awards_in_window(world: World) -> None:
         windows = {
             "financial_achievement": world.runtime.rulesets.award_windows("financial_achievement")
         }
-        found = worker._window_awards(session, items, windows)
+        found = worker.reader.window_awards(session, items, windows)
         for item in items:
             event = session.scalars(select(Event).where(Event.id == item.event.id)).one()
             expected = awards_in_window(session, world.runtime, event)
-            assert worker._counts(item, found, windows) == expected
+            assert worker.reader.counts(item, found, windows) == expected
 
 
 # ---- idempotence and crashes ------------------------------------------------------------

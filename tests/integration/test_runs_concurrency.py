@@ -1,6 +1,8 @@
 """Evaluation runs against concurrent work, on SQLite and PostgreSQL: two workers sharing
-one run (contact-hash partitions), two runs started at once, and intake while a run is
-writing. The result must always be exactly the awards of one clean run."""
+one run (contact-hash partitions), two runs started at once, intake while a run is
+writing, and a big run's read-ahead process (forced here on small runs with
+``AHEAD_MIN_EVENTS = 0``). The result must always be exactly the awards of one clean
+run."""
 
 from __future__ import annotations
 
@@ -139,8 +141,70 @@ def test_runs_started_at_once_one_runs_the_others_are_refused(world: World) -> N
     assert again.awards == 0
 
 
+@pytest.fixture
+def read_ahead(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """``True``: every run reads and decides in the read-ahead process."""
+    if request.param:
+        monkeypatch.setattr(runs, "AHEAD_MIN_EVENTS", 0)
+    return bool(request.param)
+
+
+@pytest.mark.parametrize("read_ahead", [True], indirect=True)
 @pytest.mark.parametrize("database_url", BOTH, indirect=True)
-def test_intake_and_cancellations_during_a_run(world: World) -> None:
+def test_a_run_reading_ahead_in_a_second_process_awards_exactly_once(
+    world: World, read_ahead: bool
+) -> None:
+    _seed(world, people=5)
+    timings: dict[str, float] = {}
+    done = world.run(chunk_size=3, contacts_per_chunk=2, hooks=runs.RunHooks(timings=timings))
+    assert done.status == "finished" and done.events_evaluated == 5 * 11
+    assert world.awards() == _expected(5)
+    # Chunks of both phases went through the process (each step is timed where it ran).
+    assert "waiting for decisions" in timings and "waiting for plans" in timings
+    assert world.run().awards == 0
+
+
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_a_plan_made_before_a_cancellation_is_made_again(world: World) -> None:
+    """An aggregate chunk planned outside the write transaction (as the read-ahead
+    process does) is written only if no cancellation touched its periods since: here a
+    purchase is cancelled in between, the month falls below the offer's range, and the
+    chunk is planned again (no award) instead of written as planned."""
+    person = world.contact()
+    purchases = [
+        world.purchase(
+            person,
+            T0 + timedelta(days=7 * day),
+            "amount-1",
+            [("ITEM", "1", "60.00")],
+            external_reference=f"m{day}",
+        )
+        for day in range(4)
+    ]
+    started = runs.start_run(world.database, world.runtime, source="test")
+    with world.database.session(write=False) as session:
+        run = session.get(runs.EvaluationRun, started.id)
+    assert run is not None
+    worker = runs._Worker(world.database, world.runtime, run, "w", 100, 100, runs.RunHooks())
+    try:
+        worker._event_phase(0)
+        with world.database.session(write=False) as session:
+            contacts = worker.reader.pending_contacts(session, 0, "month", "")
+        plan = worker.reader.read_plan(0, "month", "", contacts)
+        assert [a.decision.offer_id for a in plan.awards] == ["month-spend"]  # 240.00
+        world.cancel(purchases[0].id)  # 180.00 left: below the range's 200
+        assert worker._write_aggregates(0, "month", "", plan) == person
+    finally:
+        worker.close()
+    assert world.standing("month-spend") == []
+    with world.database.session(write=False) as session:
+        links = session.scalars(select(AggregateLink.event_number)).all()
+    assert links == []
+
+
+@pytest.mark.parametrize("read_ahead", [False, True], indirect=True)
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_intake_and_cancellations_during_a_run(world: World, read_ahead: bool) -> None:
     """Events recorded and purchases cancelled while a run writes its chunks: nothing is
     awarded twice, no cancelled event keeps an award, and a second run completes it."""
     _seed(world, people=3)
@@ -202,3 +266,26 @@ def test_intake_and_cancellations_during_a_run(world: World) -> None:
     assert not cancelled & carriers  # no cancelled event keeps an award
     assert not cancelled & members  # nor counts in a standing aggregate award
     assert late == ["five-star-service"] * 4
+
+
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_a_run_backs_off_from_locks_held_by_a_request(world: World) -> None:
+    """A request holding a contact's row (PostgreSQL) or the write lock (SQLite) for a
+    while: the run's chunk waits or retries, then completes; nothing is lost."""
+    from rewards.db.tables import Contact
+
+    person = world.contact()
+    feedback = world.event("achievement", person, classification="5-star-service")
+    holder = world.database.session(write=True)
+    holder.execute(select(Contact.id).where(Contact.id == person).with_for_update())
+    holder.execute(select(Contact.id).limit(1))  # SQLite: BEGIN IMMEDIATE is now held
+    outcome: list[runs.EvaluationRunOut] = []
+    thread = threading.Thread(target=lambda: outcome.append(world.run()))
+    thread.start()
+    thread.join(0.6)
+    assert thread.is_alive()  # held up by the request
+    holder.commit()
+    holder.close()
+    thread.join(30)
+    assert outcome and outcome[0].status == "finished"
+    assert world.standing() == [("five-star-service", feedback.external_reference, 500)]

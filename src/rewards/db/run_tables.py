@@ -10,9 +10,9 @@ metadata (migrations, tests).
 - ``evaluated_events``: one row per event a run evaluated (the per-event offers, once
   per event, committed with the event's awards). It also keeps the event's business-time
   fields (calendar day, week, weekday, minute of the day, in the definition's time zone
-  when evaluated) so period aggregates group and filter in SQL on both databases, and
-  ``pending``: a bit per period kind (day 1, week 2, month 4, year 8) whose aggregate
-  offers still have to look at this purchase's period.
+  when evaluated) so period aggregates group and filter in SQL on both databases.
+- ``aggregate_pending``: the (contact, period) pairs the aggregate offers still have to
+  look at, with a count of the cancellations that touched each since (``changed``).
 - ``aggregate_awards`` and ``aggregate_award_events``: a period-aggregate award and the
   purchases that made it up (one link per (event, offer) while the award stands: a
   purchase contributes to at most one award of an offer).
@@ -22,12 +22,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, SmallInteger, text
+from sqlalchemy import BigInteger, Column, Index, SmallInteger
 from sqlmodel import Field, SQLModel
 
 from rewards.db.types import BigIntPK, UTCDateTime, utcnow
-
-PERIOD_BITS = {"day": 1, "week": 2, "month": 4, "year": 8}
 
 
 class EvaluationRun(SQLModel, table=True):
@@ -74,15 +72,6 @@ class RunOfferTotal(SQLModel, table=True):
 
 class EvaluatedEvent(SQLModel, table=True):
     __tablename__ = "evaluated_events"
-    __table_args__ = (
-        Index(
-            "ix_evaluated_events_pending",
-            "contact_id",
-            "local_day",
-            sqlite_where=text("pending != 0"),
-            postgresql_where=text("pending != 0"),
-        ),
-    )
 
     event_number: int = Field(
         sa_column=Column(BigIntPK, primary_key=True, autoincrement=False)
@@ -93,12 +82,27 @@ class EvaluatedEvent(SQLModel, table=True):
     local_week: int  # YYYYMMDD of the Monday of that week
     weekday: int = Field(sa_type=SmallInteger)  # 0 = Monday
     minute: int = Field(sa_type=SmallInteger)  # minute of the day
-    pending: int = Field(default=0, sa_type=SmallInteger)  # PERIOD_BITS still to aggregate
+
+
+class AggregatePending(SQLModel, table=True):
+    """A contact's calendar period the aggregate offers still have to look at: a purchase
+    in it was evaluated, or an aggregate award over it was reversed. ``changed`` counts
+    the cancellations that touched it while pending: a run that decided the period
+    outside its write transaction writes only if the count did not move."""
+
+    __tablename__ = "aggregate_pending"
+
+    contact_id: str = Field(primary_key=True, max_length=36)
+    period: str = Field(primary_key=True, max_length=8)  # day | week | month | year
+    period_key: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    changed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class AggregateAward(SQLModel, table=True):
     __tablename__ = "aggregate_awards"
-    __table_args__ = (Index("ix_aggregate_awards_contact_offer", "contact_id", "offer_id"),)
+    __table_args__ = (
+        Index("ix_aggregate_awards_contact_offer", "contact_id", "offer_id", "period_key"),
+    )
 
     award_id: str = Field(primary_key=True, foreign_key="awards.id", max_length=36)
     run_id: str = Field(max_length=36)

@@ -34,7 +34,9 @@ de-duplicate); more than 64 rule paths matching one fact in one ruleset fail wit
 the LAST fact only. When that one matches nothing the result is "not handled" although
 earlier facts fired rules, and the stock ``Host.assert_facts`` raises
 ``MessageNotHandledException`` without running their actions (retracting then drops
-them). ``fire(many=True)`` therefore always collects pending actions.
+them). ``fire(many=True)`` therefore always collects pending actions. ``fire_event`` is ``fire``
+of one fact for the hot path: when nothing fired (most rulesets, most events) it is the
+two C calls and nothing else.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class _Fired(msgspec.Struct):
 _decode_action = msgspec.json.Decoder(dict[str, _Fired]).decode
 
 Hit = tuple[str, str]  # (rule name, fact id)
+_NO_HITS: list[Hit] = []  # returned, never changed
 
 #: Hits recorded by the stock path's actions, shared by every ``_Host``: the stock path
 #: runs on the engine thread only, one call at a time, and clears it before each use.
@@ -329,6 +332,24 @@ class EngineHost:
             # Retracting cannot fire our rules (single-fact, positive conditions) and
             # leaves no action pending (tests check that the next evaluation sees none).
             (_c.retract_facts if many else _c.retract_fact)(handle, retract)
+        return hits
+
+    def fire_event(self, ruleset: str, payload: str, retract: str) -> list[Hit]:
+        """``fire`` of one fact, for the hot path (``Evaluator``): most events match
+        nothing in most rulesets, and then this is the two C calls and no more."""
+        handle = self._handles[ruleset]
+        code, state = _c.assert_fact(handle, payload)
+        if code == _NOT_HANDLED:
+            _c.retract_fact(handle, retract)
+            return _NO_HITS
+        hits: list[Hit] = []
+        try:
+            if code == _OBSERVED:
+                raise EngineError(f"{ruleset}: a fact with this id is already asserted")
+            if code == _HANDLED:
+                self._collect(handle, state, hits)
+        finally:
+            _c.retract_fact(handle, retract)
         return hits
 
     @staticmethod

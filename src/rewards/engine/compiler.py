@@ -548,38 +548,95 @@ def local_time(compiled: CompiledRulesets, performed_on: datetime) -> datetime:
     return performed_on.astimezone(compiled.time_zone)
 
 
+def _base_fact(
+    compiled: CompiledRulesets,
+    event_type: str,
+    performed_on: datetime,
+    classification: object,
+    unit: object,
+    segments: list[str],
+    awards_in_window: dict[str, int],
+) -> dict[str, Any]:
+    """The fields every event type has, and the max_awards counts."""
+    local = local_time(compiled, performed_on)
+    unit_code = _text(unit)
+    fact: dict[str, Any] = {
+        "sid": SESSION,
+        "id": EVENT_FACT_ID,
+        "et": event_type,
+        "cls": _text(classification),
+        "unit": unit_code,
+        "ug": compiled.unit_groups.get(unit_code, ""),
+        "seg": ["", *map(str, segments)],
+        "d": local.year * 10000 + local.month * 100 + local.day,
+        "wd": local.weekday(),
+        "mod": local.hour * 60 + local.minute,
+    }
+    for offer_id, name in compiled.windows.get(event_type, ()):
+        fact[name] = int(awards_in_window.get(offer_id, 0))
+    return fact
+
+
+def _purchase_fields(
+    fact: dict[str, Any],
+    lines: list[dict[str, Any]],
+    total_cents: int | None,
+    payment_brand: object,
+    payment_type: object,
+) -> None:
+    fact["tot"] = sum(line["a"] for line in lines) if total_cents is None else total_cents
+    fact["ln"] = lines
+    fact["pb"] = _text(payment_brand)
+    fact["pt"] = _text(payment_type)
+
+
+def purchase_fact(
+    compiled: CompiledRulesets,
+    *,
+    performed_on: datetime,
+    classification: object,
+    unit: object,
+    segments: list[str],
+    awards_in_window: dict[str, int],
+    lines: list[dict[str, Any]],
+    total_cents: int | None,
+    payment_brand: object,
+    payment_type: object,
+) -> dict[str, Any]:
+    """``build_fact`` of a purchase whose amounts are already cents: ``lines`` are the
+    fact's own ``{"s": sku, "a": cents}`` (evaluation runs read the amounts straight
+    from the stored event, without ``EventFacts``' Decimals; no period totals)."""
+    fact = _base_fact(
+        compiled,
+        "purchase",
+        performed_on,
+        classification,
+        unit,
+        segments,
+        awards_in_window,
+    )
+    _purchase_fields(fact, lines, total_cents, payment_brand, payment_type)
+    return fact
+
+
 def build_fact(
     compiled: CompiledRulesets, facts: EventFacts, *, aggregates: bool = False
 ) -> dict[str, Any]:
     """Every engine field of the event (see the module docstring)."""
     event_type = str(facts.event_type)
-    local = local_time(compiled, facts.performed_on)
-    unit = _text(facts.unit)
-    fact: dict[str, Any] = {
-        "sid": SESSION,
-        "id": EVENT_FACT_ID,
-        "et": event_type,
-        "cls": _text(facts.classification),
-        "unit": unit,
-        "ug": compiled.unit_groups.get(unit, ""),
-        "seg": ["", *map(str, facts.segments)],
-        "d": local.year * 10000 + local.month * 100 + local.day,
-        "wd": local.weekday(),
-        "mod": local.hour * 60 + local.minute,
-    }
-    window = facts.awards_in_window
-    for offer_id, name in compiled.windows.get(event_type, ()):
-        fact[name] = int(window.get(offer_id, 0))
+    fact = _base_fact(
+        compiled,
+        event_type,
+        facts.performed_on,
+        facts.classification,
+        facts.unit,
+        facts.segments,
+        facts.awards_in_window,
+    )
     if event_type == "purchase":
         lines = [{"s": str(line.sku), "a": _cents(line.total_amount)} for line in facts.products]
-        fact["tot"] = (
-            sum(line["a"] for line in lines)
-            if facts.total_amount is None
-            else _cents(facts.total_amount)
-        )
-        fact["ln"] = lines
-        fact["pb"] = _text(facts.payment_brand)
-        fact["pt"] = _text(facts.payment_type)
+        total = None if facts.total_amount is None else _cents(facts.total_amount)
+        _purchase_fields(fact, lines, total, facts.payment_brand, facts.payment_type)
     elif event_type == "financial_achievement":
         fact["amt"] = 0 if facts.amount is None else _cents(facts.amount)
         fact["ha"] = 0 if facts.amount is None else 1
@@ -615,12 +672,31 @@ def build_fact(
 
 
 def prepare(
-    compiled: CompiledRulesets, facts: EventFacts, *, aggregates: bool = False
+    compiled: CompiledRulesets,
+    facts: EventFacts,
+    *,
+    aggregates: bool = False,
+    per_event: bool = True,
 ) -> PreparedEvent:
     """Flatten ``facts``: the full fact and, per ruleset to evaluate, the JSON of its fields."""
     fact = build_fact(compiled, facts, aggregates=aggregates)
+    return prepare_fact(compiled, fact, aggregates=aggregates, per_event=per_event)
+
+
+def prepare_fact(
+    compiled: CompiledRulesets,
+    fact: dict[str, Any],
+    *,
+    aggregates: bool = False,
+    per_event: bool = True,
+) -> PreparedEvent:
+    """``prepare`` of a fact already built (``build_fact``, ``purchase_fact``).
+
+    ``aggregates``: the aggregate rulesets too (the fact has the period totals);
+    ``per_event=False``: only those (a caller that decides nothing but period aggregates).
+    """
     event_type = fact["et"]
-    rulesets = compiled.event_rulesets.get(event_type, [])
+    rulesets = compiled.event_rulesets.get(event_type, []) if per_event else []
     if aggregates:
         rulesets = rulesets + compiled.aggregate_rulesets.get(event_type, [])
     if len(fact) <= MAX_FACT_FIELDS:  # usual case: one JSON for every ruleset (cheapest)

@@ -19,6 +19,14 @@ unless ``aggregates=True`` and ``EventFacts.period_totals`` holds their totals.
 
 Exclusive groups compare the offers that actually award the event in this call (a
 match worth 0.00 does not block its group).
+
+Many events (evaluation runs): ``evaluate_many`` makes one trip to the engine thread for
+all of them; ``evaluate_prepared`` takes events a caller flattened itself
+(``compiler.prepare_fact``: runs build purchase facts from the stored JSON), and
+``per_event=False`` matches only the period-aggregate offers. Each event is still
+asserted and retracted on its own: asserting many events' facts in one ``assert_facts``
+call was measured (bench on 20,000 purchases, batches of 10 to 5,000) and is no faster,
+the engine's cost being per fact, not per call.
 """
 
 from __future__ import annotations
@@ -99,12 +107,32 @@ class Evaluator:
         return self._decide(prepared, hits, mode, aggregates)
 
     def evaluate_many(
-        self, events: Sequence[EventFacts], *, mode: Mode, aggregates: bool = False
+        self,
+        events: Sequence[EventFacts],
+        *,
+        mode: Mode,
+        aggregates: bool = False,
+        per_event: bool = True,
     ) -> list[list[AwardDecision]]:
-        """``evaluate`` for many events with one trip to the engine thread (batch runs)."""
+        """``evaluate`` for many events with one trip to the engine thread (batch runs).
+
+        ``per_event=False`` (with ``aggregates``): only the period-aggregate offers are
+        matched. Only for a caller that keeps nothing but aggregate decisions and whose
+        aggregate offers are in no exclusive group (a per-event offer of their group
+        could otherwise win over them)."""
+        compiled = self._compiled
+        prepared = [
+            prepare(compiled, facts, aggregates=aggregates, per_event=per_event) for facts in events
+        ]
+        return self.evaluate_prepared(prepared, mode=mode, aggregates=aggregates)
+
+    def evaluate_prepared(
+        self, prepared: Sequence[PreparedEvent], *, mode: Mode, aggregates: bool = False
+    ) -> list[list[AwardDecision]]:
+        """``evaluate_many`` of events already flattened by ``compiler.prepare`` or
+        ``compiler.prepare_fact`` (evaluation runs build purchase facts themselves)."""
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, not {mode!r}")
-        prepared = [prepare(self._compiled, facts, aggregates=aggregates) for facts in events]
         hits = call(self._match_many, prepared, mode, aggregates)
         return [self._decide(p, h, mode, aggregates) for p, h in zip(prepared, hits, strict=True)]
 
@@ -119,7 +147,7 @@ class Evaluator:
     # --- engine thread ---
 
     def _match_many(
-        self, prepared: list[PreparedEvent], mode: str, aggregates: bool
+        self, prepared: Sequence[PreparedEvent], mode: str, aggregates: bool
     ) -> list[list[tuple[str, str, str]]]:
         return [self._match(p, mode, aggregates, False) for p in prepared]
 
@@ -131,7 +159,11 @@ class Evaluator:
         by_rule = self._compiled.by_rule
         result: list[tuple[str, str, str]] = []
         for ruleset, payload in prepared.payloads:
-            hits: list[Hit] = host.fire(ruleset, payload, RETRACT_EVENT, stock=stock)
+            hits: list[Hit] = (
+                host.fire(ruleset, payload, RETRACT_EVENT, stock=True)
+                if stock
+                else host.fire_event(ruleset, payload, RETRACT_EVENT)
+            )
             if not hits:
                 continue
             result += [(ruleset, rule, fact) for rule, fact in hits]

@@ -12,9 +12,18 @@ date), ``units``, ``payment_medium``, ``schedule``; for loyalty_item_quantity a 
 counts through its lines matching ``products`` (their quantity; a purchase without such
 a line does not count). The contact-level conditions (``segments``, ``max_awards``) and
 the range are decided by the rules engine on the aggregate fact (see
-:mod:`rewards.services.runs`); the SQL ``HAVING`` applies the same range first, only so
-that groups out of range never leave the database. The links of an award are written
-by one ``INSERT ... SELECT`` with the same filters, so member rows never leave it either.
+:mod:`rewards.services.runs`); the range is applied here first, only so that groups out
+of range never reach the engine.
+
+Reading the contributions is the cost (a purchase's row is on a page of its own): the
+offers of a period kind share one scan (``in_range_groups``), summed here per offer and
+group, and each group keeps its contributions, which become the award's links (written
+by the run from them: a GROUP BY and an ``INSERT ... SELECT`` of the links would read
+every row twice per offer).
+
+``aggregate_pending.changed`` counts the cancellations that touched a pending period
+(``repend``, ``touch_pending``): a run that planned a chunk outside its write transaction
+writes it only if the count did not move.
 
 Only closed periods are aggregated: a period that ended at or before the run's
 ``as_of`` (an open month can still change, and a range with a ``max`` would misfire).
@@ -23,18 +32,18 @@ Only closed periods are aggregated: a period that ended at or before the run's
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, true
 from sqlalchemy.sql import Select
 from sqlmodel import Session
 
-from rewards.db.run_tables import PERIOD_BITS, AggregateAward, AggregateLink, EvaluatedEvent
+from rewards.db.run_tables import AggregateAward, AggregateLink, AggregatePending, EvaluatedEvent
 from rewards.db.tables import Event, EventLine
 from rewards.engine import globs
 from rewards.engine.loader import Rulesets
@@ -132,6 +141,20 @@ def period_start(period: str, key: int, zone: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=zone)
 
 
+def period_end(period: str, key: int, zone: ZoneInfo) -> datetime:
+    """First instant after a period (business time zone)."""
+    start = period_start(period, key, zone)
+    if period == "day":
+        day = start.date() + timedelta(days=1)
+    elif period == "week":
+        day = start.date() + timedelta(days=7)
+    elif period == "month":
+        day = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    else:
+        day = date(start.year + 1, 1, 1)
+    return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
 # ---- offers ---------------------------------------------------------------------------
 
 
@@ -143,25 +166,29 @@ def period_of(offer: Offer) -> str:
     return offer.conditions.period or "month"
 
 
-def pending_bits(rulesets: Rulesets) -> int:
-    """The PERIOD_BITS a newly evaluated purchase starts with: its periods still to look at
-    for the loaded aggregate offers."""
-    bits = 0
-    for offer in aggregate_offers(rulesets):
-        bits |= PERIOD_BITS[period_of(offer)]
-    return bits
+def periods_in_use(rulesets: Rulesets) -> list[str]:
+    """The period kinds of the loaded aggregate offers, in PERIODS order."""
+    used = {period_of(offer) for offer in aggregate_offers(rulesets)}
+    return [period for period in PERIODS if period in used]
+
+
+def _limits(bounds: Range | None) -> tuple[int | None, int | None]:
+    """The offer's range in hundredths, rounded inwards like the compiler does."""
+    if bounds is None:
+        return None, None
+    low = None if bounds.min is None else math.ceil(bounds.min * 100)
+    high = None if bounds.max is None else math.floor(bounds.max * 100)
+    return low, high
 
 
 def _in_range(value: ColumnElement[Any], bounds: Range | None) -> list[ColumnElement[bool]]:
-    """``value`` (hundredths) within the offer's range, bounds rounded inwards to the
-    hundredth like the compiler does."""
-    if bounds is None:
-        return []
+    """``value`` (hundredths) within the offer's range (SQL)."""
+    low, high = _limits(bounds)
     tests = []
-    if bounds.min is not None:
-        tests.append(value >= math.ceil(bounds.min * 100))
-    if bounds.max is not None:
-        tests.append(value <= math.floor(bounds.max * 100))
+    if low is not None:
+        tests.append(value >= low)
+    if high is not None:
+        tests.append(value <= high)
     return tests
 
 
@@ -228,13 +255,63 @@ def matching_quantity(session: Session, offer: Offer) -> ColumnElement[int]:
 
 # ---- pending work ---------------------------------------------------------------------
 
+_pending = AggregatePending.__table__  # type: ignore[attr-defined]
 
-def _pending(period: str, closed_before: int) -> list[ColumnElement[bool]]:
-    return [
-        m.c.pending != 0,  # the partial index
-        m.c.pending.op("&")(PERIOD_BITS[period]) != 0,
-        *key_between(period, None, closed_before - 1),
-    ]
+
+def mark_pending(session: Session, pairs: set[tuple[str, str, int]]) -> None:
+    """(contact, period, key) pairs the aggregate offers have to look at (again); pairs
+    already pending stay as they are."""
+    if not pairs:
+        return
+    rows = sorted(pairs)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":  # one statement, whatever the count
+        connection.exec_driver_sql(
+            "INSERT INTO aggregate_pending (contact_id, period, period_key) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]) ON CONFLICT DO NOTHING",
+            ([c for c, _, _ in rows], [p for _, p, _ in rows], [k for _, _, k in rows]),
+        )
+    else:
+        connection.exec_driver_sql(
+            "INSERT OR IGNORE INTO aggregate_pending (contact_id, period, period_key) "
+            "VALUES (?, ?, ?)",
+            rows,
+        )
+
+
+def repend(session: Session, pairs: set[tuple[str, str, int]]) -> None:
+    """``mark_pending`` after a cancellation: the pairs already pending count one more
+    change (see ``pending_periods``)."""
+    if not pairs:
+        return
+    rows = sorted(pairs)
+    connection = session.connection()
+    connection.exec_driver_sql(
+        "INSERT INTO aggregate_pending (contact_id, period, period_key) VALUES "
+        + ("(%s, %s, %s)" if connection.dialect.name == "postgresql" else "(?, ?, ?)")
+        + " ON CONFLICT (contact_id, period, period_key)"
+        " DO UPDATE SET changed = aggregate_pending.changed + 1",
+        rows,
+    )
+
+
+def touch_pending(session: Session, pairs: set[tuple[str, str, int]]) -> None:
+    """Count a change of these (contact, period, key) pairs if they are pending (a
+    cancelled purchase in them: whatever was decided about them before is stale)."""
+    for contact_id, period, key in sorted(pairs):
+        session.execute(
+            _pending.update()
+            .where(
+                _pending.c.contact_id == contact_id,
+                _pending.c.period == period,
+                _pending.c.period_key == key,
+            )
+            .values(changed=_pending.c.changed + 1)
+        )
+
+
+def _open(period: str, closed_before: int) -> list[ColumnElement[bool]]:
+    return [_pending.c.period == period, _pending.c.period_key < closed_before]
 
 
 def pending_contacts(
@@ -245,13 +322,12 @@ def pending_contacts(
     limit: int,
     partition: ColumnElement[bool] | None = None,
 ) -> list[str]:
-    """Contacts (in id order, after ``after``) with purchases whose closed ``period`` has
-    not been aggregated yet."""
+    """Contacts (in id order, after ``after``) with a closed ``period`` still to aggregate."""
     query = (
-        select(m.c.contact_id)
-        .where(*_pending(period, closed_before), m.c.contact_id > after)
-        .group_by(m.c.contact_id)
-        .order_by(m.c.contact_id)
+        select(_pending.c.contact_id)
+        .where(*_open(period, closed_before), _pending.c.contact_id > after)
+        .group_by(_pending.c.contact_id)
+        .order_by(_pending.c.contact_id)
         .limit(limit)
     )
     if partition is not None:
@@ -261,15 +337,26 @@ def pending_contacts(
 
 def pending_periods(
     session: Session, period: str, closed_before: int, contacts: Sequence[str]
-) -> set[tuple[str, int]]:
-    """The (contact, period key) pairs of these contacts still to aggregate."""
-    key = key_column(period)
-    query = (
-        select(m.c.contact_id, key)
-        .where(m.c.contact_id.in_(contacts), *_pending(period, closed_before))
-        .group_by(m.c.contact_id, key)
+) -> dict[tuple[str, int], int]:
+    """The (contact, period key) pairs of these contacts still to aggregate, each with
+    its count of changes (equal counts: nothing cancelled in it since)."""
+    query = select(_pending.c.contact_id, _pending.c.period_key, _pending.c.changed).where(
+        _pending.c.contact_id.in_(contacts), *_open(period, closed_before)
     )
-    return {(contact, int(k)) for contact, k in session.execute(query)}
+    return {(contact, int(key)): int(changed) for contact, key, changed in session.execute(query)}
+
+
+def clear_pending(
+    session: Session, period: str, closed_before: int, contacts: Sequence[str]
+) -> None:
+    """These contacts' closed periods of this kind are aggregated."""
+    session.execute(
+        _pending.delete().where(_pending.c.contact_id.in_(contacts), *_open(period, closed_before))
+    )
+
+
+def pending_partition_column() -> Any:
+    return _pending.c.contact_id
 
 
 # ---- groups ---------------------------------------------------------------------------
@@ -285,6 +372,34 @@ class Group:
     count: int
     quantity_milli: int
     latest: int  # number of the most recently recorded contribution (the award's event)
+    members: tuple[int, ...] = ()  # numbers of every contribution (the award's links)
+
+
+def _scope(
+    period: str, contacts: Sequence[str], keys: tuple[int, int], zone: ZoneInfo
+) -> list[ColumnElement[bool]]:
+    """Posted purchases of the contacts in periods ``keys`` (first, last), driven by the
+    events index on (contact, type, performed_on): the business keys decide, the
+    performed_on bounds (a day wider on each side) only narrow the index range."""
+    since = period_start(period, keys[0], zone) - timedelta(days=1)
+    until = period_end(period, keys[1], zone) + timedelta(days=1)
+    return [
+        e.c.contact_id.in_(contacts),
+        e.c.type == "purchase",
+        e.c.performed_on >= since,
+        e.c.performed_on < until,
+        e.c.state == "posted",
+        *key_between(period, keys[0], keys[1]),
+    ]
+
+
+def _unlinked(offer: Offer) -> ColumnElement[bool]:
+    """The purchase is not linked to a standing award of the offer."""
+    return ~exists(
+        select(literal(1))
+        .where(_links.c.event_number == m.c.event_number, _links.c.offer_id == offer.id)
+        .offset(0)  # a lookup per row, not a hash of every link
+    )
 
 
 def _contributions(
@@ -296,11 +411,8 @@ def _contributions(
     zone: ZoneInfo,
 ) -> Select[Any]:
     """One row per contribution of the contacts in periods ``keys`` (first, last):
-    contact, key, event number, amount, quantity. Driven by the events index on
-    (contact, type, performed_on)."""
+    contact, key, event number, amount, quantity."""
     period = period_of(offer)
-    key = key_column(period)
-    since = period_start(period, keys[0], zone) - timedelta(days=1)
     quantity = (
         matching_quantity(session, offer)
         if offer.classification == "loyalty_item_quantity"
@@ -309,7 +421,7 @@ def _contributions(
     return (
         select(
             m.c.contact_id.label("contact_id"),
-            key.label("k"),
+            key_column(period).label("k"),
             m.c.event_number.label("event_number"),
             e.c.amount_cents.label("amount_cents"),
             quantity.label("q"),
@@ -317,95 +429,141 @@ def _contributions(
         .select_from(e)
         .join(m, m.c.event_number == e.c.number)
         .where(
-            e.c.contact_id.in_(contacts),
-            e.c.type == "purchase",
-            e.c.performed_on >= since,
-            e.c.state == "posted",
-            *key_between(period, keys[0], keys[1]),
-            ~exists(
-                select(literal(1))
-                .where(_links.c.event_number == m.c.event_number, _links.c.offer_id == offer.id)
-                .offset(0)  # a lookup per row, not a hash of every link
-            ),
+            *_scope(period, contacts, keys, zone),
+            _unlinked(offer),
             *contribution_filter(offer, rulesets),
         )
     )
 
 
+def _all_contributions(
+    session: Session,
+    offers: Sequence[Offer],
+    rulesets: Rulesets,
+    contacts: Sequence[str],
+    keys: tuple[int, int],
+    zone: ZoneInfo,
+) -> Select[Any]:
+    """The purchases of the contacts in periods ``keys`` with, per offer (all of one
+    period), whether it contributes to that offer (``_contributions``' conditions) and,
+    for loyalty_item_quantity, its matching quantity: contact, key, event number,
+    amount, then (contributes, quantity) per offer. Reading the purchases is the cost,
+    so the offers of a period share one scan."""
+    period = period_of(offers[0])
+    columns: list[Any] = [
+        m.c.contact_id,
+        key_column(period),
+        m.c.event_number,
+        e.c.amount_cents,
+    ]
+    for offer in offers:
+        columns.append(
+            case(
+                (and_(true(), _unlinked(offer), *contribution_filter(offer, rulesets)), 1), else_=0
+            )
+        )
+        columns.append(
+            matching_quantity(session, offer)
+            if offer.classification == "loyalty_item_quantity"
+            else literal(0)
+        )
+    return (
+        select(*columns)
+        .select_from(e)
+        .join(m, m.c.event_number == e.c.number)
+        .where(*_scope(period, contacts, keys, zone))
+    )
+
+
+class _Sums:
+    __slots__ = ("count", "members", "quantity", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.count = 0
+        self.quantity = 0
+        self.members: list[int] = []
+
+
+def _measure(offer: Offer) -> Callable[[_Sums], int]:
+    """The value the offer's range applies to, in hundredths, from a group's sums."""
+    measure = _MEASURE[offer.classification]
+    if measure == "total_amount":
+        return lambda sums: sums.total
+    if measure == "count":
+        return lambda sums: sums.count * 100
+    return lambda sums: (sums.quantity + 5) // 10  # hundredths, half-up from thousandths
+
+
+def _in_range_groups(offer: Offer, found: dict[tuple[str, int], _Sums]) -> list[Group]:
+    low, high = _limits(getattr(offer.conditions, _MEASURE[offer.classification]))
+    measure = _measure(offer)
+    groups = []
+    for (contact, key), sums in sorted(found.items()):
+        value = measure(sums)
+        if (low is not None and value < low) or (high is not None and value > high):
+            continue
+        members = tuple(sorted(sums.members))
+        groups.append(
+            Group(
+                contact_id=contact,
+                key=key,
+                total_cents=sums.total,
+                count=sums.count,
+                quantity_milli=sums.quantity,
+                latest=members[-1],
+                members=members,
+            )
+        )
+    return groups
+
+
 def in_range_groups(
     session: Session,
-    offer: Offer,
+    offers: Sequence[Offer],
     rulesets: Rulesets,
-    pending: set[tuple[str, int]],
+    pending: Collection[tuple[str, int]],
     zone: ZoneInfo,
-) -> list[Group]:
-    """The pending (contact, period) groups whose aggregate is in the offer's range
-    (SQL GROUP BY ... HAVING), in contact and period order."""
-    if not pending:
-        return []
+) -> dict[str, list[Group]]:
+    """Per offer (all of one period): the pending (contact, period) groups whose
+    aggregate is in the offer's range, in contact and period order, each with its
+    contributions (the award's links).
+
+    One scan of the purchases for all the offers, summed here: a GROUP BY per offer and
+    an ``INSERT ... SELECT`` of the links would read the same rows again for each (and
+    reading them is the cost)."""
+    if not pending or not offers:
+        return {offer.id: [] for offer in offers}
     contacts = sorted({contact for contact, _ in pending})
     keys = (min(k for _, k in pending), max(k for _, k in pending))
-    rows = _contributions(session, offer, rulesets, contacts, keys, zone).subquery("c")
-    total = func.sum(rows.c.amount_cents)
-    count = func.count()
-    quantity = func.sum(rows.c.q)
-    measure = _MEASURE[offer.classification]
-    bounds = getattr(offer.conditions, measure)
-    if measure == "total_amount":
-        having = _in_range(total, bounds)
-    elif measure == "count":
-        having = _in_range(count * 100, bounds)
-    else:  # hundredths, half-up from thousandths (as the engine's facts are)
-        having = _in_range((quantity + 5) // 10, bounds)
-    query = (
-        select(rows.c.contact_id, rows.c.k, total, count, quantity, func.max(rows.c.event_number))
-        .group_by(rows.c.contact_id, rows.c.k)
-        .order_by(rows.c.contact_id, rows.c.k)
-    )
-    if offer.classification == "loyalty_item_quantity":
-        query = query.where(rows.c.q > 0)
-    if having:
-        query = query.having(and_(*having))
-    return [
-        Group(
-            contact_id=contact,
-            key=int(k),
-            total_cents=int(total_cents or 0),
-            count=int(n),
-            quantity_milli=int(q or 0),
-            latest=int(latest),
-        )
-        for contact, k, total_cents, n, q, latest in session.execute(query)
-        if (contact, int(k)) in pending
-    ]
+    query = _all_contributions(session, offers, rulesets, contacts, keys, zone)
+    quantities = [offer.classification == "loyalty_item_quantity" for offer in offers]
+    found: list[dict[tuple[str, int], _Sums]] = [{} for _ in offers]
+    for row in session.execute(query):
+        group = (row[0], int(row[1]))
+        if group not in pending:
+            continue
+        number = int(row[2])
+        amount = int(row[3] or 0)
+        for j, by_group in enumerate(found):
+            if not row[4 + 2 * j]:
+                continue
+            quantity = int(row[5 + 2 * j] or 0)
+            if quantities[j] and quantity <= 0:
+                continue  # no matching line: the purchase does not count
+            sums = by_group.get(group)
+            if sums is None:
+                sums = by_group[group] = _Sums()
+            sums.total += amount
+            sums.count += 1
+            sums.quantity += quantity
+            sums.members.append(number)
+    return {offer.id: _in_range_groups(offer, by) for offer, by in zip(offers, found, strict=True)}
 
 
-def link_members(
-    session: Session,
-    offer: Offer,
-    rulesets: Rulesets,
-    awards: Sequence[tuple[str, Group]],
-    zone: ZoneInfo,
-) -> None:
-    """Link every contribution of the awarded groups to its award (one INSERT ... SELECT
-    through the ``aggregate_awards`` rows just written; same filters as the groups)."""
-    for start in range(0, len(awards), 2000):
-        batch = awards[start : start + 2000]
-        contacts = sorted({group.contact_id for _, group in batch})
-        keys = (min(g.key for _, g in batch), max(g.key for _, g in batch))
-        rows = _contributions(session, offer, rulesets, contacts, keys, zone).subquery("c")
-        a = _aggregate_awards.alias("a")
-        query = select(rows.c.event_number, literal(offer.id), a.c.award_id).join(
-            a,
-            and_(
-                a.c.contact_id == rows.c.contact_id,
-                a.c.period_key == rows.c.k,
-                a.c.award_id.in_([award_id for award_id, _ in batch]),
-            ),
-        )
-        if offer.classification == "loyalty_item_quantity":
-            query = query.where(rows.c.q > 0)
-        session.execute(insert(_links).from_select(["event_number", "offer_id", "award_id"], query))
+def link_rows(offer_id: str, award_id: str, group: Group) -> list[tuple[int, str, str]]:
+    """(event_number, offer_id, award_id) links of an award to every contribution."""
+    return [(number, offer_id, award_id) for number in group.members]
 
 
 def reversed_events(session: Session, offer: Offer, contacts: Sequence[str]) -> set[int]:
