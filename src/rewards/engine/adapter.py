@@ -197,12 +197,45 @@ def _apply_released() -> None:
         _release(_RELEASED.pop(), free=False)
 
 
+def _ends_in_or(test: Any) -> bool:
+    """Whether the node an item test ends in is an ``$or`` node (see ``_unsafe_item_test``)."""
+    if not isinstance(test, dict):
+        return False
+    if "$or" in test:
+        return True
+    conditions = test.get("$and")
+    return bool(conditions) and _ends_in_or(conditions[-1])
+
+
+def _unsafe_item_test(condition: Any) -> bool:
+    """Whether an ``$iany``/``$iall`` item test ends in an ``$or`` anywhere in ``condition``.
+
+    durable-rules then reads the never-set operand type of that ``$or`` node, and
+    ``create_ruleset`` fails with error 102 or not depending on leftover heap bytes
+    (rete.c ``createAlpha``): such a ruleset works in one process and not in the next.
+    The compiler never emits one (``compiler._item_test``); this refuses it for certain.
+    """
+    if isinstance(condition, list):
+        return any(_unsafe_item_test(item) for item in condition)
+    if not isinstance(condition, dict):
+        return False
+    for key, value in condition.items():
+        if key in ("$iany", "$iall") and isinstance(value, dict):
+            if any(_ends_in_or(test) for test in value.values()):
+                return True
+        if _unsafe_item_test(value):
+            return True
+    return False
+
+
 def _acquire(name: str, definition: dict[str, Any]) -> _Shared:
     key = _key(name, definition)
     shared = _LIVE.get(key)
     if shared is None:
         shared = _IDLE.pop(key, None)
         if shared is None:
+            if _unsafe_item_test(definition):
+                raise EngineError(f"{name}: an $iany/$iall item test ends in an $or")
             host = _Host()
             try:
                 host.set_rulesets({name: copy.deepcopy(definition)})  # it mutates its argument

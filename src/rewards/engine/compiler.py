@@ -185,6 +185,21 @@ def _any(conditions: list[Condition]) -> Condition:
     return conditions[0] if len(conditions) == 1 else {"$or": conditions}
 
 
+def _item_test(test: Condition, guard: Condition) -> Condition:
+    """The item test of ``$iany``/``$iall``, never ending in an ``$or``.
+
+    durable-rules checks the type of the right operand of the node an item test ends
+    in, and an ``$or`` node never sets it: whether ``create_ruleset`` then fails
+    (error 102) depends on leftover heap bytes (rete.c ``createAlpha``). So an ``$or``
+    item test becomes ``$and: [$or, guard]`` with a comparison every item passes.
+    """
+    if "$or" in test:
+        return {"$and": [test, guard]}
+    if "$and" in test and "$or" in test["$and"][-1]:
+        return {"$and": [*test["$and"], guard]}
+    return test
+
+
 def _date(value: date) -> int:
     return value.year * 10000 + value.month * 100 + value.day
 
@@ -265,18 +280,20 @@ def offer_condition(
             _any([{"ug" if code in groups else "unit": code} for code in dict.fromkeys(c.units)])
         )
     if c.products and offer.classification in PER_LINE_CLASSIFICATIONS:
-        arrays.append({"$iany": {"ln": _product_predicate(c.products, "$i.s", "$i.a")}})
+        lines = _product_predicate(c.products, "$i.s", "$i.a")
+        arrays.append({"$iany": {"ln": _item_test(lines, {"$ex": {"$i.s": 1}})}})
     if c.segments is not None:
         if c.segments.include:
-            arrays.append(
-                {"$iany": {"seg": _any([{"$i": s} for s in dict.fromkeys(c.segments.include)])}}
-            )
+            include = _any([{"$i": s} for s in dict.fromkeys(c.segments.include)])
+            # the leading "" item never equals a segment code (minLength 1)
+            arrays.append({"$iany": {"seg": _item_test(include, {"$neq": {"$i": ""}})}})
         if c.segments.exclude:
             arrays.append(
                 {
                     "$iall": {
-                        "seg": _all(
-                            [{"$neq": {"$i": s}} for s in dict.fromkeys(c.segments.exclude)]
+                        "seg": _item_test(
+                            _all([{"$neq": {"$i": s}} for s in dict.fromkeys(c.segments.exclude)]),
+                            {"$neq": {"$i": ""}},
                         )
                     }
                 }

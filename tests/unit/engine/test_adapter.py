@@ -8,8 +8,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal as D
 
+import pytest
+
 from rewards.engine import Evaluator, Rulesets
 from rewards.engine import adapter as adapter_module
+from rewards.engine.adapter import EngineError, EngineHost
 from rewards.engine.compiler import SESSION, prepare
 from tests.unit.engine.builders import event, purchase, summary
 
@@ -173,3 +176,15 @@ def test_a_reload_builds_a_new_host(shipped: Rulesets) -> None:
             event("achievement", classification="5-star-service"), mode="all"
         )
     )
+
+
+def test_an_item_test_ending_in_an_or_is_refused_before_durable_sees_it() -> None:
+    """durable-rules reads an unset byte for such a test: it fails or not by heap luck."""
+    either = {"$or": [{"$i": "gold"}, {"$i": "silver"}]}
+    for test in (either, {"$and": [{"$neq": {"$i": ""}}, either]}):
+        rule = {"all": [{"m": {"$iany": {"seg": test}}}], "run": "r"}
+        with pytest.raises(EngineError, match=r"item test ends in an \$or"):
+            EngineHost({"unsafe_item_test": {"r": rule}})
+    guarded = {"$and": [either, {"$neq": {"$i": ""}}]}
+    rule = {"all": [{"m": {"$iany": {"seg": guarded}}}], "run": "r"}
+    EngineHost({"guarded_item_test": {"r": rule}}).close()
