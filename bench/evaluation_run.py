@@ -12,9 +12,10 @@ fresh SQLite file (default) or a fresh schema of the PostgreSQL database given b
 --database. Then one evaluation run with the shipped rulesets (20+ offers; every offer
 applies to these never-evaluated purchases, plus the three period aggregates), timed.
 
-Prints: events/s of the run, CPU and peak RSS of the process and of its child processes
-(each, and their sum sampled every 0.2 s during the run)
-(a big run's worker starts a read-ahead process: see ``rewards.services.runs``), seconds
+The run itself happens in a fresh process, as ``rewards evaluate`` would (the memory of
+the data generation is not the run's). Prints: events/s of the run, its CPU, its peak
+RSS (the run's process and its child processes at once, sampled every 0.2 s: a big
+run's worker starts a read-ahead process, see ``rewards.services.runs``), seconds
 by step (summed over the processes; "waiting for ..." includes the chunks the worker
 decided itself meanwhile), awards, and the ratio of the run time to bare engine
 evaluation (``Evaluator.evaluate_many`` of the same facts, chunks of 1,000, facts
@@ -32,6 +33,7 @@ to FILE, or starts from FILE when it exists (iterations without the generation t
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import resource
@@ -43,8 +45,10 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 from sqlalchemy import create_engine, insert, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,49 +80,50 @@ def money(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def children_usage() -> tuple[float, float]:
-    """(CPU seconds, peak RSS MB) of the finished child processes (the run's read-ahead
-    process, --workers children; the largest child's RSS)."""
+def children_cpu() -> float:
+    """CPU seconds of the finished child processes (the run's read-ahead process,
+    --workers children)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return usage.ru_utime + usage.ru_stime
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and all its descendants now (Linux /proc), in MB."""
-    total = 0.0
+def _tree_rss_mb(pid: int) -> dict[int, float]:
+    """RSS of ``pid`` and each of its descendants now (Linux /proc), in MB."""
+    found: dict[int, float] = {}
     pending = [pid]
     while pending:
         current = pending.pop()
         try:
             with open(f"/proc/{current}/statm") as statm:
-                total += int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+                found[current] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as children:
                     pending.extend(int(child) for child in children.read().split())
         except (FileNotFoundError, ProcessLookupError):
             continue  # the process ended meanwhile
-    return total
+    return found
 
 
 class TreeRss:
-    """Samples this process plus its child processes every ``interval`` seconds: the
-    memory the run needs at once (the peaks of ru_maxrss are per process)."""
+    """Samples a process plus its child processes every ``interval`` seconds: the memory
+    the run needs at once (``peak``) and each process's own peak (``peaks``, from the
+    run's process on). ru_maxrss cannot tell: a spawned process inherits its parent's."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, process: multiprocessing.process.BaseProcess, interval: float = 0.2) -> None:
+        self.process = process
         self.peak = 0.0
+        self.peaks: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
 
     def _sample(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.peak = max(self.peak, _tree_rss_mb(os.getpid()))
+            sample = _tree_rss_mb(self.process.pid)
+            self.peak = max(self.peak, sum(sample.values()))
+            for pid, rss in sample.items():
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), rss)
 
     def start(self) -> None:
-        self.peak = _tree_rss_mb(os.getpid())
         self._thread.start()
 
     def stop(self) -> None:
@@ -292,6 +297,83 @@ def engine_only(database, runtime, chunk: int = 1000) -> tuple[float, int]:
     return spent, awards
 
 
+def measured_run(connection, url: str, args: argparse.Namespace) -> None:
+    """The evaluation run, in its own process like ``rewards evaluate`` (the data
+    generation's memory is not the run's): sends back its figures."""
+    from rewards.db.database import Database
+    from rewards.engine import Evaluator, load_rulesets
+    from rewards.schemas import SchemaRegistry
+    from rewards.services import runs
+    from rewards.services.runtime import Runtime
+    from rewards.settings import Settings
+
+    database = Database(url)
+    rulesets = load_rulesets(args.rulesets)
+    settings = Settings(database_url=url, rulesets_dir=args.rulesets)
+    runtime = Runtime(settings=settings, evaluator=Evaluator(rulesets), schemas=SchemaRegistry())
+    last_print = [0.0]
+    began = time.perf_counter()
+
+    def progress(done: runs.ChunkDone) -> None:
+        now = time.perf_counter()
+        if now - last_print[0] > 5:
+            last_print[0] = now
+            with database.session(write=False) as session:
+                run = runs.get_run(session, done.run_id)
+            rate = run.events_evaluated / max(now - began, 1e-9)
+            print(
+                f"  {done.phase:<18} {run.events_evaluated:>10,} events  {rate:8,.0f} ev/s  "
+                f"awards {run.awards:,}",
+                file=sys.stderr,
+            )
+
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    cpu = time.process_time()
+    started = runs.start_run(
+        database,
+        runtime,
+        as_of=args.now,
+        partitions=1 if args.workers == 1 else min(2 * args.workers, 16),
+        source="bench",
+    )
+    children = []
+    if args.workers > 1:
+        from rewards.commands import evaluate as command
+
+        os.environ["REWARDS_DATABASE_URL"] = url
+        os.environ["REWARDS_RULESETS_DIR"] = str(args.rulesets)
+        children = [
+            multiprocessing.get_context("spawn").Process(
+                target=command._worker_process, args=(started.id, args.chunk_size)
+            )
+            for _ in range(args.workers - 1)
+        ]
+        for child in children:
+            child.start()
+    runs.execute_run(
+        database, runtime, started.id, chunk_size=args.chunk_size,
+        hooks=runs.RunHooks(progress=progress, timings=timings),
+    )  # fmt: skip
+    for child in children:
+        child.join()
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu
+    child_cpu = children_cpu()
+    with database.session(write=False) as session:
+        run = runs.get_run(session, started.id)
+    database.dispose()
+    connection.send(
+        {
+            "run": msgspec.to_builtins(run),
+            "elapsed": elapsed,
+            "cpu": cpu,
+            "child_cpu": child_cpu,
+            "timings": timings,
+        }
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -356,91 +438,50 @@ def main(argv: list[str] | None = None) -> int:
             f"data: {args.events:,} purchases over {args.contacts:,} contacts in "
             f"{time.perf_counter() - began:.0f} s ({database.write_engine.dialect.name})"
         )
+        parent, child = multiprocessing.get_context("spawn").Pipe()
+        process = multiprocessing.get_context("spawn").Process(
+            target=measured_run, args=(child, url, args), name="rewards-bench-run"
+        )
+        tree = TreeRss(process)
+        process.start()
+        child.close()
+        tree.start()
+        result = parent.recv()
+        process.join()
+        tree.stop()
+        run = result["run"]
+        elapsed = result["elapsed"]
+        print(
+            f"run {run['status']}: {run['events_evaluated']:,} events, "
+            f"{run['aggregate_groups']:,} period groups in range, {run['awards']:,} awards "
+            f"(EUR {Decimal(run['total_awarded']):,.2f})"
+        )
+        print(
+            f"run time            {elapsed:8.1f} s   "
+            f"{run['events_evaluated'] / elapsed:8,.0f} events/s"
+            f"   (workers {args.workers}, chunk {args.chunk_size})"
+        )
+        print(
+            f"CPU of the run      {result['cpu']:8.1f} s   (its child processes "
+            f"{result['child_cpu']:.1f} s; the database server's not included)"
+        )
+        each = ", ".join(f"{rss:.0f}" for rss in tree.peaks.values())
+        print(
+            f"peak RSS            {tree.peak:8.0f} MB  (the run's process and its children at "
+            f"once, sampled every 0.2 s; each process's own peak: {each} MB)"
+        )
+        steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result["timings"].items())
+        print(f"seconds by step     {steps}")
+        for offer in run.get("offers") or []:
+            print(
+                f"  {offer['offer_id']:<28} {offer['awards']:>9,}  "
+                f"{Decimal(offer['total_awarded']):>14,.2f}"
+            )
         rulesets = load_rulesets(args.rulesets)
         settings = Settings(database_url=url, rulesets_dir=args.rulesets)
         runtime = Runtime(
             settings=settings, evaluator=Evaluator(rulesets), schemas=SchemaRegistry()
         )
-        rss_before = peak_rss_mb()
-
-        last_print = [0.0]
-
-        def progress(done: runs.ChunkDone) -> None:
-            now = time.perf_counter()
-            if now - last_print[0] > 5:
-                last_print[0] = now
-                with database.session(write=False) as session:
-                    run = runs.get_run(session, done.run_id)
-                rate = run.events_evaluated / max(now - began, 1e-9)
-                print(
-                    f"  {done.phase:<18} {run.events_evaluated:>10,} events  {rate:8,.0f} ev/s  "
-                    f"awards {run.awards:,}  rss {peak_rss_mb():,.0f} MB",
-                    file=sys.stderr,
-                )
-
-        timings: dict[str, float] = {}
-        began = time.perf_counter()
-        cpu = time.process_time()
-        started = runs.start_run(
-            database,
-            runtime,
-            as_of=args.now,
-            partitions=1 if args.workers == 1 else min(2 * args.workers, 16),
-            source="bench",
-        )
-        tree = TreeRss()
-        tree.start()
-        if args.workers > 1:
-            import multiprocessing
-
-            from rewards.commands import evaluate as command
-
-            os.environ["REWARDS_DATABASE_URL"] = url
-            os.environ["REWARDS_RULESETS_DIR"] = str(args.rulesets)
-            children = [
-                multiprocessing.get_context("spawn").Process(
-                    target=command._worker_process, args=(started.id, args.chunk_size)
-                )
-                for _ in range(args.workers - 1)
-            ]
-            for child in children:
-                child.start()
-        else:
-            children = []
-        runs.execute_run(
-            database, runtime, started.id, chunk_size=args.chunk_size,
-            hooks=runs.RunHooks(progress=progress, timings=timings),
-        )  # fmt: skip
-        for child in children:
-            child.join()
-        elapsed = time.perf_counter() - began
-        tree.stop()
-        cpu = time.process_time() - cpu
-        rss = peak_rss_mb()
-        child_cpu, child_rss = children_usage()
-        with database.session(write=False) as session:
-            run = runs.get_run(session, started.id)
-        print(
-            f"run {run.status}: {run.events_evaluated:,} events, {run.aggregate_groups:,} "
-            f"period groups in range, {run.awards:,} awards (EUR {run.total_awarded:,.2f})"
-        )
-        print(
-            f"run time            {elapsed:8.1f} s   {run.events_evaluated / elapsed:8,.0f} events/s"
-            f"   (workers {args.workers}, chunk {args.chunk_size})"
-        )
-        print(
-            f"CPU of this process {cpu:8.1f} s   (its child processes {child_cpu:.1f} s; "
-            "the database server's not included)"
-        )
-        print(
-            f"peak RSS            {rss:8.0f} MB  (before the run {rss_before:.0f} MB; "
-            f"largest child process {child_rss:.0f} MB)"
-        )
-        print(f"peak RSS, all       {tree.peak:8.0f} MB  (this process and its children at once)")
-        steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items())
-        print(f"seconds by step     {steps}")
-        for offer in run.offers or []:
-            print(f"  {offer.offer_id:<28} {offer.awards:>9,}  {offer.total_awarded:>14,.2f}")
         if not args.skip_engine:
             spent, awards = engine_only(database, runtime)
             print(

@@ -11,11 +11,17 @@ ruleset also holds its session state, as under traffic. Prints the RSS growth in
 
 Scenarios (each reload changes the folder's version):
 - ``amount``: an award amount in one file (the compiled rules stay the same: shared);
-- ``condition``: a condition value of one classification (one new engine ruleset);
+- ``condition``: a condition value (a validity date) of one classification: its value
+  travels in the facts (``compiler.Params``), the rules stay the same: shared;
+- ``every-file``: a condition value in every classification file: shared;
+- ``shape``: a segment code of one classification (segment codes, globs and product
+  conditions are in the rules: one new engine ruleset per reload);
 - ``glob``: a website glob (a new ruleset with ``$mt`` patterns, the costliest kind);
-- ``every-file``: a condition in every classification file (every ruleset is new);
-- ``unshared``: like ``every-file``, with sharing disabled: one whole new durable-rules
-  host per reload, the per-host leak durable-rules itself has (ENGINE-NOTES.md).
+- ``every-file-shape``: a segment code in every classification file (every ruleset is
+  new at every reload: the worst case);
+- ``unshared``: like ``every-file-shape``, with sharing disabled: one whole new
+  durable-rules host per reload, the per-host leak durable-rules itself has
+  (ENGINE-NOTES.md).
 
 Nothing here is asserted by the tests (RSS is too noisy for CI); the numbers go in the
 reload notes of docs/analysts.md.
@@ -34,7 +40,7 @@ from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ["amount", "condition", "glob", "every-file", "unshared"]
+SCENARIOS = ["amount", "condition", "every-file", "shape", "glob", "every-file-shape", "unshared"]
 CLASSIFICATION_FILES = [
     "achievement.yaml",
     "behaviour.yaml",
@@ -55,16 +61,18 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * 4096 / 2**20
 
 
-def _extra_offer(file: str, n: int) -> str:
-    """An offer appended to ``file`` whose compiled rule changes with ``n``."""
+def _extra_offer(file: str, n: int, shape: bool) -> str:
+    """An offer appended to ``file`` whose validity date changes with ``n`` (and with
+    ``shape`` its segment code, so its compiled rule changes too)."""
     classification = file.removesuffix(".yaml")
     award = "{referred: {amount: 1}}" if classification == "referral" else "{amount: 1}"
     period = ", period: month" if classification.startswith("loyalty_") else ""
     evaluation = "batch" if classification.startswith("loyalty_") else "immediate"
+    segments = f", segments: {{include: [s{n}]}}" if shape else ""
     return (
         f"  - {{id: bench-{classification.replace('_', '-')}, name: bench, evaluation: {evaluation}, "
         f"award: {award}, valid: {{from: 2020-01-01, until: {2030 + n // 365}-{1 + n // 28 % 12:02d}-"
-        f"{1 + n % 28:02d}}}, conditions: {{units: [store-001]{period}}}}}\n"
+        f"{1 + n % 28:02d}}}, conditions: {{units: [store-001]{period}{segments}}}}}\n"
     )
 
 
@@ -82,16 +90,21 @@ def edit(folder: Path, scenario: str, n: int) -> None:
         until = f"{2030 + n // 336}-{1 + n // 28 % 12:02d}-{1 + n % 28:02d}"
         text = text.replace(old, f"{old}    valid: {{until: {until}}}\n", 1)
         (folder / "achievement.yaml").write_text(text)
+    elif scenario == "shape":
+        text = (ROOT / "rulesets" / "achievement.yaml").read_text()
+        text = text.replace("include: [staff]", f"include: [staff, s{n}]")
+        (folder / "achievement.yaml").write_text(text)
     elif scenario == "glob":
         text = (ROOT / "rulesets" / "behaviour.yaml").read_text()
         text = text.replace(
             '"https://example.com/summer*"', f'"https://example.com/summer*", "https://e{n}.test/*"'
         )
         (folder / "behaviour.yaml").write_text(text)
-    else:  # every-file, unshared
+    else:  # every-file, every-file-shape, unshared
         for file in CLASSIFICATION_FILES:
             text = (ROOT / "rulesets" / file).read_text()
-            (folder / file).write_text(text.rstrip("\n") + "\n" + _extra_offer(file, n))
+            extra = _extra_offer(file, n, shape=scenario != "every-file")
+            (folder / file).write_text(text.rstrip("\n") + "\n" + extra)
 
 
 def traffic(runtime: object) -> None:
@@ -200,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout
         result = json.loads(output.strip().splitlines()[-1])
         print(
-            f"{scenario:<11} {result['reloads']} reloads: RSS +{result['rss_growth_mb']:.1f} MB "
+            f"{scenario:<16} {result['reloads']} reloads: RSS +{result['rss_growth_mb']:.1f} MB "
             f"({result['per_reload_kb']:.0f} KB per reload); engine rulesets created "
             f"{result['engine_rulesets_created']}, re-used {result['engine_rulesets_reused']}, "
             f"deleted {result['engine_rulesets_deleted']}",

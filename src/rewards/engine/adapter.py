@@ -13,7 +13,7 @@
 - One ``EngineHost`` per loaded ``Rulesets``; a reload builds a new one and the caller
   swaps its reference. Engine rulesets are shared between hosts whose compiled
   definitions are equal, so a reload only creates the rulesets of the classifications
-  whose offers changed; durable-rules never frees part of a discarded ruleset (its
+  whose conditions changed shape (values travel in the facts: ``compiler.Params``); durable-rules never frees part of a discarded ruleset (its
   session state and ``$mt`` patterns: about 80 KB + 60-100 KB per glob, measured by
   ``bench/reload_memory.py``), so each changed classification costs that once.
 

@@ -13,8 +13,8 @@ every match; Python only flattens the event into a fact beforehand and computes 
 afterwards.
 
 The event fact: the fields below are computed once per event and encoded once; the
-same JSON (id ``"e"`` in session ``"0"``) is asserted into every ruleset of the event
-type. A fact may hold at most 255 properties (measured): when an event type needs more
+same JSON (id ``"e"`` in session ``"0"``), with each ruleset's ``q<i>`` fields spliced
+in, is asserted into every ruleset of the event type. A fact may hold at most 255 properties (measured): when an event type needs more
 fields than ``MAX_FACT_FIELDS`` (many max_awards, KPI or aggregate offers), each ruleset
 gets only the fields its rules read (``CompiledRulesets.fields``; compilation refuses a
 single ruleset that needs more). The retract sends only ``{"sid", "id"}``: the engine
@@ -41,12 +41,18 @@ plat/act social media platform / action, "" when none                         st
 web      web site URL, "" when none                                           str
 ap<c_k>  period totals of aggregate offer c_k: ap = 1 when given, at = amount int
          in cents, ac = count x 100, aq = quantity x 100
+q<i>     constants of the conditions of the ruleset asserted into (``Params``) int/str
 ======== ==================================================================== =========
 
 Names depend only on the offer's classification and its position there, never on other
 files: the compiled rules of a classification are the same JSON whatever happens to the
 other files, so a reload re-uses the engine rulesets of every unchanged classification
-(see :mod:`rewards.engine.adapter`).
+(see :mod:`rewards.engine.adapter`). The constants of the conditions (amounts, dates,
+hours, weekdays, counts, classification/unit/brand/platform codes) are not in the rules
+either: each is a field ``q<i>`` of the facts asserted into that ruleset (``Params``),
+so an edit of values re-uses the classification's engine ruleset too; only an edit of
+the shape of the conditions (a condition added, a list grown, a glob, segment or
+product changed) compiles to a new one.
 
 Amounts are rounded half-up to cents before anything else (a percentage award is taken
 of the rounded amount). Every number the engine compares is an integer (cents, or
@@ -74,6 +80,7 @@ Schedules and validity use ``Definition.time_zone``; SKU and website globs becom
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -139,6 +146,19 @@ class CompiledRulesets:
     line_rulesets: dict[str, list[str]] = field(
         default_factory=dict
     )  # ruleset -> its line rulesets
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # ruleset -> Params values
+    _param_json: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # ',"q0":5000,...' per ruleset: spliced into the fact JSON before its closing brace
+        self._param_json = {
+            name: "," + _encode(values).decode()[1:-1] for name, values in self.params.items()
+        }
+
+    def payload(self, name: str, fact_json: str) -> str:
+        """The JSON asserted into ruleset ``name``: the fact's, plus its ``Params``."""
+        extra = self._param_json.get(name)
+        return fact_json if extra is None else f"{fact_json[:-1]}{extra}}}"
 
 
 def scaled(value: Decimal) -> int:
@@ -154,23 +174,56 @@ def _upper(bound: Decimal) -> int:
     return math.floor(bound * _HUNDRED)
 
 
-def _range(name: str, value: Range | None) -> list[Condition]:
+Param = Callable[[Any], Any]  # a constant -> what the rule compares with (see Params)
+
+
+def _inline(value: Any) -> Any:
+    return value
+
+
+class Params:
+    """The constants of one ruleset's rules, compared as fact fields (``$m``).
+
+    A rule reads ``{"$gte": {"tot": {"$m": "q0"}}}`` and every fact asserted into that
+    ruleset carries ``"q0": 5000`` (``CompiledRulesets.params``), so the ruleset's JSON
+    holds the shape of its conditions but not their values: an edit of amounts, dates,
+    hours, counts or codes compiles to the same definition and a reload re-uses its
+    engine ruleset, which durable-rules would otherwise leak (ENGINE-NOTES.md). Names
+    are numbered in the order the rules use them, so they depend only on that shape;
+    equal values are not merged for the same reason. Past ``limit`` (the fact property
+    cap) values stay in the rules. Globs, segments and per-line conditions are always
+    in the rules (``$mt`` patterns and ``$iany`` item tests take no field references).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.values: dict[str, Any] = {}
+        self._limit = limit
+
+    def __call__(self, value: Any) -> Any:
+        if len(self.values) >= self._limit:
+            return value
+        name = f"q{len(self.values)}"
+        self.values[name] = value
+        return {"$m": name}
+
+
+def _range(name: str, value: Range | None, param: Param = _inline) -> list[Condition]:
     if value is None:
         return []
     conditions: list[Condition] = []
     if value.min is not None:
-        conditions.append({"$gte": {name: _lower(value.min)}})
+        conditions.append({"$gte": {name: param(_lower(value.min))}})
     if value.max is not None:
-        conditions.append({"$lte": {name: _upper(value.max)}})
+        conditions.append({"$lte": {name: param(_upper(value.max))}})
     return conditions
 
 
-def _one_of(name: str, values: list[Any]) -> Condition:
+def _one_of(name: str, values: list[Any], param: Param = _inline) -> Condition:
     """Set membership: an ``$or`` of equalities (durable-rules has no ``$in``)."""
     unique = list(dict.fromkeys(values))
     if len(unique) == 1:
-        return {name: unique[0]}
-    return {"$or": [{name: value} for value in unique]}
+        return {name: param(unique[0])}
+    return {"$or": [{name: param(value)} for value in unique]}
 
 
 def _all(conditions: list[Condition]) -> Condition:
@@ -221,11 +274,16 @@ def _product_predicate(products: list[ProductCondition], sku: str, amount: str) 
 
 
 def offer_condition(
-    offer: Offer, n: int | str, kpi_index: dict[str, int], groups: set[str]
+    offer: Offer,
+    n: int | str,
+    kpi_index: dict[str, int],
+    groups: set[str],
+    param: Param = _inline,
 ) -> Condition:
     """The engine condition of one offer (event-level), cheap and selective tests first.
 
-    ``n`` is the offer's fact field suffix (``CompiledOffer.key``)."""
+    ``n`` is the offer's fact field suffix (``CompiledOffer.key``); ``param`` turns a
+    constant into what the rule compares with (``Params``; default: the constant)."""
     c = offer.conditions
     first: list[Condition] = []  # single comparisons: no $or fan-out in the network
     later: list[Condition] = []  # memberships ($or)
@@ -237,26 +295,29 @@ def offer_condition(
         if c.platforms or c.actions:
             first.append({"et": "social_media"})
         if c.platforms:
-            later.append(_one_of("plat", c.platforms))
+            later.append(_one_of("plat", c.platforms, param))
         if c.actions:
-            later.append(_one_of("act", c.actions))
+            later.append(_one_of("act", c.actions, param))
     if c.event_classifications:
-        later.insert(0, _one_of("cls", c.event_classifications))
+        later.insert(0, _one_of("cls", c.event_classifications, param))
     if c.amount is not None:
-        first += [{"ha": 1}, *_range("amt", c.amount)]
-    first += _range("tot", c.transaction_amount)
+        first += [{"ha": 1}, *_range("amt", c.amount, param)]
+    first += _range("tot", c.transaction_amount, param)
     for target in c.kpis or []:
         j = kpi_index[target.kpi]
-        first += [{"$gte": {f"kn{j}": 1}}, {"$gte": {f"kv{j}": _lower(target.min)}}]
+        first += [{"$gte": {f"kn{j}": 1}}, {"$gte": {f"kv{j}": param(_lower(target.min))}}]
     if offer.classification in AGGREGATE_CLASSIFICATIONS:
         prefix, key = _AGGREGATE_FIELD[offer.classification]
-        first += [{f"ap{n}": 1}, *_range(f"{prefix}{n}", getattr(c, key))]
+        first += [{f"ap{n}": 1}, *_range(f"{prefix}{n}", getattr(c, key), param)]
     if c.schedule is not None:
         days = sorted({WEEKDAYS.index(day) for day in c.schedule.days})
         if days and len(days) < 7:
-            later.append(_one_of("wd", days))
+            later.append(_one_of("wd", days, param))
         windows = [
-            [{"$gte": {"mod": _minutes(h.from_)}}, {"$lt": {"mod": _minutes(h.until)}}]
+            [
+                {"$gte": {"mod": param(_minutes(h.from_))}},
+                {"$lt": {"mod": param(_minutes(h.until))}},
+            ]
             for h in c.schedule.hours
         ]
         if len(windows) == 1:
@@ -265,19 +326,24 @@ def offer_condition(
             later.append(_any([_all(w) for w in windows]))
     if offer.valid is not None:
         if offer.valid.from_ is not None:
-            first.append({"$gte": {"d": _date(offer.valid.from_)}})
+            first.append({"$gte": {"d": param(_date(offer.valid.from_))}})
         if offer.valid.until is not None:
-            first.append({"$lte": {"d": _date(offer.valid.until)}})
+            first.append({"$lte": {"d": param(_date(offer.valid.until))}})
     if c.max_awards is not None:
-        first.append({"$lt": {f"aw{n}": c.max_awards.count}})
+        first.append({"$lt": {f"aw{n}": param(c.max_awards.count)}})
     if c.payment_medium is not None:
         if c.payment_medium.brands:
-            later.append(_one_of("pb", c.payment_medium.brands))
+            later.append(_one_of("pb", c.payment_medium.brands, param))
         if c.payment_medium.types:
-            later.append(_one_of("pt", c.payment_medium.types))
+            later.append(_one_of("pt", c.payment_medium.types, param))
     if c.units:
         later.append(
-            _any([{"ug" if code in groups else "unit": code} for code in dict.fromkeys(c.units)])
+            _any(
+                [
+                    {"ug" if code in groups else "unit": param(code)}
+                    for code in dict.fromkeys(c.units)
+                ]
+            )
         )
     if c.products and offer.classification in PER_LINE_CLASSIFICATIONS:
         lines = _product_predicate(c.products, "$i.s", "$i.a")
@@ -357,6 +423,7 @@ class CompileError(ValueError):
 
 
 MAX_PATHS = 60  # durable-rules fails (error 303) past 64 alpha paths matching one fact
+PARAM_LIMIT = 120  # Params per ruleset (each one is a property of the facts it gets)
 
 
 def simultaneous_paths(offer: Offer, groups: set[str]) -> int:
@@ -411,6 +478,7 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
     kpi_index = {code: j for j, code in enumerate(used_kpis)}
     kpi_products = {k.code: frozenset(k.products) for k in definition.kpis}
     rulesets: dict[str, dict[str, Any]] = {}
+    params: dict[str, Params] = {}
     line_rulesets: dict[str, list[str]] = {}
     compiled: list[CompiledOffer | None] = [None] * len(offers)
     by_rule: dict[tuple[str, str], CompiledOffer] = {}
@@ -431,6 +499,7 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
             target = aggregate_rulesets if aggregate else event_rulesets
             for event_type in CLASSIFICATION_EVENT_TYPES[classification]:
                 target.setdefault(event_type, []).append(name)
+            params[name] = Params(PARAM_LIMIT)
             for n, offer in chunk:
                 rule = f"o{position[n]}"
                 key = f"{code}_{position[n]}"
@@ -438,7 +507,7 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
                 compiled[n] = item
                 by_rule[(name, rule)] = item
                 rulesets.setdefault(name, {})[rule] = {
-                    "all": [{"m": offer_condition(offer, key, kpi_index, groups)}],
+                    "all": [{"m": offer_condition(offer, key, kpi_index, groups, params[name])}],
                     "run": rule,
                 }
                 if offer.conditions.max_awards is not None:
@@ -469,6 +538,13 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
             for pattern in rule["all"]:
                 _fields(pattern["m"], found)
         fields[name] = ("sid", "id", *sorted(found))
+        room = MAX_FACT_FIELDS - len(fields[name])
+        if name in params and len(params[name].values) > room:  # values back into the rules
+            params[name] = Params(max(room, 0))
+            for rule in rules:
+                item = by_rule[(name, rule)]
+                condition = offer_condition(item.offer, item.key, kpi_index, groups, params[name])
+                rules[rule]["all"] = [{"m": condition}]
         if len(fields[name]) > MAX_FACT_FIELDS:  # pragma: no cover - chunks keep rulesets small
             last = by_rule[(name, list(rules)[-1])].offer
             raise CompileError(
@@ -490,6 +566,7 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
         aggregates=aggregates,
         fields=fields,
         line_rulesets=line_rulesets,
+        params={name: p.values for name, p in params.items() if p.values},
     )
 
 
@@ -716,13 +793,15 @@ def prepare_fact(
     rulesets = compiled.event_rulesets.get(event_type, []) if per_event else []
     if aggregates:
         rulesets = rulesets + compiled.aggregate_rulesets.get(event_type, [])
-    if len(fact) <= MAX_FACT_FIELDS:  # usual case: one JSON for every ruleset (cheapest)
-        whole = _encode(fact).decode()
-        payloads = [(name, whole) for name in rulesets]
+    params = compiled.params
+    if len(fact) + max((len(params.get(n, ())) for n in rulesets), default=0) <= MAX_FACT_FIELDS:
+        whole = _encode(fact).decode()  # usual case: one JSON for every ruleset (cheapest)
+        payloads = [(name, compiled.payload(name, whole)) for name in rulesets]
     else:  # many max_awards/KPI/aggregate fields: each ruleset gets only the fields it reads
         fields = compiled.fields
         payloads = [
-            (name, _encode({k: fact[k] for k in fields[name]}).decode()) for name in rulesets
+            (name, compiled.payload(name, _encode({k: fact[k] for k in fields[name]}).decode()))
+            for name in rulesets
         ]
     if event_type == "purchase":
         lines = fact["ln"]

@@ -54,21 +54,37 @@ def test_reloads_reuse_the_rulesets_of_unchanged_classifications(tmp_path: Path)
     amount = load_rulesets(folder)
     assert created() == before
     assert amount.version not in (first.version, again.version)
-    # a condition edit: only that classification's ruleset is new
+    # a condition value edit: the rules keep their shape, the value travels in the facts
     edit(folder, "achievement.yaml", "max_awards: {count: 2,", "max_awards: {count: 3,")
     edit(folder, "achievement.yaml", "prior_awards: 2\n", "prior_awards: 3\n")
-    condition = load_rulesets(folder)
+    value = load_rulesets(folder)
+    assert created() == before
+    assert value.compiled.rulesets == first.compiled.rulesets
+    assert value.compiled.params["achievement"] != first.compiled.params["achievement"]
+    third = event(
+        "achievement",
+        classification="course-completed",
+        segments=["staff"],
+        awards_in_window={"staff-course-completed": 2},
+    )
+    assert summary(Evaluator(first).evaluate(third, mode="all")) == []
+    assert summary(Evaluator(value).evaluate(third, mode="all"))[0][0] == "staff-course-completed"
+    # a condition shape edit (one more segment): only that classification's ruleset is new
+    edit(folder, "achievement.yaml", "include: [staff]", "include: [staff, crew]")
+    shape = load_rulesets(folder)
     assert created() == before + 1
     changed = {
         name
-        for name, definition in condition.compiled.rulesets.items()
+        for name, definition in shape.compiled.rulesets.items()
         if first.compiled.rulesets.get(name) != definition
     }
     assert changed == {"achievement"}
     five = event("achievement", classification="5-star-service")
     assert summary(Evaluator(amount).evaluate(five, mode="all"))[0][2] == 6
     assert summary(Evaluator(first).evaluate(five, mode="all"))[0][2] == 5
-    assert summary(Evaluator(condition).evaluate(five, mode="all"))[0][2] == 6
+    assert summary(Evaluator(shape).evaluate(five, mode="all"))[0][2] == 6
+    crew = event("achievement", classification="course-completed", segments=["crew"])
+    assert summary(Evaluator(shape).evaluate(crew, mode="all"))[0][0] == "staff-course-completed"
 
 
 def test_names_of_a_classification_do_not_depend_on_other_files(tmp_path: Path) -> None:
