@@ -35,6 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     if args.workers > 1:
+        # The workers read their settings from the environment (create_app's factory);
+        # uvicorn's supervisor starts a new worker when one exits (services.reload).
+        os.environ["REWARDS_WORKERS"] = str(args.workers)
         uvicorn.run(
             "rewards.app:create_app",
             factory=True,

@@ -48,6 +48,10 @@ class Settings:
     auto_migrate: bool = True  # upgrade the database schema at start-up
     evaluation_interval_seconds: int = 0  # >0: scheduled evaluation runs inside serve
     sql_echo: bool = False
+    # Engine rulesets a worker may build by reloads before it restarts (0: never); see
+    # services.reload. Each one keeps 80-560 KB that durable-rules never gives back.
+    recycle_after_rulesets: int = 150
+    workers: int = 1  # worker processes of this `rewards serve` (set by it: REWARDS_WORKERS)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +65,10 @@ class Settings:
             auto_migrate=(env.get("REWARDS_AUTO_MIGRATE", "1") != "0"),
             evaluation_interval_seconds=int(env.get("REWARDS_EVALUATION_INTERVAL") or 0),
             sql_echo=(env.get("REWARDS_SQL_ECHO", "0") == "1"),
+            recycle_after_rulesets=int(
+                env.get("REWARDS_RECYCLE_AFTER_RULESETS") or defaults.recycle_after_rulesets
+            ),
+            workers=int(env.get("REWARDS_WORKERS") or 1),
         )
 
     def with_changes(self, **changes: object) -> Settings:

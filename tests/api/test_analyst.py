@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -524,6 +525,31 @@ def test_a_request_holding_the_old_evaluator_finishes_on_the_old_version(
 
 
 # ---- the folder watcher -----------------------------------------------------------------
+
+
+def test_a_single_worker_past_its_engine_budget_advises_a_restart_once(
+    client: Client, app: Litestar, rulesets_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Value edits build no engine ruleset; a shape edit does, and past the budget a
+    server without a supervisor says to restart it (a multi-worker one restarts its
+    worker: tests/integration/test_serve_recycle.py)."""
+    runtime = runtime_of(app)
+    runtime.settings = runtime.settings.with_changes(recycle_after_rulesets=2)
+    unique = uuid.uuid4().hex[:8]
+    with caplog.at_level(logging.WARNING, logger="rewards.rulesets"):
+        segments = f", segments: {{include: [a{unique}]}}"
+        with_extra_offers(rulesets_dir, "1", "2", more=segments)  # one new engine ruleset
+        assert client.post("/v1/rulesets/reload").json()["changed"]
+        with_extra_offers(rulesets_dir, "3", "4", more=segments)  # values only: none
+        assert client.post("/v1/rulesets/reload").json()["changed"]
+        assert "restart it at a quiet moment" not in caplog.text
+        with_extra_offers(rulesets_dir, "3", "4", more=f", segments: {{include: [b{unique}]}}")
+        assert client.post("/v1/rulesets/reload").json()["changed"]
+        assert caplog.text.count("restart it at a quiet moment") == 1
+        with_extra_offers(rulesets_dir, "3", "4", more=f", segments: {{include: [c{unique}]}}")
+        assert client.post("/v1/rulesets/reload").json()["changed"]
+    assert caplog.text.count("restart it at a quiet moment") == 1
+    assert client.get("/health").status_code == 200
 
 
 def test_the_watcher_reloads_valid_changes_and_reports_refused_ones(

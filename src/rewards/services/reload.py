@@ -14,6 +14,8 @@ no-op. Reloads of one process are serialised. Both the folder watcher
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -53,6 +55,8 @@ class ReloadOut(msgspec.Struct, kw_only=True):
 class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     loaded: dict[str, datetime] = field(default_factory=dict)  # version -> last loaded_at
+    created_before: int = 0  # engine rulesets this process had built before its reloads
+    recycling: bool = False  # the restart was asked for (or, one worker, advised)
 
 
 _STATES: dict[int, _State] = {}
@@ -64,7 +68,7 @@ def _state(runtime: Runtime) -> _State:
     with _STATES_LOCK:
         state = _STATES.get(key)
         if state is None:
-            state = _STATES[key] = _State()
+            state = _STATES[key] = _State(created_before=collect()["created"])
             rulesets = runtime.rulesets
             state.loaded[rulesets.version] = rulesets.loaded_at
             weakref.finalize(runtime, _STATES.pop, key, None)
@@ -134,8 +138,39 @@ def reload_rulesets(runtime: Runtime, *, trigger: str = "api") -> ReloadOut:
             len(loaded.offers),
         )
         previous = None  # let the old set go before collecting
-        collect()  # engine rulesets that no loaded set uses any more go idle (adapter)
+        # engine rulesets that no loaded set uses any more go idle (adapter)
+        built = collect()["created"] - state.created_before
+        _recycle_if_spent(runtime, state, built)
         return _answer(evaluator, previous_version, changed=True)
+
+
+def _recycle_if_spent(runtime: Runtime, state: _State, built: int) -> None:
+    """Past ``recycle_after_rulesets`` engine rulesets built by reloads, a worker of a
+    multi-worker ``rewards serve`` stops gracefully (SIGTERM to itself: requests in
+    flight finish, this one included) and uvicorn's supervisor starts a fresh one, which
+    loads the folder as it is: durable-rules never gives back the memory of discarded
+    rules, a new process is the only way to bound it. A single-process server has no
+    supervisor to restart it: it says so in the log, once."""
+    budget = runtime.settings.recycle_after_rulesets
+    if budget <= 0 or built < budget or state.recycling:
+        return
+    state.recycling = True
+    if runtime.settings.workers > 1:
+        log.warning(
+            "this worker built %d engine rulesets by reloads (REWARDS_RECYCLE_AFTER_RULESETS=%d):"
+            " it stops now and a fresh worker takes its place, to give their memory back",
+            built,
+            budget,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+    else:
+        log.warning(
+            "this server built %d engine rulesets by reloads (REWARDS_RECYCLE_AFTER_RULESETS=%d)"
+            " whose memory the rules engine never gives back: restart it at a quiet moment, or "
+            "serve with --workers 2 or more so that workers restart by themselves",
+            built,
+            budget,
+        )
 
 
 def _answer(evaluator: Evaluator, previous_version: str, *, changed: bool) -> ReloadOut:
