@@ -141,6 +141,19 @@ def _sqlite_engine(url: str, *, gate: WriterGate | None, echo: bool) -> Engine:
     return engine
 
 
+@contextmanager
+def committing(session: Session) -> Iterator[Session]:
+    """The session's transaction: committed when the block ends, rolled back on any
+    error; the session is closed either way."""
+    with session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
 class Database:
     """Owns the engines; hands out sessions. Created by ``create_app``, never at import."""
 
@@ -167,13 +180,8 @@ class Database:
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
         """One transaction: commit on success, roll back on any error."""
-        with self.session(write=write) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        with committing(self.session(write=write)) as session:
+            yield session
 
     def dispose(self) -> None:
         self.write_engine.dispose()

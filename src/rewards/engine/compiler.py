@@ -193,6 +193,8 @@ class Params:
     equal values are not merged for the same reason. Past ``limit`` (the fact property
     cap) values stay in the rules. Globs, segments and per-line conditions are always
     in the rules (``$mt`` patterns and ``$iany`` item tests take no field references).
+    Cost: the engine parses the longer facts, about 5-10% more engine time per event
+    (``evaluate_many`` of the bench purchases, measured with and without in one process).
     """
 
     def __init__(self, limit: int) -> None:
