@@ -46,13 +46,13 @@ def _workers(supervisor: int) -> set[int]:
     return found
 
 
-def _until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _until(condition, timeout: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    raise AssertionError(f"not within {timeout} s: {what}; server log:\n{log.read_text()[-6000:]}")
 
 
 def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path) -> None:
@@ -89,21 +89,32 @@ def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path) -> None:
             version()
 
     try:
-        _until(lambda: len(_workers(server.pid)) == 2 and version() is not None, 60, "ready")
+        # Both workers up with the shipped folder before the edit (a worker still
+        # starting would load the edited folder and have nothing to reload).
+        _until(
+            lambda: log.read_text().count("rewards ready") == 2 and version() is not None,
+            60,
+            "both workers ready",
+            log,
+        )
         first = _workers(server.pid)
+        assert len(first) == 2
         client = threading.Thread(target=traffic)
         client.start()
         # A shape edit (a new segment code): each worker's watcher reloads it and builds
         # one new engine ruleset, which spends the budget of 1.
         path = folder / "achievement.yaml"
-        path.write_text(path.read_text().replace("include: [staff]", "include: [staff, crew]"))
+        edit = path.with_name("achievement.yaml.partial")  # not *.yaml: never loaded
+        edit.write_text(path.read_text().replace("include: [staff]", "include: [staff, crew]"))
+        os.replace(edit, path)
         edited = folder_version(folder)
         _until(
             lambda: len(now := _workers(server.pid)) == 2 and not now & first,
             60,
-            f"both workers replaced (log: {log.read_text()[-2000:]})",
+            "both workers replaced",
+            log,
         )
-        _until(lambda: all(version() == edited for _ in range(6)), 30, "the edit served")
+        _until(lambda: all(version() == edited for _ in range(6)), 30, "the edit served", log)
         second = _workers(server.pid)
         time.sleep(3)  # the fresh workers loaded the edit at start: nothing left to spend
         assert _workers(server.pid) == second
