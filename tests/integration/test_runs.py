@@ -28,6 +28,9 @@ from rewards.db.tables import Award, Event, Wallet, WalletTransaction
 from rewards.domain.money import to_cents
 from rewards.services import contacts, events, runs
 from rewards.services.evaluation import awards_in_window
+from rewards.services.runs.deciding import Item
+from rewards.services.runs.records import EVENT_COLUMNS, read_records
+from rewards.services.runs.writing import Worker
 from rewards.wire import EVENT_BODIES, ContactCreate
 from tests.conftest import BOTH, ROOT
 
@@ -358,7 +361,7 @@ def test_window_counts_agree_with_awards_in_window(world: World) -> None:
                 performed_on=T0 + timedelta(days=days),
             )
     world.run(chunk_size=2)
-    worker = runs._Worker(
+    worker = Worker(
         world.database,
         world.runtime,
         EvaluationRun(id="x", as_of=T0, ruleset_version="v"),
@@ -368,8 +371,8 @@ def test_window_counts_agree_with_awards_in_window(world: World) -> None:
         runs.RunHooks(),
     )
     with world.database.session(write=False) as session:
-        rows = runs._records(session, select(*runs._EVENT_COLUMNS))
-        items = [runs._Item(event=row, mode="batch") for row in rows]
+        rows = read_records(session, select(*EVENT_COLUMNS))
+        items = [Item(event=row, mode="batch") for row in rows]
         windows = {
             "financial_achievement": world.runtime.rulesets.award_windows("financial_achievement")
         }

@@ -17,9 +17,11 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import select
 
-from rewards.db.run_tables import AggregateLink, RunPartition
+from rewards.db.run_tables import AggregateLink, EvaluationRun, RunPartition
 from rewards.db.tables import Award, Event, WalletTransaction
 from rewards.services import runs
+from rewards.services.runs import ahead
+from rewards.services.runs.writing import Worker
 from tests.conftest import BOTH
 from tests.integration.test_runs import RUN_RULESETS, T0, World
 
@@ -145,7 +147,7 @@ def test_runs_started_at_once_one_runs_the_others_are_refused(world: World) -> N
 def read_ahead(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """``True``: every run reads and decides in the read-ahead process."""
     if request.param:
-        monkeypatch.setattr(runs, "AHEAD_MIN_EVENTS", 0)
+        monkeypatch.setattr(ahead, "AHEAD_MIN_EVENTS", 0)
     return bool(request.param)
 
 
@@ -183,9 +185,9 @@ def test_a_plan_made_before_a_cancellation_is_made_again(world: World) -> None:
     ]
     started = runs.start_run(world.database, world.runtime, source="test")
     with world.database.session(write=False) as session:
-        run = session.get(runs.EvaluationRun, started.id)
+        run = session.get(EvaluationRun, started.id)
     assert run is not None
-    worker = runs._Worker(world.database, world.runtime, run, "w", 100, 100, runs.RunHooks())
+    worker = Worker(world.database, world.runtime, run, "w", 100, 100, runs.RunHooks())
     try:
         worker._event_phase(0)
         with world.database.session(write=False) as session:

@@ -1,0 +1,809 @@
+"""The worker: writes each decided chunk in one transaction (awards, ledger, marks,
+pending periods, links), re-checking what the decisions depended on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from rewards.db.database import Database, committing
+from rewards.db.run_tables import (
+    AggregateAward,
+    AggregateLink,
+    EvaluatedEvent,
+    EvaluationRun,
+    RunOfferTotal,
+    RunPartition,
+)
+from rewards.db.tables import Award, Contact, Event, Wallet, WalletTransaction
+from rewards.domain.money import to_cents
+from rewards.services import aggregates
+from rewards.services.runs.ahead import (
+    AheadFailed,
+    AheadProcess,
+    SharedChunks,
+    ahead_spec,
+    next_kind,
+    reads_ahead,
+)
+from rewards.services.runs.common import (
+    CACHE_KIB,
+    ChunkDone,
+    RunAborted,
+    RunHooks,
+    RunInterrupted,
+    Stale,
+)
+from rewards.services.runs.deciding import Decided, Mark, NewAward, Plan, Reader, Timer
+from rewards.services.runtime import Runtime
+
+log = logging.getLogger("rewards.runs")
+
+_E = Event.__table__.c  # type: ignore[attr-defined]
+_W = Wallet.__table__.c  # type: ignore[attr-defined]
+
+WAL_PAGES = 250_000  # SQLite: the run's commits checkpoint only a WAL this big (~1 GB)
+
+WAL_LIMIT = 256 * 2**20  # SQLite: the WAL file is cut back to this size when it restarts
+PENDING_MEMORY = 200_000  # pending periods a worker remembers having written
+
+_RETRIES = 12
+_LOCK_REFUSED = {"55P03", "40P01"}  # PostgreSQL: lock timeout, deadlock
+LOCK_TIMEOUT_MS = 200  # PostgreSQL: a run waits at most this long for a lock, then retries
+
+
+class _Insert:
+    """Many rows into one table, in the session's transaction: the SQL and the columns'
+    bind processors are looked up once per worker, rows are tuples in ``columns`` order.
+    SQLite's ``executemany`` straight on the driver, PostgreSQL's ``COPY`` (SQLAlchemy's
+    per-row parameter building costs more than the database's insert)."""
+
+    def __init__(self, dialect: Any, table: Any, columns: Sequence[str]) -> None:
+        processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
+        # Only the columns whose values need converting (datetimes, JSON) are touched.
+        self.processed = [(i, p) for i, p in enumerate(processors) if p is not None]
+        quote = dialect.identifier_preparer.quote
+        names = ", ".join(quote(name) for name in columns)
+        self.copy = dialect.name == "postgresql"
+        if self.copy:
+            self.sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
+        else:
+            marks = ", ".join("?" for _ in columns)
+            self.sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
+
+    def _process(self, rows: list[tuple[Any, ...]]) -> list[Any]:
+        if not self.processed:
+            return rows
+        # Each distinct datetime converted once (every row of a chunk has the same
+        # created_at); lists (JSON) are not hashable and are converted each time.
+        done: list[dict[Any, Any]] = [{} for _ in self.processed]
+        result = []
+        for row in rows:
+            values = list(row)
+            for (i, process), memo in zip(self.processed, done, strict=True):
+                value = values[i]
+                if value is None:
+                    continue
+                if type(value) is datetime:
+                    found = memo.get(value)
+                    if found is None:
+                        found = memo[value] = process(value)
+                    values[i] = found
+                else:
+                    values[i] = process(value)
+            result.append(tuple(values))
+        return result
+
+    def run(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        connection = session.connection()
+        values = self._process(rows)
+        if self.copy:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(self.sql) as copy:
+                for row in values:
+                    copy.write_row(row)
+            return
+        connection.exec_driver_sql(self.sql, values)
+
+
+_LEDGER_COLUMNS = (
+    "id", "wallet_id", "kind", "amount_cents", "balance_after_cents", "event_id", "offer_id",
+    "reverses_id", "award_id", "spend_id", "created_at",
+)  # fmt: skip
+_AWARD_COLUMNS = (
+    "id", "event_id", "offer_id", "offer_name", "classification", "beneficiary", "contact_id",
+    "amount_cents", "lines", "instant_spend", "ruleset_version", "performed_on",
+    "ledger_entry_id", "created_at",
+)  # fmt: skip
+_AGGREGATE_COLUMNS = (
+    "award_id", "run_id", "offer_id", "contact_id", "period", "period_key",
+    "total_amount_cents", "event_count", "quantity_milli", "reversed_at",
+    "reversed_by_event_id", "created_at",
+)  # fmt: skip
+_MARK_COLUMNS = (
+    "event_number", "run_id", "contact_id", "local_day", "local_week", "weekday", "minute",
+)  # fmt: skip
+_LINK_COLUMNS = ("event_number", "offer_id", "award_id")
+
+
+class _Inserts:
+    """The run's bulk inserts, built once per worker."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.ledger = _Insert(dialect, WalletTransaction.__table__, _LEDGER_COLUMNS)  # type: ignore[attr-defined]
+        self.awards = _Insert(dialect, Award.__table__, _AWARD_COLUMNS)  # type: ignore[attr-defined]
+        self.aggregates = _Insert(dialect, AggregateAward.__table__, _AGGREGATE_COLUMNS)  # type: ignore[attr-defined]
+        self.marks = _Insert(dialect, EvaluatedEvent.__table__, _MARK_COLUMNS)  # type: ignore[attr-defined]
+        self.links = _Insert(dialect, AggregateLink.__table__, _LINK_COLUMNS)  # type: ignore[attr-defined]
+
+
+class _AwardIds:
+    """Award ids for a run: time-ordered UUIDs (version 7, RFC 9562: 48 bits of Unix
+    milliseconds, a 12-bit sequence, 62 random bits), increasing within a worker. Random
+    (version 4) ids put every award, ledger entry and link insert at a random place of
+    the indexes on award ids, and a run writes hundreds of thousands of them; in time
+    order they append. Like any UUID they are opaque to everything else."""
+
+    def __init__(self) -> None:
+        self.last = 0  # (milliseconds << 12) | sequence of the last id
+
+    def next(self) -> str:
+        now = time.time_ns() // 1_000_000 << 12
+        self.last = now if now > self.last else self.last + 1
+        random = int.from_bytes(os.urandom(8)) >> 2
+        value = (self.last >> 12) << 80 | 0x7 << 76 | (self.last & 0xFFF) << 64 | 1 << 63 | random
+        text = f"{value:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+CHECKPOINT_EVERY = 1.0  # seconds between the checkpointing thread's checkpoints
+
+
+class _Checkpoints:
+    """SQLite: a thread copying the WAL into the database file (passive checkpoints, on a
+    connection of its own) while the worker writes. The copy and its fsync run in SQLite
+    without the GIL, beside the worker instead of inside its commits."""
+
+    def __init__(self, database: Database) -> None:
+        self.connection = database.write_engine.connect()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, name="rewards-run-checkpoints", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        driver = self.connection.connection.dbapi_connection
+        assert driver is not None
+        while not self.stopping.wait(CHECKPOINT_EVERY):
+            try:
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:  # only an optimisation: the commits checkpoint anyway
+                log.debug("checkpoint failed", exc_info=True)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.connection.close()
+
+
+class Worker:
+    """Processes the partitions one worker claims, with one ruleset version."""
+
+    def __init__(
+        self,
+        database: Database,
+        runtime: Runtime,
+        run: EvaluationRun,
+        name: str,
+        chunk_size: int,
+        contacts_per_chunk: int,
+        hooks: RunHooks,
+    ) -> None:
+        self.database = database
+        self.runtime = runtime
+        self.run = run
+        self.name = name
+        self.chunk_size = chunk_size
+        self.contacts_per_chunk = contacts_per_chunk
+        self.hooks = hooks
+        self.evaluator = runtime.evaluator
+        rulesets = self.evaluator.rulesets
+        self.rulesets = rulesets
+        self.reader = Reader(
+            database, self.evaluator, run, chunk_size, contacts_per_chunk, hooks.timings
+        )
+        self.zone = rulesets.time_zone
+        self.periods = aggregates.periods_in_use(rulesets)
+        self.aggregate_offers = aggregates.aggregate_offers(rulesets)
+        self.postgres = database.write_engine.dialect.name == "postgresql"
+        # Statements built once per worker (building one costs more than running it).
+        self.inserts = _Inserts(database.write_engine.dialect)
+        self.wallet_update = (
+            update(Wallet.__table__)  # type: ignore[attr-defined]
+            .where(_W.id == bindparam("wallet"))
+            .values(balance_cents=_W.balance_cents + bindparam("delta"))
+        )
+        self.chunks = 0
+        self.award_ids = _AwardIds()
+        self.connection: Connection | None = None  # see _connection
+        self.restore: list[tuple[str, int]] = []
+        self.checkpoints: _Checkpoints | None = None
+        self.pending_written: set[tuple[str, str, int]] = set()  # see _pending_committed
+        self.pending_chunk: set[tuple[str, str, int]] = set()
+        self.ahead: AheadProcess | None = None  # see _event_phase
+        self.ahead_failed = False
+        # The end of the last chunk written from the read-ahead process: where reading in
+        # the worker goes on if that process fails.
+        self._resume_after: tuple[datetime, int] | None = None
+        self._resume_contact = (0, "")  # the same in the aggregate phase: (period kind, contact)
+
+    def _time(self, name: str) -> Timer:
+        return Timer(self.hooks.timings, name)
+
+    def _check_stop(self) -> None:
+        if self.hooks.stop is not None and self.hooks.stop.is_set():
+            raise RunInterrupted
+
+    # -- writing --
+
+    def _begin_writing(self, session: Session) -> None:
+        """When a chunk starts writing (so SQLite's write lock is not taken earlier).
+        PostgreSQL: the run's lock waits are bounded, so in a lock-order conflict with a
+        request (intake locks wallets and contacts in either order) the run backs off and
+        retries, never the request."""
+        if not self.postgres:
+            session.connection()  # BEGIN IMMEDIATE: the write lock from here on
+        else:  # never the one holding up a request: give up long before deadlock detection
+            session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+
+    def _lock_contacts(self, session: Session, contact_ids: Iterable[str]) -> None:
+        """PostgreSQL: the contacts' rows, in id order (evaluation.awards_in_window and
+        on_event_cancelled take the same lock). SQLite: the write transaction is exclusive."""
+        if not self.postgres:
+            return
+        ids = sorted(set(contact_ids))
+        for start in range(0, len(ids), 1000):
+            session.execute(
+                select(Contact.id)
+                .where(Contact.id.in_(ids[start : start + 1000]))  # type: ignore[attr-defined]
+                .order_by(Contact.id)
+                .with_for_update()
+            )
+
+    def _ledger_ids(self, session: Session, count: int) -> list[int]:
+        """Ids for ``count`` new ledger entries, taken up front so the entries go in with
+        one multi-row insert: from the sequence on PostgreSQL; on SQLite the write
+        transaction is exclusive, so the next rowids are ours."""
+        if self.postgres:
+            sequence = func.pg_get_serial_sequence("wallet_transactions", "id")
+            return list(
+                session.scalars(
+                    select(func.nextval(sequence)).select_from(func.generate_series(1, count))
+                )
+            )
+        top = session.scalar(select(func.max(WalletTransaction.id))) or 0
+        return list(range(top + 1, top + 1 + count))
+
+    def _persist(self, session: Session, awards: list[NewAward]) -> list[tuple[NewAward, str, int]]:
+        """Awards with their ledger credits, in bulk: the rows evaluation.persist_award
+        writes, plus the aggregate award rows. Returns (award, award id, cents) each."""
+        awards = [a for a in awards if to_cents(a.decision.amount) > 0]
+        if not awards:
+            return []
+        now = self.runtime.now()
+        contacts = sorted({a.beneficiary_id for a in awards})
+        wallets: dict[str, list[int]] = {}  # contact -> [wallet id, balance, balance before]
+        for start in range(0, len(contacts), 1000):
+            rows = session.execute(
+                select(_W.contact_id, _W.id, _W.balance_cents)
+                .where(_W.contact_id.in_(contacts[start : start + 1000]))
+                .order_by(_W.id)
+                .with_for_update()
+            )
+            for contact_id, wallet_id, balance in rows:
+                wallets[contact_id] = [wallet_id, balance, balance]
+        entry_ids = self._ledger_ids(session, len(awards))
+        run_id = self.run.id
+        ledger_rows = []
+        award_rows = []
+        aggregate_rows = []
+        written = []
+        for award, entry_id in zip(awards, entry_ids, strict=True):
+            decision = award.decision
+            event = award.event
+            contact_id = award.beneficiary_id
+            wallet = wallets[contact_id]
+            cents = to_cents(decision.amount)
+            wallet[1] += cents
+            award_id = self.award_ids.next()
+            offer_id = decision.offer_id
+            ledger_rows.append(
+                (entry_id, wallet[0], "award", cents, wallet[1], event.id, offer_id,
+                 None, award_id, None, now)
+            )  # fmt: skip
+            lines = (
+                None
+                if decision.lines is None
+                else [
+                    {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
+                    for line in decision.lines
+                ]
+            )
+            # instant_spend False: the purchase is over, a run credits the wallet.
+            award_rows.append(
+                (award_id, event.id, offer_id, decision.offer_name, decision.classification,
+                 decision.beneficiary, contact_id, cents, lines, False,
+                 decision.ruleset_version, event.performed_on, entry_id, now)
+            )  # fmt: skip
+            group = award.group
+            if group is not None:
+                aggregate_rows.append(
+                    (award_id, run_id, offer_id, group.contact_id, award.period, group.key,
+                     group.total_cents, group.count, group.quantity_milli, None, None, now)
+                )  # fmt: skip
+            written.append((award, award_id, cents))
+        self.inserts.ledger.run(session, ledger_rows)
+        self.inserts.awards.run(session, award_rows)
+        session.execute(
+            self.wallet_update,
+            [
+                {"wallet": wallet_id, "delta": after - before}
+                for wallet_id, after, before in wallets.values()
+                if after != before
+            ],
+        )
+        self.inserts.aggregates.run(session, aggregate_rows)
+        return written
+
+    def _record(
+        self,
+        session: Session,
+        partition: int,
+        phase: str,
+        events: int,
+        written: list[tuple[NewAward, str, int]],
+        groups: int = 0,
+    ) -> ChunkDone:
+        """The chunk's progress counters, in its transaction (the run row last: workers
+        queue on it only at the end); RunAborted when the run is no longer running."""
+        now = self.runtime.now()
+        self.chunks += 1
+        cents = sum(c for *_, c in written)
+        per_offer: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for award, _, c in written:
+            per_offer[award.decision.offer_id][0] += 1
+            per_offer[award.decision.offer_id][1] += c
+        if per_offer:
+            table = RunOfferTotal.__table__  # type: ignore[attr-defined]
+            statement = (postgresql if self.postgres else sqlite).insert(table)
+            statement = statement.on_conflict_do_update(
+                index_elements=[table.c.run_id, table.c.offer_id],
+                set_={
+                    "awards": table.c.awards + statement.excluded.awards,
+                    "total_cents": table.c.total_cents + statement.excluded.total_cents,
+                },
+            )
+            session.execute(
+                statement,
+                [
+                    {"run_id": self.run.id, "offer_id": o, "awards": n, "total_cents": c}
+                    for o, (n, c) in sorted(per_offer.items())
+                ],
+            )
+        partitions = RunPartition.__table__.c  # type: ignore[attr-defined]
+        session.execute(
+            update(RunPartition.__table__)  # type: ignore[attr-defined]
+            .where(partitions.run_id == self.run.id, partitions.partition == partition)
+            .values(heartbeat_at=now, events_evaluated=partitions.events_evaluated + events)
+        )
+        run = EvaluationRun.__table__.c  # type: ignore[attr-defined]
+        changed = session.execute(
+            update(EvaluationRun.__table__)  # type: ignore[attr-defined]
+            .where(run.id == self.run.id, run.status == "running")
+            .values(
+                heartbeat_at=now,
+                events_evaluated=run.events_evaluated + events,
+                aggregate_groups=run.aggregate_groups + groups,
+                awards=run.awards + len(written),
+                total_awarded_cents=run.total_awarded_cents + cents,
+                chunks=run.chunks + 1,
+            )
+        ).rowcount
+        if changed != 1:
+            raise RunAborted(f"run {self.run.id} is no longer running")
+        done = ChunkDone(
+            run_id=self.run.id,
+            partition=partition,
+            phase=phase,
+            chunk=self.chunks,
+            events=events,
+            awards=len(written),
+            awarded_cents=cents,
+        )
+        if self.hooks.before_commit is not None:
+            self.hooks.before_commit(done)
+        return done
+
+    def _pending_committed(self) -> None:
+        """The chunk's pending periods are in the database: later chunks of the event
+        phase need not write them again (a run's purchases come in time order, so most
+        of a chunk's periods were written by the chunks before it). Nothing deletes them
+        before the aggregate phase, which starts by forgetting them; the set is bounded."""
+        if len(self.pending_written) + len(self.pending_chunk) > PENDING_MEMORY:
+            self.pending_written.clear()
+        self.pending_written |= self.pending_chunk
+        self.pending_chunk = set()
+
+    def _connection(self) -> Connection:
+        """The worker's own write connection, held until ``close``. SQLite: its page cache
+        is ``CACHE_KIB`` instead of ~2 MB (a run's inserts land all over big indexes; re-reading
+        their pages was a third of a chunk's writing), and its commits leave the WAL to
+        a checkpointing thread (``_Checkpoints``) until it holds ``WAL_PAGES`` pages
+        (checkpointing in the commits was the biggest cost of a chunk); the settings are
+        put back before the connection returns to the pool, so requests' connections
+        keep the defaults."""
+        if self.connection is None:
+            connection = self.database.write_engine.connect()
+            if not self.postgres:
+                driver = connection.connection.dbapi_connection
+                assert driver is not None
+                self.restore = [
+                    (name, driver.execute(f"PRAGMA {name}").fetchone()[0])
+                    for name in ("cache_size", "wal_autocheckpoint", "journal_size_limit")
+                ]
+                driver.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                driver.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+                driver.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+                self.checkpoints = _Checkpoints(self.database)
+            self.connection = connection
+        return self.connection
+
+    def close(self) -> None:
+        """Stop the read-ahead process; return the write connection to the pool, with its
+        settings as they were."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.close()
+        checkpoints, self.checkpoints = self.checkpoints, None
+        if checkpoints is not None:
+            checkpoints.close()
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return
+        try:
+            if connection.in_transaction():
+                connection.rollback()
+            driver = connection.connection.dbapi_connection
+            if driver is not None and self.restore:
+                # The WAL the run left behind is copied into the database now, by the run,
+                # not by the next request to commit (its autocheckpoint would).
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                for name, value in self.restore:
+                    driver.execute(f"PRAGMA {name}={int(value)}")
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _write_session(self) -> Iterator[Session]:
+        """One write transaction on the worker's connection (``Database.transaction``'s
+        commit-or-roll-back)."""
+        with committing(Session(bind=self._connection(), expire_on_commit=False)) as session:
+            yield session
+
+    def _transaction(self, work: Callable[[Session], ChunkDone | None]) -> ChunkDone | None:
+        """``work`` in a write transaction; again (after a short pause) when what it read
+        changed (``Stale``) or PostgreSQL refused a lock within the run's lock timeout."""
+        for attempt in range(_RETRIES):
+            try:
+                self.pending_chunk = set()
+                with self._write_session() as session:
+                    done = work(session)
+                    committing = time.perf_counter()
+                self._pending_committed()
+                if self.hooks.timings is not None:
+                    self.hooks.timings["commit"] = (
+                        self.hooks.timings.get("commit", 0.0) + time.perf_counter() - committing
+                    )
+            except Stale:
+                log.info(
+                    "evaluation run %s: a chunk changed under us; reading it again", self.run.id
+                )
+                continue
+            except OperationalError as error:
+                code = getattr(error.orig, "sqlstate", None)
+                if code not in _LOCK_REFUSED or attempt == _RETRIES - 1:
+                    raise
+                log.info("evaluation run %s: locks busy (%s); chunk again", self.run.id, code)
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+                continue
+            if done is not None and self.hooks.progress is not None:
+                self.hooks.progress(done)
+            return done
+        raise RuntimeError("a chunk kept changing under the run; giving up")
+
+    # -- a partition --
+
+    def process(self, partition: int) -> None:
+        self.pending_written.clear()
+        self._event_phase(partition)
+        self.pending_written.clear()  # the aggregate phase deletes pending periods
+        if self.aggregate_offers:
+            self._refresh_statistics()
+        if self.periods:
+            self._aggregate_phase(partition)
+        table = RunPartition.__table__  # type: ignore[attr-defined]
+        with self.database.transaction() as session:
+            session.execute(
+                update(table)
+                .where(table.c.run_id == self.run.id, table.c.partition == partition)
+                .values(state="done", heartbeat_at=self.runtime.now())
+            )
+
+    # -- per-event phase --
+
+    def _event_phase(self, partition: int) -> None:
+        """Chunk after chunk in (performed_on, number) order, each read and decided
+        outside the write transaction, then written in one (``_write_decided``); a big
+        run's are read and decided in the read-ahead process meanwhile."""
+        self._resume_after = None
+        ahead = self._ahead_process()
+        if ahead is not None:
+            try:
+                self._events_read_ahead(partition, ahead)
+                return
+            except AheadFailed as error:
+                log.warning("evaluation run %s: %s; reading in the worker", self.run.id, error)
+                self._stop_ahead()
+        after = self._resume_after
+        while True:
+            self._check_stop()
+            decided = self.reader.read_events(partition, after)
+            if decided is None:
+                return
+            written = self._write_decided(partition, decided)
+            if written is None:
+                return
+            after = written.cursor
+
+    def _events_read_ahead(self, partition: int, ahead: AheadProcess) -> None:
+        reader = self.reader
+        shared = SharedChunks(
+            ahead,
+            "events",
+            partition,
+            None,
+            lambda after: reader.event_bound(partition, after),
+            lambda job: reader.read_events(partition, job.after, job.until),
+        )
+        while True:
+            self._check_stop()
+            with self._time("waiting for decisions"):
+                job = shared.next()
+            if job is None:
+                return
+            decided = job.result
+            shared.pop()
+            if decided is None:  # its events were evaluated meanwhile
+                continue
+            written = self._write_decided(partition, decided)
+            if written is None:
+                return
+            if written.cursor != decided.cursor:  # read again (stale), ended elsewhere
+                shared.restart(written.cursor)
+            self._resume_after = written.cursor
+
+    def _ahead_process(self) -> AheadProcess | None:
+        if self.ahead is None and not self.ahead_failed and reads_ahead(self.database, self.run):
+            spec = ahead_spec(
+                self.database, self.rulesets, self.run, self.chunk_size, self.contacts_per_chunk
+            )
+            try:
+                self.ahead = AheadProcess(spec, self.hooks.timings)
+            except Exception as error:  # cannot start one here: read in the worker
+                log.warning("evaluation run %s: no read-ahead process (%s)", self.run.id, error)
+                self.ahead_failed = True
+        return self.ahead
+
+    def _stop_ahead(self) -> None:
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            self.ahead_failed = True
+            ahead.close()
+
+    def _write_decided(self, partition: int, decided: Decided) -> Decided | None:
+        """Write a decided chunk in one transaction; when what it was decided on moved
+        (``Stale``), read and decide it again here and write that. Returns the chunk
+        written (None: nothing was left to read)."""
+        ready = [decided]
+        written: list[Decided] = []
+
+        def work(session: Session) -> ChunkDone | None:
+            chunk = ready.pop() if ready else self.reader.read_events(partition, decided.after)
+            if chunk is None:
+                return None
+            written[:] = [chunk]
+            return self._write_events(session, chunk, partition)
+
+        return written[0] if self._transaction(work) is not None else None
+
+    def _write_events(self, session: Session, chunk: Decided, partition: int) -> ChunkDone:
+        """In the write transaction (``session``): lock, re-check what the decisions
+        depend on (``Stale`` when it moved), mark the events and write the awards."""
+        marks, windowed, awards = chunk.marks, chunk.windowed, chunk.awards
+        windows = self.reader.event_windows
+        self._begin_writing(session)
+        with self._time("checks"):
+            self._lock_contacts(
+                session,
+                [a.event.contact_id for a in awards] + [i.event.contact_id for i in windowed],
+            )
+            if awards:
+                numbers = sorted({a.event.number for a in awards})
+                posted = set(
+                    session.scalars(
+                        select(_E.number).where(_E.number.in_(numbers), _E.state == "posted")
+                    )
+                )
+                awards = [a for a in awards if a.event.number in posted]
+            if windowed:
+                again = self.reader.window_awards(session, windowed, windows)
+                if any(self.reader.counts(i, again, windows) != i.db_counts for i in windowed):
+                    raise Stale
+        with self._time("mark"):
+            pending = self._mark(session, marks)
+        with self._time("persist"):
+            written = self._persist(session, awards)
+        done = self._record(session, partition, "events", len(marks), written)
+        self.pending_chunk = pending  # in pending_written once committed
+        return done
+
+    def _mark(self, session: Session, marks: list[Mark]) -> set[tuple[str, str, int]]:
+        """The chunk's events are evaluated; their purchases' periods become pending.
+        Returns the pending (contact, period, key) written (see ``pending_written``)."""
+        rows = []
+        pending: set[tuple[str, str, int]] = set()
+        run_id = self.run.id
+        for number, contact_id, kind, day, week, weekday, minute in marks:
+            rows.append((number, run_id, contact_id, day, week, weekday, minute))
+            if kind == "purchase":
+                for period in self.periods:
+                    pending.add((contact_id, period, aggregates.key_of(period, day, week)))
+        self.inserts.marks.run(session, rows)
+        pending -= self.pending_written
+        aggregates.mark_pending(session, pending)
+        return pending
+
+    # -- aggregate phase --
+
+    def _refresh_statistics(self) -> None:
+        """PostgreSQL: ``evaluated_events`` just grew by the whole per-event phase; without
+        fresh statistics the planner scans all of it for every chunk of contacts."""
+        if not self.postgres:
+            return
+        try:
+            with self.database.transaction() as session:
+                session.connection().exec_driver_sql("ANALYZE evaluated_events")
+        except OperationalError:  # not the table's owner: the plans are only slower
+            log.info("evaluation run %s: could not ANALYZE evaluated_events", self.run.id)
+
+    def _aggregate_phase(self, partition: int) -> None:
+        """Chunk after chunk of contacts (``contacts_per_chunk``, in id order), period kind
+        after period kind, each in one write transaction; a big run's are planned in the
+        read-ahead process meanwhile (the next kind's while this one's are written:
+        different offers and pending rows)."""
+        self._resume_contact = (0, "")
+        ahead = self._ahead_process()
+        if ahead is not None:
+            try:
+                self._aggregates_read_ahead(partition, ahead)
+                return
+            except AheadFailed as error:
+                log.warning("evaluation run %s: %s; reading in the worker", self.run.id, error)
+                self._stop_ahead()
+        first, after = self._resume_contact
+        for index in range(first, len(self.periods)):
+            period = self.periods[index]
+            while (last := self._write_aggregates(partition, period, after, None)) is not None:
+                self._check_stop()
+                after = last
+            after = ""
+
+    def _aggregates_read_ahead(self, partition: int, ahead: AheadProcess) -> None:
+        reader, periods = self.reader, self.periods
+
+        def contacts(frontier: tuple[str, str] | None) -> tuple[str, str, list[str]] | None:
+            if frontier is None:
+                return None
+            period, after = frontier
+            with self.database.session(write=False) as session:
+                for kind in periods[periods.index(period) :]:
+                    found = reader.pending_contacts(session, partition, kind, after)
+                    if found:
+                        return kind, after, found
+                    after = ""
+            return None
+
+        shared = SharedChunks(
+            ahead,
+            "aggregates",
+            partition,
+            (periods[0], ""),
+            contacts,
+            lambda job: reader.read_plan(partition, job.period, job.after, job.until),
+        )
+        while True:
+            self._check_stop()
+            with self._time("waiting for plans"):
+                job = shared.next()
+            if job is None:
+                return
+            plan = job.result
+            shared.pop()
+            last = self._write_aggregates(partition, plan.period, plan.after, plan)
+            if last is None:  # none left of this kind after all: the next kind
+                shared.restart(next_kind(periods, plan.period))
+                continue
+            if last != plan.contacts[-1]:  # planned again here, ended elsewhere
+                shared.restart((plan.period, last))
+            self._resume_contact = (periods.index(plan.period), last)
+
+    def _write_aggregates(
+        self, partition: int, period: str, after: str, plan: Plan | None
+    ) -> str | None:
+        """The chunk of contacts after ``after`` in one write transaction (their rows
+        locked on PostgreSQL: cancellations of their purchases wait). ``plan``: planned
+        by the read-ahead process; written if the contacts and their pending periods are
+        what it was planned on (a cancellation touching them counts a change), else
+        planned again here. Returns the chunk's last contact (None: none was left)."""
+        reader = self.reader
+        last: list[str] = []
+
+        def work(session: Session) -> ChunkDone | None:
+            contacts = reader.pending_contacts(session, partition, period, after)
+            if not contacts:
+                return None
+            last[:] = contacts[-1:]
+            self._begin_writing(session)
+            self._lock_contacts(session, contacts)
+            chosen = plan
+            if chosen is not None:
+                closed_before, _, _ = reader.aggregate_scope(partition, period)
+                with self._time("aggregate groups"):
+                    pending = aggregates.pending_periods(session, period, closed_before, contacts)
+                if chosen.contacts != contacts or chosen.pending != pending:
+                    chosen = None
+            if chosen is None:
+                chosen = reader.plan_aggregates(session, partition, period, after, contacts)
+            return self._write_plan(session, partition, period, chosen)
+
+        return last[0] if self._transaction(work) is not None else None
+
+    def _write_plan(self, session: Session, partition: int, period: str, plan: Plan) -> ChunkDone:
+        """A chunk's aggregate awards with their links; its pending periods are done."""
+        closed_before, _, _ = self.reader.aggregate_scope(partition, period)
+        with self._time("aggregate persist"):
+            written = self._persist(session, plan.awards)
+            links = []
+            for award, award_id, _ in written:
+                assert award.group is not None
+                links += aggregates.link_rows(award.decision.offer_id, award_id, award.group)
+            self.inserts.links.run(session, links)
+            aggregates.clear_pending(session, period, closed_before, plan.contacts)
+        return self._record(
+            session, partition, f"aggregates:{period}", 0, written, groups=plan.groups
+        )
