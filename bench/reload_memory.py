@@ -23,9 +23,9 @@ Scenarios (each reload changes the folder's version):
   durable-rules host per reload, the per-host leak durable-rules itself has
   (ENGINE-NOTES.md).
 
-One process, never restarted here: ``rewards serve --workers 2`` (or more) replaces a
-worker once its reloads built ``REWARDS_RECYCLE_AFTER_RULESETS`` engine rulesets, which
-bounds every scenario (services/reload.py). Nothing here is asserted by the tests (RSS is
+One process, never restarted here: ``rewards serve`` replaces a worker once its reloads
+built ``REWARDS_RECYCLE_AFTER_RULESETS`` engine rulesets, which bounds every scenario
+(services/reload.py). Nothing here is asserted by the tests (RSS is
 too noisy for CI); the numbers go in the reload notes of docs/analysts.md.
 """
 

@@ -13,6 +13,7 @@ from rewards.settings import Settings, format_api_keys, generate_api_keys
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
@@ -34,29 +35,22 @@ def _serve(args: argparse.Namespace) -> int:
         f"(database {settings.database_url.split('@')[-1]}, rulesets {settings.rulesets_dir})",
         flush=True,
     )
-    if args.workers > 1:
-        # The workers read their settings from the environment (create_app's factory);
-        # uvicorn's supervisor starts a new worker when one exits (services.reload).
-        os.environ["REWARDS_WORKERS"] = str(args.workers)
-        uvicorn.run(
-            "rewards.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-            access_log=False,
-        )
-    else:
-        from rewards.app import create_app
-
-        uvicorn.run(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            access_log=False,
-        )
+    # Every worker, a single one included, runs under uvicorn's supervisor, which starts
+    # a new worker when one exits: a worker restarts itself to give back the memory the
+    # rules engine keeps after reloads (services.reload). The listening socket stays with
+    # the supervisor, so connections made meanwhile wait for the new worker. The workers
+    # read their settings from the environment (create_app's factory).
+    os.environ["REWARDS_SUPERVISED"] = "1"
+    config = uvicorn.Config(
+        "rewards.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+    )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
 
 

@@ -51,7 +51,7 @@ class Settings:
     # Engine rulesets a worker may build by reloads before it restarts (0: never); see
     # services.reload. Each one keeps 80-560 KB that durable-rules never gives back.
     recycle_after_rulesets: int = 150
-    workers: int = 1  # worker processes of this `rewards serve` (set by it: REWARDS_WORKERS)
+    supervised: bool = False  # a worker of `rewards serve` (which sets REWARDS_SUPERVISED)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,7 +68,7 @@ class Settings:
             recycle_after_rulesets=int(
                 env.get("REWARDS_RECYCLE_AFTER_RULESETS") or defaults.recycle_after_rulesets
             ),
-            workers=int(env.get("REWARDS_WORKERS") or 1),
+            supervised=(env.get("REWARDS_SUPERVISED", "0") == "1"),
         )
 
     def with_changes(self, **changes: object) -> Settings:

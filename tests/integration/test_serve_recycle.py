@@ -1,8 +1,8 @@
-"""A worker of ``rewards serve --workers 2`` that built more engine rulesets by reloads
-than ``REWARDS_RECYCLE_AFTER_RULESETS`` stops gracefully and uvicorn's supervisor starts
-a fresh one (durable-rules never gives back the memory of discarded rules): requests
-keep being served (no 5xx), the fresh workers serve the new version, and they do not
-restart again."""
+"""A worker of ``rewards serve`` (one worker or two) that built more engine rulesets by
+reloads than ``REWARDS_RECYCLE_AFTER_RULESETS`` stops gracefully and uvicorn's
+supervisor starts a fresh one (durable-rules never gives back the memory of discarded
+rules): requests keep being served (no 5xx), the fresh workers serve the new version,
+and they do not restart again."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from rewards.engine.loader import folder_version
 from tests.conftest import ROOT
@@ -55,7 +56,8 @@ def _until(condition, timeout: float, what: str, log: Path) -> None:  # type: ig
     raise AssertionError(f"not within {timeout} s: {what}; server log:\n{log.read_text()[-6000:]}")
 
 
-def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path, workers: int) -> None:
     folder = tmp_path / "rulesets"
     shutil.copytree(ROOT / "rulesets", folder)
     log = tmp_path / "server.log"
@@ -68,7 +70,7 @@ def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path) -> None:
         "REWARDS_RECYCLE_AFTER_RULESETS": "1",
     }
     argv = [sys.executable, "-m", "rewards.cli", "serve", "--host", HOST, "--port", str(port)]
-    argv += ["--workers", "2", "--log-level", "warning"]
+    argv += ["--workers", str(workers), "--log-level", "warning"]
     with log.open("wb") as out:
         server = subprocess.Popen(
             argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -92,13 +94,13 @@ def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path) -> None:
         # Both workers up with the shipped folder before the edit (a worker still
         # starting would load the edited folder and have nothing to reload).
         _until(
-            lambda: log.read_text().count("rewards ready") == 2 and version() is not None,
+            lambda: log.read_text().count("rewards ready") == workers and version() is not None,
             60,
-            "both workers ready",
+            "every worker ready",
             log,
         )
         first = _workers(server.pid)
-        assert len(first) == 2
+        assert len(first) == workers
         client = threading.Thread(target=traffic)
         client.start()
         # A shape edit (a new segment code): each worker's watcher reloads it and builds
@@ -109,9 +111,9 @@ def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path) -> None:
         os.replace(edit, path)
         edited = folder_version(folder)
         _until(
-            lambda: len(now := _workers(server.pid)) == 2 and not now & first,
+            lambda: len(now := _workers(server.pid)) == workers and not now & first,
             60,
-            "both workers replaced",
+            "every worker replaced",
             log,
         )
         _until(lambda: all(version() == edited for _ in range(6)), 30, "the edit served", log)
@@ -130,5 +132,5 @@ def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path) -> None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
     text = log.read_text()
-    assert text.count("a fresh worker takes its place") == 2, text[-3000:]
+    assert text.count("a fresh worker takes its place") == workers, text[-3000:]
     assert statuses and all(status == 200 for status in statuses), sorted(set(statuses))

@@ -145,17 +145,18 @@ def reload_rulesets(runtime: Runtime, *, trigger: str = "api") -> ReloadOut:
 
 
 def _recycle_if_spent(runtime: Runtime, state: _State, built: int) -> None:
-    """Past ``recycle_after_rulesets`` engine rulesets built by reloads, a worker of a
-    multi-worker ``rewards serve`` stops gracefully (SIGTERM to itself: requests in
-    flight finish, this one included) and uvicorn's supervisor starts a fresh one, which
-    loads the folder as it is: durable-rules never gives back the memory of discarded
-    rules, a new process is the only way to bound it. A single-process server has no
-    supervisor to restart it: it says so in the log, once."""
+    """Past ``recycle_after_rulesets`` engine rulesets built by reloads, a worker of
+    ``rewards serve`` stops gracefully (SIGTERM to itself: requests in flight finish,
+    this one included) and uvicorn's supervisor starts a fresh one, which loads the
+    folder as it is: durable-rules never gives back the memory of discarded rules, a new
+    process is the only way to bound it. An app served otherwise (``uvicorn --factory
+    rewards.app:create_app``, tests) may have nobody to restart it: it says so in the
+    log, once."""
     budget = runtime.settings.recycle_after_rulesets
     if budget <= 0 or built < budget or state.recycling:
         return
     state.recycling = True
-    if runtime.settings.workers > 1:
+    if runtime.settings.supervised:
         log.warning(
             "this worker built %d engine rulesets by reloads (REWARDS_RECYCLE_AFTER_RULESETS=%d):"
             " it stops now and a fresh worker takes its place, to give their memory back",
@@ -166,8 +167,8 @@ def _recycle_if_spent(runtime: Runtime, state: _State, built: int) -> None:
     else:
         log.warning(
             "this server built %d engine rulesets by reloads (REWARDS_RECYCLE_AFTER_RULESETS=%d)"
-            " whose memory the rules engine never gives back: restart it at a quiet moment, or "
-            "serve with --workers 2 or more so that workers restart by themselves",
+            " whose memory the rules engine never gives back: restart it at a quiet moment "
+            "(under `rewards serve`, workers restart by themselves)",
             built,
             budget,
         )
