@@ -56,7 +56,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     loaded: dict[str, datetime] = field(default_factory=dict)  # version -> last loaded_at
     created_before: int = 0  # engine rulesets this process had built before its reloads
-    recycling: bool = False  # the restart was asked for (or, one worker, advised)
+    recycling: bool = False  # the restart was asked for (or, unsupervised, advised)
 
 
 _STATES: dict[int, _State] = {}
