@@ -334,7 +334,7 @@ def measured_run(connection, url: str, args: argparse.Namespace) -> None:
         database,
         runtime,
         as_of=args.now,
-        partitions=1 if args.workers == 1 else min(2 * args.workers, 16),
+        partitions=runs.partitions_for(args.workers),
         source="bench",
     )
     children = []

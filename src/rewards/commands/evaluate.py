@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 database,
                 runtime,
                 as_of=args.as_of,
-                partitions=1 if args.workers == 1 else min(2 * args.workers, 16),
+                partitions=runs.partitions_for(args.workers),
                 source="cli",
             )
         except runs.RunInProgress as busy:

@@ -148,8 +148,10 @@ class CompiledRulesets:
     )  # ruleset -> its line rulesets
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # ruleset -> Params values
     _param_json: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    max_params: int = field(default=0, init=False)  # the most Params of any ruleset
 
     def __post_init__(self) -> None:
+        self.max_params = max(map(len, self.params.values()), default=0)
         # ',"q0":5000,...' per ruleset: spliced into the fact JSON before its closing brace
         self._param_json = {
             name: "," + _encode(values).decode()[1:-1] for name, values in self.params.items()
@@ -795,8 +797,7 @@ def prepare_fact(
     rulesets = compiled.event_rulesets.get(event_type, []) if per_event else []
     if aggregates:
         rulesets = rulesets + compiled.aggregate_rulesets.get(event_type, [])
-    params = compiled.params
-    if len(fact) + max((len(params.get(n, ())) for n in rulesets), default=0) <= MAX_FACT_FIELDS:
+    if len(fact) + compiled.max_params <= MAX_FACT_FIELDS:
         whole = _encode(fact).decode()  # usual case: one JSON for every ruleset (cheapest)
         payloads = [(name, compiled.payload(name, whole)) for name in rulesets]
     else:  # many max_awards/KPI/aggregate fields: each ruleset gets only the fields it reads

@@ -75,6 +75,7 @@ from rewards.services.runs.common import (
 )
 from rewards.services.runs.control import (
     execute_run,
+    partitions_for,
     run_evaluation,
     start_background_run,
     start_run,
@@ -101,6 +102,7 @@ __all__ = [
     "get_run",
     "on_event_cancelled",
     "partition_filter",
+    "partitions_for",
     "purchase_fact",
     "run_evaluation",
     "run_out",

@@ -42,6 +42,12 @@ def _aware(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+def partitions_for(workers: int) -> int:
+    """How many contact partitions a run shared by ``workers`` processes gets: two per
+    worker (a worker that finishes early takes another), at most one per hex digit."""
+    return 1 if workers == 1 else min(2 * workers, len(HEX_DIGITS))
+
+
 def start_run(
     database: Database,
     runtime: Runtime,
