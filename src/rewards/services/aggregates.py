@@ -39,12 +39,26 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, true
+import msgspec
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.sql import Select
 from sqlmodel import Session
 
 from rewards.db.run_tables import AggregateAward, AggregateLink, AggregatePending, EvaluatedEvent
 from rewards.db.tables import Event, EventLine
+from rewards.domain.money import to_cents
 from rewards.engine import globs
 from rewards.engine.loader import Rulesets
 from rewards.engine.model import AGGREGATE_CLASSIFICATIONS, WEEKDAYS, Offer, Range
@@ -437,42 +451,135 @@ def _contributions(
 
 
 def _all_contributions(
-    session: Session,
     offers: Sequence[Offer],
     rulesets: Rulesets,
     contacts: Sequence[str],
     keys: tuple[int, int],
     zone: ZoneInfo,
+    with_details: bool,
 ) -> Select[Any]:
     """The purchases of the contacts in periods ``keys`` with, per offer (all of one
-    period), whether it contributes to that offer (``_contributions``' conditions) and,
-    for loyalty_item_quantity, its matching quantity: contact, key, event number,
-    amount, then (contributes, quantity) per offer. Reading the purchases is the cost,
-    so the offers of a period share one scan."""
+    period), whether its event-level conditions hold (1 or 0): contact, key, event
+    number, amount, the details as stored (``with_details``: for the quantities of
+    loyalty_item_quantity offers, see ``_Quantity``), then one column per offer.
+    Reading the purchases is the cost, so the offers of a period share one scan."""
     period = period_of(offers[0])
     columns: list[Any] = [
         m.c.contact_id,
         key_column(period),
         m.c.event_number,
         e.c.amount_cents,
+        cast(e.c.details, String) if with_details else literal(None),
     ]
     for offer in offers:
-        columns.append(
-            case(
-                (and_(true(), _unlinked(offer), *contribution_filter(offer, rulesets)), 1), else_=0
-            )
-        )
-        columns.append(
-            matching_quantity(session, offer)
-            if offer.classification == "loyalty_item_quantity"
-            else literal(0)
-        )
+        columns.append(case((and_(true(), *contribution_filter(offer, rulesets)), 1), else_=0))
     return (
         select(*columns)
         .select_from(e)
         .join(m, m.c.event_number == e.c.number)
         .where(*_scope(period, contacts, keys, zone))
     )
+
+
+def _linked(
+    session: Session,
+    offers: Sequence[Offer],
+    contacts: Sequence[str],
+    period: str,
+    keys: tuple[int, int],
+) -> dict[str, set[int]]:
+    """Per offer: the contacts' purchases linked to a standing award of it that a scan
+    of periods ``keys`` can meet (``_unlinked`` for all of them at once: one index range
+    per contact and offer instead of a lookup per purchase and offer). A purchase links
+    only to the award of its own period, so awards of this period kind outside ``keys``
+    cannot hold one; awards of another kind (the offer's period was edited since) can."""
+    a, links = _aggregate_awards, _links
+    query = (
+        select(links.c.offer_id, links.c.event_number)
+        .select_from(a)
+        .join(links, links.c.award_id == a.c.award_id)
+        .where(
+            a.c.contact_id.in_(contacts),
+            a.c.offer_id.in_([offer.id for offer in offers]),
+            or_(a.c.period != period, a.c.period_key.between(keys[0], keys[1])),
+        )
+    )
+    found: dict[str, set[int]] = {offer.id: set() for offer in offers}
+    for offer_id, number in session.execute(query):
+        found[offer_id].add(int(number))
+    return found
+
+
+class _ProductLine(msgspec.Struct):
+    sku: str
+    quantity: str | int | float
+    total_amount: str | int | float
+
+
+class _Products(msgspec.Struct):
+    products: list[_ProductLine] = []
+
+
+_PRODUCTS = msgspec.json.Decoder(_Products)
+
+
+class _Quantity:
+    """``matching_quantity`` from the purchase's stored details (the same lines as its
+    ``event_lines``, written together on intake) instead of a lookup of its lines per
+    purchase (which cost as much as the rest of the scan): the quantity in thousandths
+    of the lines matching one of the offer's products (SKU glob, line amount range)."""
+
+    def __init__(self, offer: Offer) -> None:
+        self.products = [
+            (globs.to_regex(product.sku).fullmatch, _limits(product.amount))
+            for product in offer.conditions.products or []
+        ]
+        self.by_sku: dict[str, list[tuple[int | None, int | None]]] = {}  # SKUs repeat
+
+    def _limits_of(self, sku: str) -> list[tuple[int | None, int | None]]:
+        """The amount limits of the products whose glob the SKU matches."""
+        found = self.by_sku.get(sku)
+        if found is None:
+            found = [limits for matches, limits in self.products if matches(sku) is not None]
+            if len(self.by_sku) >= 10_000:
+                self.by_sku.clear()
+            self.by_sku[sku] = found
+        return found
+
+    def __call__(self, lines: list[_ProductLine]) -> int:
+        total = 0
+        for line in lines:
+            if self.products and not any(
+                (low is None and high is None)
+                or _amount_within(_line_cents(line.total_amount), low, high)
+                for low, high in self._limits_of(line.sku)
+            ):
+                continue
+            total += _milli(line.quantity)
+        return total
+
+
+def _amount_within(cents: int, low: int | None, high: int | None) -> bool:
+    return (low is None or cents >= low) and (high is None or cents <= high)
+
+
+def _line_cents(value: str | int | float) -> int:
+    """A line amount in cents as intake stored it in ``event_lines.total_cents``."""
+    return to_cents(Decimal(str(value)))
+
+
+_MILLI: dict[str | int | float, int] = {}  # quantity text -> thousandths (bounded)
+
+
+def _milli(value: str | int | float) -> int:
+    """A quantity in thousandths as intake stored it (``int(quantity * 1000)``)."""
+    found = _MILLI.get(value)
+    if found is None:
+        found = int(Decimal(str(value)) * 1000)
+        if len(_MILLI) >= 10_000:
+            _MILLI.clear()
+        _MILLI[value] = found
+    return found
 
 
 class _Sums:
@@ -536,8 +643,13 @@ def in_range_groups(
         return {offer.id: [] for offer in offers}
     contacts = sorted({contact for contact, _ in pending})
     keys = (min(k for _, k in pending), max(k for _, k in pending))
-    query = _all_contributions(session, offers, rulesets, contacts, keys, zone)
-    quantities = [offer.classification == "loyalty_item_quantity" for offer in offers]
+    quantities = [
+        _Quantity(offer) if offer.classification == "loyalty_item_quantity" else None
+        for offer in offers
+    ]
+    with_details = any(q is not None for q in quantities)
+    query = _all_contributions(offers, rulesets, contacts, keys, zone, with_details)
+    linked = list(_linked(session, offers, contacts, period_of(offers[0]), keys).values())
     found: list[dict[tuple[str, int], _Sums]] = [{} for _ in offers]
     for row in session.execute(query):
         group = (row[0], int(row[1]))
@@ -545,12 +657,18 @@ def in_range_groups(
             continue
         number = int(row[2])
         amount = int(row[3] or 0)
+        lines: list[_ProductLine] | None = None
         for j, by_group in enumerate(found):
-            if not row[4 + 2 * j]:
+            if not row[5 + j] or number in linked[j]:
                 continue
-            quantity = int(row[5 + 2 * j] or 0)
-            if quantities[j] and quantity <= 0:
-                continue  # no matching line: the purchase does not count
+            quantity = 0
+            measure = quantities[j]
+            if measure is not None:
+                if lines is None:
+                    lines = _PRODUCTS.decode(row[4]).products
+                quantity = measure(lines)
+                if quantity <= 0:
+                    continue  # no matching line: the purchase does not count
             sums = by_group.get(group)
             if sums is None:
                 sums = by_group[group] = _Sums()

@@ -176,11 +176,19 @@ CHECKPOINT_EVERY = 1.0  # seconds between the checkpointing thread's checkpoints
 class _Checkpoints:
     """SQLite: a thread copying the WAL into the database file (passive checkpoints, on a
     connection of its own) while the worker writes. The copy and its fsync run in SQLite
-    without the GIL, beside the worker instead of inside its commits."""
+    without the GIL, beside the worker instead of inside its commits.
+
+    It checkpoints right after each commit (``committed``), while the worker builds its
+    next chunk: when that chunk commits, the WAL is then fully copied and SQLite starts
+    it again from the beginning, over file pages it already has. A WAL that only grows
+    (a checkpoint now and then, never complete when the next commit comes) costs the
+    worker a new file block, zeroed by the file system, for every page it commits: about
+    a tenth of its time."""
 
     def __init__(self, database: Database) -> None:
         self.connection = database.write_engine.connect()
         self.stopping = threading.Event()
+        self.wake = threading.Event()
         self.thread = threading.Thread(
             target=self._run, name="rewards-run-checkpoints", daemon=True
         )
@@ -189,14 +197,22 @@ class _Checkpoints:
     def _run(self) -> None:
         driver = self.connection.connection.dbapi_connection
         assert driver is not None
-        while not self.stopping.wait(CHECKPOINT_EVERY):
+        while not self.stopping.is_set():
+            self.wake.wait(CHECKPOINT_EVERY)
+            self.wake.clear()
+            if self.stopping.is_set():
+                return
             try:
                 driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except Exception:  # only an optimisation: the commits checkpoint anyway
                 log.debug("checkpoint failed", exc_info=True)
 
+    def committed(self) -> None:
+        self.wake.set()
+
     def close(self) -> None:
         self.stopping.set()
+        self.wake.set()
         self.thread.join()
         self.connection.close()
 
@@ -514,6 +530,8 @@ class Worker:
                 with self._write_session() as session:
                     done = work(session)
                     committing = time.perf_counter()
+                if self.checkpoints is not None:
+                    self.checkpoints.committed()
                 self._pending_committed()
                 if self.hooks.timings is not None:
                     self.hooks.timings["commit"] = (
