@@ -461,8 +461,8 @@ class Crash(Exception):
     ("database_url", "crash_in"),
     [
         ("sqlite", "events"),  # the third chunk of events
-        ("sqlite", "aggregates:month"),  # the first chunk of month aggregates
-        ("postgres", "aggregates:month"),
+        ("sqlite", "aggregates"),  # the first chunk of aggregates
+        ("postgres", "aggregates"),
     ],
     indirect=["database_url"],
 )

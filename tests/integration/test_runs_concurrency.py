@@ -191,11 +191,11 @@ def test_a_plan_made_before_a_cancellation_is_made_again(world: World) -> None:
     try:
         worker._event_phase(0)
         with world.database.session(write=False) as session:
-            contacts = worker.reader.pending_contacts(session, 0, "month", "")
-        plan = worker.reader.read_plan(0, "month", "", contacts)
+            contacts = worker.reader.pending_contacts(session, 0, "")
+        plan = worker.reader.read_plan(0, "", contacts)
         assert [a.decision.offer_id for a in plan.awards] == ["month-spend"]  # 240.00
         world.cancel(purchases[0].id)  # 180.00 left: below the range's 200
-        assert worker._write_aggregates(0, "month", "", plan) == person
+        assert worker._write_aggregates(0, "", plan) == person
     finally:
         worker.close()
     assert world.standing("month-spend") == []

@@ -15,11 +15,13 @@ the range are decided by the rules engine on the aggregate fact (see
 :mod:`rewards.services.runs`); the range is applied here first, only so that groups out
 of range never reach the engine.
 
-Reading the contributions is the cost (a purchase's row is on a page of its own): the
-offers of a period kind share one scan (``in_range_groups``), summed here per offer and
-group, and each group keeps its contributions, which become the award's links (written
-by the run from them: a GROUP BY and an ``INSERT ... SELECT`` of the links would read
-every row twice per offer).
+Reading the contributions is the cost (a purchase's row is on a page of its own): every
+offer of every period kind shares one scan of a chunk of contacts (``in_range_groups``),
+summed here per offer and group, and each group keeps its contributions, which become
+the award's links (written by the run from them: a GROUP BY and an ``INSERT ... SELECT``
+of the links would read every row again per offer). The links of standing awards are
+read once per chunk (``_linked``), and loyalty_item_quantity quantities come from the
+purchase's stored details (``_Quantity``), not from a lookup per purchase.
 
 ``aggregate_pending.changed`` counts the cancellations that touched a pending period
 (``repend``, ``touch_pending``): a run that planned a chunk outside its write transaction
@@ -324,22 +326,30 @@ def touch_pending(session: Session, pairs: set[tuple[str, str, int]]) -> None:
         )
 
 
-def _open(period: str, closed_before: int) -> list[ColumnElement[bool]]:
-    return [_pending.c.period == period, _pending.c.period_key < closed_before]
+Closed = dict[str, int]  # period kind -> key of the period holding as_of (current_key)
+
+
+def _open(closed: Closed) -> ColumnElement[bool]:
+    """Pending rows of closed periods, of the kinds in ``closed``."""
+    return or_(
+        *(
+            and_(_pending.c.period == period, _pending.c.period_key < before)
+            for period, before in closed.items()
+        )
+    )
 
 
 def pending_contacts(
     session: Session,
-    period: str,
-    closed_before: int,
+    closed: Closed,
     after: str,
     limit: int,
     partition: ColumnElement[bool] | None = None,
 ) -> list[str]:
-    """Contacts (in id order, after ``after``) with a closed ``period`` still to aggregate."""
+    """Contacts (in id order, after ``after``) with a closed period still to aggregate."""
     query = (
         select(_pending.c.contact_id)
-        .where(*_open(period, closed_before), _pending.c.contact_id > after)
+        .where(_open(closed), _pending.c.contact_id > after)
         .group_by(_pending.c.contact_id)
         .order_by(_pending.c.contact_id)
         .limit(limit)
@@ -349,24 +359,25 @@ def pending_contacts(
     return list(session.scalars(query))
 
 
-def pending_periods(
-    session: Session, period: str, closed_before: int, contacts: Sequence[str]
-) -> dict[tuple[str, int], int]:
-    """The (contact, period key) pairs of these contacts still to aggregate, each with
-    its count of changes (equal counts: nothing cancelled in it since)."""
-    query = select(_pending.c.contact_id, _pending.c.period_key, _pending.c.changed).where(
-        _pending.c.contact_id.in_(contacts), *_open(period, closed_before)
-    )
-    return {(contact, int(key)): int(changed) for contact, key, changed in session.execute(query)}
+Pending = dict[tuple[str, str, int], int]  # (period kind, contact, key) -> changes
 
 
-def clear_pending(
-    session: Session, period: str, closed_before: int, contacts: Sequence[str]
-) -> None:
-    """These contacts' closed periods of this kind are aggregated."""
-    session.execute(
-        _pending.delete().where(_pending.c.contact_id.in_(contacts), *_open(period, closed_before))
+def pending_periods(session: Session, closed: Closed, contacts: Sequence[str]) -> Pending:
+    """The (period kind, contact, period key) of these contacts still to aggregate, each
+    with its count of changes (equal counts: nothing cancelled in it since)."""
+    p = _pending.c
+    query = select(p.period, p.contact_id, p.period_key, p.changed).where(
+        p.contact_id.in_(contacts), _open(closed)
     )
+    return {
+        (period, contact, int(key)): int(changed)
+        for period, contact, key, changed in session.execute(query)
+    }
+
+
+def clear_pending(session: Session, closed: Closed, contacts: Sequence[str]) -> None:
+    """These contacts' closed periods are aggregated."""
+    session.execute(_pending.delete().where(_pending.c.contact_id.in_(contacts), _open(closed)))
 
 
 def pending_partition_column() -> Any:
@@ -390,21 +401,25 @@ class Group:
 
 
 def _scope(
-    period: str, contacts: Sequence[str], keys: tuple[int, int], zone: ZoneInfo
+    contacts: Sequence[str], keys: dict[str, tuple[int, int]], zone: ZoneInfo
 ) -> list[ColumnElement[bool]]:
-    """Posted purchases of the contacts in periods ``keys`` (first, last), driven by the
-    events index on (contact, type, performed_on): the business keys decide, the
-    performed_on bounds (a day wider on each side) only narrow the index range."""
-    since = period_start(period, keys[0], zone) - timedelta(days=1)
-    until = period_end(period, keys[1], zone) + timedelta(days=1)
-    return [
+    """Posted purchases of the contacts in the periods ``keys`` (period kind -> first and
+    last key), driven by the events index on (contact, type, performed_on): the business
+    keys decide, the performed_on bounds (a day wider on each side) only narrow the
+    index range."""
+    since = min(period_start(period, first, zone) for period, (first, _) in keys.items())
+    until = max(period_end(period, last, zone) for period, (_, last) in keys.items())
+    tests = [
         e.c.contact_id.in_(contacts),
         e.c.type == "purchase",
-        e.c.performed_on >= since,
-        e.c.performed_on < until,
+        e.c.performed_on >= since - timedelta(days=1),
+        e.c.performed_on < until + timedelta(days=1),
         e.c.state == "posted",
-        *key_between(period, keys[0], keys[1]),
     ]
+    if len(keys) == 1:
+        ((period, (first, last)),) = keys.items()
+        tests += key_between(period, first, last)
+    return tests
 
 
 def _unlinked(offer: Offer) -> ColumnElement[bool]:
@@ -443,7 +458,7 @@ def _contributions(
         .select_from(e)
         .join(m, m.c.event_number == e.c.number)
         .where(
-            *_scope(period, contacts, keys, zone),
+            *_scope(contacts, {period: keys}, zone),
             _unlinked(offer),
             *contribution_filter(offer, rulesets),
         )
@@ -454,19 +469,20 @@ def _all_contributions(
     offers: Sequence[Offer],
     rulesets: Rulesets,
     contacts: Sequence[str],
-    keys: tuple[int, int],
+    keys: dict[str, tuple[int, int]],
     zone: ZoneInfo,
     with_details: bool,
 ) -> Select[Any]:
-    """The purchases of the contacts in periods ``keys`` with, per offer (all of one
-    period), whether its event-level conditions hold (1 or 0): contact, key, event
-    number, amount, the details as stored (``with_details``: for the quantities of
+    """The purchases of the contacts in the periods ``keys`` with, per offer, whether its
+    event-level conditions hold (1 or 0): contact, business day, week, event number,
+    amount, the details as stored (``with_details``: for the quantities of
     loyalty_item_quantity offers, see ``_Quantity``), then one column per offer.
-    Reading the purchases is the cost, so the offers of a period share one scan."""
-    period = period_of(offers[0])
+    Reading the purchases is the cost, so every offer of every period kind shares one
+    scan."""
     columns: list[Any] = [
         m.c.contact_id,
-        key_column(period),
+        m.c.local_day,
+        m.c.local_week,
         m.c.event_number,
         e.c.amount_cents,
         cast(e.c.details, String) if with_details else literal(None),
@@ -477,7 +493,7 @@ def _all_contributions(
         select(*columns)
         .select_from(e)
         .join(m, m.c.event_number == e.c.number)
-        .where(*_scope(period, contacts, keys, zone))
+        .where(*_scope(contacts, keys, zone))
     )
 
 
@@ -485,28 +501,32 @@ def _linked(
     session: Session,
     offers: Sequence[Offer],
     contacts: Sequence[str],
-    period: str,
-    keys: tuple[int, int],
+    keys: dict[str, tuple[int, int]],
 ) -> dict[str, set[int]]:
     """Per offer: the contacts' purchases linked to a standing award of it that a scan
-    of periods ``keys`` can meet (``_unlinked`` for all of them at once: one index range
-    per contact and offer instead of a lookup per purchase and offer). A purchase links
-    only to the award of its own period, so awards of this period kind outside ``keys``
-    cannot hold one; awards of another kind (the offer's period was edited since) can."""
+    of the periods ``keys`` can meet (``_unlinked`` for all of them at once: one index
+    range per contact and offer instead of a lookup per purchase and offer). A purchase
+    links only to the award of its own period, so awards of the offer's period kind
+    outside its keys cannot hold one; awards of another kind (the offer's period was
+    edited since) can."""
     a, links = _aggregate_awards, _links
-    query = (
-        select(links.c.offer_id, links.c.event_number)
-        .select_from(a)
-        .join(links, links.c.award_id == a.c.award_id)
-        .where(
-            a.c.contact_id.in_(contacts),
-            a.c.offer_id.in_([offer.id for offer in offers]),
-            or_(a.c.period != period, a.c.period_key.between(keys[0], keys[1])),
-        )
-    )
     found: dict[str, set[int]] = {offer.id: set() for offer in offers}
-    for offer_id, number in session.execute(query):
-        found[offer_id].add(int(number))
+    for period, (first, last) in keys.items():
+        mine = [offer.id for offer in offers if period_of(offer) == period]
+        if not mine:
+            continue
+        query = (
+            select(links.c.offer_id, links.c.event_number)
+            .select_from(a)
+            .join(links, links.c.award_id == a.c.award_id)
+            .where(
+                a.c.contact_id.in_(contacts),
+                a.c.offer_id.in_(mine),
+                or_(a.c.period != period, a.c.period_key.between(first, last)),
+            )
+        )
+        for offer_id, number in session.execute(query):
+            found[offer_id].add(int(number))
     return found
 
 
@@ -629,43 +649,56 @@ def in_range_groups(
     session: Session,
     offers: Sequence[Offer],
     rulesets: Rulesets,
-    pending: Collection[tuple[str, int]],
+    pending: Collection[tuple[str, str, int]],
     zone: ZoneInfo,
 ) -> dict[str, list[Group]]:
-    """Per offer (all of one period): the pending (contact, period) groups whose
-    aggregate is in the offer's range, in contact and period order, each with its
+    """Per offer: the pending (period kind, contact, key) groups of its period kind
+    whose aggregate is in the offer's range, in contact and period order, each with its
     contributions (the award's links).
 
-    One scan of the purchases for all the offers, summed here: a GROUP BY per offer and
-    an ``INSERT ... SELECT`` of the links would read the same rows again for each (and
-    reading them is the cost)."""
+    One scan of the purchases for every offer and period kind, summed here: a GROUP BY
+    per offer and an ``INSERT ... SELECT`` of the links would read the same rows again
+    for each (and reading them is the cost)."""
     if not pending or not offers:
         return {offer.id: [] for offer in offers}
-    contacts = sorted({contact for contact, _ in pending})
-    keys = (min(k for _, k in pending), max(k for _, k in pending))
+    contacts = sorted({contact for _, contact, _ in pending})
+    keys: dict[str, tuple[int, int]] = {}
+    for period, _, key in pending:
+        first, last = keys.get(period, (key, key))
+        keys[period] = (min(first, key), max(last, key))
+    scanned = [offer for offer in offers if period_of(offer) in keys]
     quantities = [
         _Quantity(offer) if offer.classification == "loyalty_item_quantity" else None
-        for offer in offers
+        for offer in scanned
     ]
     with_details = any(q is not None for q in quantities)
-    query = _all_contributions(offers, rulesets, contacts, keys, zone, with_details)
-    linked = list(_linked(session, offers, contacts, period_of(offers[0]), keys).values())
-    found: list[dict[tuple[str, int], _Sums]] = [{} for _ in offers]
+    query = _all_contributions(scanned, rulesets, contacts, keys, zone, with_details)
+    linked = list(_linked(session, scanned, contacts, keys).values())
+    # Per offer: its period kind's index in ``kinds`` (the key of a row is computed once
+    # per kind, not per offer).
+    kinds = list(keys)
+    kind_of = [kinds.index(period_of(offer)) for offer in scanned]
+    found: list[dict[tuple[str, int], _Sums]] = [{} for _ in scanned]
     for row in session.execute(query):
-        group = (row[0], int(row[1]))
-        if group not in pending:
-            continue
-        number = int(row[2])
-        amount = int(row[3] or 0)
+        contact = row[0]
+        day, week = int(row[1]), int(row[2])
+        groups = [
+            group if (kind, *group) in pending else None
+            for kind in kinds
+            for group in [(contact, key_of(kind, day, week))]
+        ]
+        number = int(row[3])
+        amount = int(row[4] or 0)
         lines: list[_ProductLine] | None = None
         for j, by_group in enumerate(found):
-            if not row[5 + j] or number in linked[j]:
+            group = groups[kind_of[j]]
+            if group is None or not row[6 + j] or number in linked[j]:
                 continue
             quantity = 0
             measure = quantities[j]
             if measure is not None:
                 if lines is None:
-                    lines = _PRODUCTS.decode(row[4]).products
+                    lines = _PRODUCTS.decode(row[5]).products
                 quantity = measure(lines)
                 if quantity <= 0:
                     continue  # no matching line: the purchase does not count
@@ -676,7 +709,10 @@ def in_range_groups(
             sums.count += 1
             sums.quantity += quantity
             sums.members.append(number)
-    return {offer.id: _in_range_groups(offer, by) for offer, by in zip(offers, found, strict=True)}
+    result: dict[str, list[Group]] = {offer.id: [] for offer in offers}
+    for offer, by_group in zip(scanned, found, strict=True):
+        result[offer.id] = _in_range_groups(offer, by_group)
+    return result
 
 
 def link_rows(offer_id: str, award_id: str, group: Group) -> list[tuple[int, str, str]]:

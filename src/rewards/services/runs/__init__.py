@@ -11,10 +11,12 @@ now) that no run evaluated yet, in ``performed_on`` order, in chunks:
   ``evaluation.awards_in_window``, including the awards made earlier in the same chunk).
   A batch offer never awards an event that an offer of its ``exclusive_group`` already
   awarded;
-- then, period kind after period kind, the period aggregates of the contacts whose
-  closed periods have new purchases (:mod:`rewards.services.aggregates`): each group in
-  range is decided by the engine on the aggregate fact of its latest purchase (segments,
-  max_awards, the range) and awarded once; every contributing purchase gets a link.
+- then, chunk of contacts after chunk of contacts, the period aggregates (every period
+  kind at once, from one scan of their purchases) of the contacts whose closed periods
+  have new purchases (:mod:`rewards.services.aggregates`): each group in range is
+  decided by the engine on the aggregate fact of its latest purchase (segments,
+  max_awards, including the awards made earlier in the same chunk, the range) and
+  awarded once; every contributing purchase gets a link.
 
 Idempotence and crashes. Each chunk is one transaction: its ``evaluated_events`` marks,
 its awards (with their ledger credits) and its progress counters commit together, so a

@@ -77,9 +77,9 @@ class AheadProcess:
         except (EOFError, OSError):
             self.answers.put(None)
 
-    def send(self, kind: str, partition: int, period: str, after: Any, until: Any) -> None:
+    def send(self, kind: str, partition: int, after: Any, until: Any) -> None:
         try:
-            self.connection.send_bytes(_ENCODE((kind, partition, period, after, until)))
+            self.connection.send_bytes(_ENCODE((kind, partition, after, until)))
         except OSError as error:
             raise AheadFailed(f"the read-ahead process is gone ({error})") from None
         self.sent += 1
@@ -146,13 +146,13 @@ def _ahead_main(connection: Any, spec: dict[str, Any]) -> None:
                     return
                 answer = _Answer()
                 try:
-                    kind, partition, period, after, until = _REQUEST.decode(request)
+                    kind, partition, after, until = _REQUEST.decode(request)
                     if kind == "events":
                         cursor = None if until is None else (until[0], until[1])
                         decided = reader.read_events(partition, after, cursor)  # type: ignore[arg-type]
                         answer.decided = None if decided is None else _to_wire(decided)
                     else:
-                        plan = reader.read_plan(partition, period, after, until)  # type: ignore[arg-type]
+                        plan = reader.read_plan(partition, after, until)  # type: ignore[arg-type]
                         answer.plan = _plan_to_wire(plan)
                 except Exception:
                     answer.error = traceback.format_exc()
@@ -167,10 +167,10 @@ def _ahead_main(connection: Any, spec: dict[str, Any]) -> None:
 
 # Between the worker and the read-ahead process: msgpack (msgspec).
 _ENCODE = msgspec.msgpack.Encoder().encode
-# (kind: "events" | "aggregates", partition, period, after, until): events after the
-# cursor ``after`` up to the cursor ``until``; or the contacts ``until`` (after ``after``).
+# (kind: "events" | "aggregates", partition, after, until): events after the cursor
+# ``after`` up to the cursor ``until``; or the contacts ``until`` (after ``after``).
 _Cursor = tuple[datetime, int]
-_REQUEST = msgspec.msgpack.Decoder(tuple[str, int, str, _Cursor | str | None, list[Any] | None])
+_REQUEST = msgspec.msgpack.Decoder(tuple[str, int, _Cursor | str | None, list[Any] | None])
 
 
 class _WireAward(msgspec.Struct, array_like=True):
@@ -211,10 +211,9 @@ class _WireAggregateAward(msgspec.Struct, array_like=True):
 
 
 class _WirePlan(msgspec.Struct, array_like=True):
-    period: str
     after: str
     contacts: list[str]
-    pending: list[tuple[str, int, int]]
+    pending: list[tuple[str, str, int, int]]
     awards: list[_WireAggregateAward]
     groups: int
 
@@ -295,8 +294,10 @@ def _plan_to_wire(plan: Plan) -> _WirePlan:
                 decision=award.decision,
             )
         )
-    pending = [(contact, key, changed) for (contact, key), changed in plan.pending.items()]
-    return _WirePlan(plan.period, plan.after, plan.contacts, pending, awards, plan.groups)
+    pending = [
+        (period, contact, key, changed) for (period, contact, key), changed in plan.pending.items()
+    ]
+    return _WirePlan(plan.after, plan.contacts, pending, awards, plan.groups)
 
 
 def _plan_from_wire(wire: _WirePlan) -> Plan:
@@ -319,8 +320,8 @@ def _plan_from_wire(wire: _WirePlan) -> Plan:
         )
         for a in wire.awards
     ]
-    pending = {(contact, key): changed for contact, key, changed in wire.pending}
-    return Plan(wire.period, wire.after, wire.contacts, pending, awards, wire.groups)
+    pending = {(period, contact, key): changed for period, contact, key, changed in wire.pending}
+    return Plan(wire.after, wire.contacts, pending, awards, wire.groups)
 
 
 IN_FLIGHT = 3  # chunks out at the read-ahead process at a time
@@ -334,7 +335,6 @@ class Job:
 
     after: Any
     until: Any
-    period: str = ""  # the contacts': their period kind
     result: Any = None
     done: bool = False
     remote: bool = False  # out at the read-ahead process
@@ -348,8 +348,8 @@ class SharedChunks:
     third, measured on the 1M bench).
 
     ``bound(frontier)``: events: the next job's ``until`` (the chunk's last event, None
-    for the last chunk); contacts (the frontier is (period, contact)): the next job's
-    (period, after, contacts), None at the end, period kind after period kind.
+    for the last chunk); contacts (the frontier is the last contact planned): the next
+    job's contacts, none at the end.
     ``local(job)``: its result, here. The next job starts where the previous one ends;
     after an open-ended last chunk of events, where its result ends."""
 
@@ -412,14 +412,13 @@ class SharedChunks:
     def _make(self) -> Job | None:
         if self.ended or not self.known:
             return None
-        if self.kind == "aggregates":  # frontier: (period, contact); one kind after another
-            found = self.bound(self.frontier)
-            if found is None:
+        if self.kind == "aggregates":  # frontier: the last contact planned
+            contacts = self.bound(self.frontier)
+            if not contacts:
                 self.ended = True
                 return None
-            period, after, contacts = found
-            job = Job(after, contacts, period)
-            self.frontier = (period, contacts[-1])
+            job = Job(self.frontier, contacts)
+            self.frontier = contacts[-1]
         else:
             until = self.bound(self.frontier)
             job = Job(self.frontier, until)
@@ -437,7 +436,7 @@ class SharedChunks:
                 job = self._make()
             if job is None:
                 return
-            self.ahead.send(self.kind, self.partition, job.period, job.after, job.until)
+            self.ahead.send(self.kind, self.partition, job.after, job.until)
             job.remote = True
             self.sent.append(job)
 
@@ -457,12 +456,6 @@ class SharedChunks:
                 self.ended = True
             else:
                 self.frontier, self.known = result.cursor, True
-
-
-def next_kind(periods: list[str], period: str) -> tuple[str, str] | None:
-    """The frontier at the start of the period kind after ``period`` (None: none)."""
-    index = periods.index(period) + 1
-    return (periods[index], "") if index < len(periods) else None
 
 
 def ahead_spec(

@@ -23,7 +23,11 @@ STALE_AFTER = timedelta(minutes=2)  # no heartbeat for this long: the run's proc
 # quarter less commit time than 2,000 on the 1M bench) for a longer write lock (~0.25 s
 # on that bench, about an aggregate chunk's).
 CHUNK_SIZE = 5000
-CONTACTS_PER_CHUNK = 500  # contacts per chunk (aggregate phase)
+# Contacts per chunk (aggregate phase): one write transaction each, every period kind's
+# groups of the chunk's contacts planned together. A plan holds their awards and links,
+# and up to four are in memory at once (read-ahead): 500 took the 1M bench's peak RSS
+# from about 490 to 595 MB.
+CONTACTS_PER_CHUNK = 250
 
 # SQLite: the page cache (KiB) of the worker's write connection and of the read-ahead
 # process's connections. 50 MB: the 1M bench runs as fast as with 100 MB (128.9 s against
@@ -123,7 +127,7 @@ class ChunkDone:
 
     run_id: str
     partition: int
-    phase: str  # "events" or "aggregates:<period>"
+    phase: str  # "events" or "aggregates"
     chunk: int  # chunks done by this worker, this one included
     events: int
     awards: int

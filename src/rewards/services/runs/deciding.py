@@ -110,12 +110,11 @@ Mark = tuple[int, str, str, int, int, int, int]
 
 @dataclass
 class Plan:
-    """What a chunk of contacts earns from the period aggregates of one period kind."""
+    """What a chunk of contacts earns from the period aggregates (of every period kind)."""
 
-    period: str
     after: str  # the contacts come after this one
     contacts: list[str]
-    pending: dict[tuple[str, int], int]  # what it was decided on (pending_periods)
+    pending: aggregates.Pending  # what it was decided on (pending_periods)
     awards: list[NewAward]
     groups: int  # groups in range (awarded or not)
 
@@ -241,7 +240,7 @@ class Reader:
         self.text_times = database.write_engine.dialect.name == "sqlite"
         self.event_columns = event_columns(self.text_times)
         self.queries: dict[int, EventQueries] = {}
-        self.scopes: dict[tuple[int, str], tuple[int, Any, list[Offer]]] = {}
+        self.scopes: dict[int, tuple[aggregates.Closed, Any]] = {}
         self.segment_cache: dict[str, list[str]] = {}
 
     def _time(self, name: str) -> Timer:
@@ -404,43 +403,44 @@ class Reader:
 
     # -- the aggregate phase --
 
-    def aggregate_scope(self, partition: int, period: str) -> tuple[int, Any, list[Offer]]:
-        """(closed_before, the partition's filter of pending rows, the period's offers),
-        built once."""
-        found = self.scopes.get((partition, period))
+    def aggregate_scope(self, partition: int) -> tuple[aggregates.Closed, Any]:
+        """(per period kind in use: the key of the period holding as_of, the partition's
+        filter of pending rows), built once."""
+        found = self.scopes.get(partition)
         if found is None:
-            closed_before = aggregates.current_key(period, self.run.as_of, self.zone)
+            closed = {
+                period: aggregates.current_key(period, self.run.as_of, self.zone)
+                for period in aggregates.periods_in_use(self.rulesets)
+            }
             mine = partition_filter(
                 aggregates.pending_partition_column(), self.run.partitions, partition
             )
-            offers = [o for o in self.aggregate_offers if aggregates.period_of(o) == period]
-            found = self.scopes[(partition, period)] = (closed_before, mine, offers)
+            found = self.scopes[partition] = (closed, mine)
         return found
 
-    def pending_contacts(
-        self, session: Session, partition: int, period: str, after: str
-    ) -> list[str]:
+    def pending_contacts(self, session: Session, partition: int, after: str) -> list[str]:
         """The next chunk of contacts (after ``after``) with closed periods to aggregate."""
-        closed_before, mine, _ = self.aggregate_scope(partition, period)
+        closed, mine = self.aggregate_scope(partition)
         with self._time("aggregate groups"):
             return aggregates.pending_contacts(
-                session, period, closed_before, after, self.contacts_per_chunk, mine
+                session, closed, after, self.contacts_per_chunk, mine
             )
 
-    def read_plan(self, partition: int, period: str, after: str, contacts: list[str]) -> Plan:
+    def read_plan(self, partition: int, after: str, contacts: list[str]) -> Plan:
         """``plan_aggregates`` outside any write transaction."""
         with self.database.session(write=False) as session:
-            return self.plan_aggregates(session, partition, period, after, contacts)
+            return self.plan_aggregates(session, partition, after, contacts)
 
     def plan_aggregates(
-        self, session: Session, partition: int, period: str, after: str, contacts: list[str]
+        self, session: Session, partition: int, after: str, contacts: list[str]
     ) -> Plan:
-        """The awards the contacts' pending closed periods earn: each group in range is
-        decided by the engine on the aggregate fact of its latest purchase not used by a
-        reversed award of the offer (reads only)."""
-        closed_before, _, offers = self.aggregate_scope(partition, period)
+        """The awards the contacts' pending closed periods (of every kind) earn: each
+        group in range is decided by the engine on the aggregate fact of its latest
+        purchase not used by a reversed award of the offer (reads only)."""
+        closed, _ = self.aggregate_scope(partition)
+        offers = self.aggregate_offers
         with self._time("aggregate groups"):
-            pending = aggregates.pending_periods(session, period, closed_before, contacts)
+            pending = aggregates.pending_periods(session, closed, contacts)
             by_offer = aggregates.in_range_groups(
                 session, offers, self.rulesets, pending, self.zone
             )
@@ -463,7 +463,7 @@ class Reader:
                         "of this offer (reversed since); none is left to carry a new one",
                         offer.id,
                         group.contact_id,
-                        period,
+                        aggregates.period_of(offer),
                         group.key,
                     )
                     continue
@@ -484,13 +484,13 @@ class Reader:
                     quantity=Decimal(group.quantity_milli) / 1000,
                 ),
                 group=group,
-                period=period,
+                period=aggregates.period_of(offer),
             )
             for offer, group, carrier in planned
         ]
         segments = self.segments(session, contacts)
         awards = self.decide(session, items, segments, self.aggregate_windows)
-        return Plan(period, after, contacts, pending, awards, len(planned) + skipped)
+        return Plan(after, contacts, pending, awards, len(planned) + skipped)
 
     # -- facts and decisions (both phases) --
 

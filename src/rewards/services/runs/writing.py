@@ -35,7 +35,6 @@ from rewards.services.runs.ahead import (
     AheadProcess,
     SharedChunks,
     ahead_spec,
-    next_kind,
     reads_ahead,
 )
 from rewards.services.runs.common import (
@@ -266,7 +265,7 @@ class Worker:
         # The end of the last chunk written from the read-ahead process: where reading in
         # the worker goes on if that process fails.
         self._resume_after: tuple[datetime, int] | None = None
-        self._resume_contact = (0, "")  # the same in the aggregate phase: (period kind, contact)
+        self._resume_contact = ""  # the same in the aggregate phase: the last contact written
 
     def _time(self, name: str) -> Timer:
         return Timer(self.hooks.timings, name)
@@ -720,11 +719,10 @@ class Worker:
             log.info("evaluation run %s: could not ANALYZE evaluated_events", self.run.id)
 
     def _aggregate_phase(self, partition: int) -> None:
-        """Chunk after chunk of contacts (``contacts_per_chunk``, in id order), period kind
-        after period kind, each in one write transaction; a big run's are planned in the
-        read-ahead process meanwhile (the next kind's while this one's are written:
-        different offers and pending rows)."""
-        self._resume_contact = (0, "")
+        """Chunk after chunk of contacts (``contacts_per_chunk``, in id order; every period
+        kind at once: one scan of their purchases), each in one write transaction; a big
+        run's are planned in the read-ahead process meanwhile."""
+        self._resume_contact = ""
         ahead = self._ahead_process()
         if ahead is not None:
             try:
@@ -733,36 +731,25 @@ class Worker:
             except AheadFailed as error:
                 log.warning("evaluation run %s: %s; reading in the worker", self.run.id, error)
                 self._stop_ahead()
-        first, after = self._resume_contact
-        for index in range(first, len(self.periods)):
-            period = self.periods[index]
-            while (last := self._write_aggregates(partition, period, after, None)) is not None:
-                self._check_stop()
-                after = last
-            after = ""
+        after = self._resume_contact
+        while (last := self._write_aggregates(partition, after, None)) is not None:
+            self._check_stop()
+            after = last
 
     def _aggregates_read_ahead(self, partition: int, ahead: AheadProcess) -> None:
-        reader, periods = self.reader, self.periods
+        reader = self.reader
 
-        def contacts(frontier: tuple[str, str] | None) -> tuple[str, str, list[str]] | None:
-            if frontier is None:
-                return None
-            period, after = frontier
+        def contacts(after: str) -> list[str]:
             with self.database.session(write=False) as session:
-                for kind in periods[periods.index(period) :]:
-                    found = reader.pending_contacts(session, partition, kind, after)
-                    if found:
-                        return kind, after, found
-                    after = ""
-            return None
+                return reader.pending_contacts(session, partition, after)
 
         shared = SharedChunks(
             ahead,
             "aggregates",
             partition,
-            (periods[0], ""),
+            "",
             contacts,
-            lambda job: reader.read_plan(partition, job.period, job.after, job.until),
+            lambda job: reader.read_plan(partition, job.after, job.until),
         )
         while True:
             self._check_stop()
@@ -772,17 +759,14 @@ class Worker:
                 return
             plan = job.result
             shared.pop()
-            last = self._write_aggregates(partition, plan.period, plan.after, plan)
-            if last is None:  # none left of this kind after all: the next kind
-                shared.restart(next_kind(periods, plan.period))
-                continue
+            last = self._write_aggregates(partition, plan.after, plan)
+            if last is None:  # none left after all
+                return
             if last != plan.contacts[-1]:  # planned again here, ended elsewhere
-                shared.restart((plan.period, last))
-            self._resume_contact = (periods.index(plan.period), last)
+                shared.restart(last)
+            self._resume_contact = last
 
-    def _write_aggregates(
-        self, partition: int, period: str, after: str, plan: Plan | None
-    ) -> str | None:
+    def _write_aggregates(self, partition: int, after: str, plan: Plan | None) -> str | None:
         """The chunk of contacts after ``after`` in one write transaction (their rows
         locked on PostgreSQL: cancellations of their purchases wait). ``plan``: planned
         by the read-ahead process; written if the contacts and their pending periods are
@@ -792,7 +776,7 @@ class Worker:
         last: list[str] = []
 
         def work(session: Session) -> ChunkDone | None:
-            contacts = reader.pending_contacts(session, partition, period, after)
+            contacts = reader.pending_contacts(session, partition, after)
             if not contacts:
                 return None
             last[:] = contacts[-1:]
@@ -800,20 +784,20 @@ class Worker:
             self._lock_contacts(session, contacts)
             chosen = plan
             if chosen is not None:
-                closed_before, _, _ = reader.aggregate_scope(partition, period)
+                closed, _ = reader.aggregate_scope(partition)
                 with self._time("aggregate groups"):
-                    pending = aggregates.pending_periods(session, period, closed_before, contacts)
+                    pending = aggregates.pending_periods(session, closed, contacts)
                 if chosen.contacts != contacts or chosen.pending != pending:
                     chosen = None
             if chosen is None:
-                chosen = reader.plan_aggregates(session, partition, period, after, contacts)
-            return self._write_plan(session, partition, period, chosen)
+                chosen = reader.plan_aggregates(session, partition, after, contacts)
+            return self._write_plan(session, partition, chosen)
 
         return last[0] if self._transaction(work) is not None else None
 
-    def _write_plan(self, session: Session, partition: int, period: str, plan: Plan) -> ChunkDone:
+    def _write_plan(self, session: Session, partition: int, plan: Plan) -> ChunkDone:
         """A chunk's aggregate awards with their links; its pending periods are done."""
-        closed_before, _, _ = self.reader.aggregate_scope(partition, period)
+        closed, _ = self.reader.aggregate_scope(partition)
         with self._time("aggregate persist"):
             written = self._persist(session, plan.awards)
             links = []
@@ -821,7 +805,5 @@ class Worker:
                 assert award.group is not None
                 links += aggregates.link_rows(award.decision.offer_id, award_id, award.group)
             self.inserts.links.run(session, links)
-            aggregates.clear_pending(session, period, closed_before, plan.contacts)
-        return self._record(
-            session, partition, f"aggregates:{period}", 0, written, groups=plan.groups
-        )
+            aggregates.clear_pending(session, closed, plan.contacts)
+        return self._record(session, partition, "aggregates", 0, written, groups=plan.groups)
