@@ -86,17 +86,21 @@ def day_int(day: date) -> int:
     return day.year * 10000 + day.month * 100 + day.day
 
 
+_DAY_FIELDS: dict[date, tuple[int, int, int]] = {}  # a run marks many events per day
+
+
 def local_fields(moment: datetime, zone: ZoneInfo) -> tuple[int, int, int, int]:
     """(YYYYMMDD, Monday of the week as YYYYMMDD, weekday 0 = Monday, minute of the day)."""
     local = moment.astimezone(zone)
     day = local.date()
-    weekday = day.weekday()
-    return (
-        day_int(day),
-        day_int(day - timedelta(days=weekday)),
-        weekday,
-        local.hour * 60 + local.minute,
-    )
+    fields = _DAY_FIELDS.get(day)
+    if fields is None:
+        weekday = day.weekday()
+        fields = (day_int(day), day_int(day - timedelta(days=weekday)), weekday)
+        if len(_DAY_FIELDS) >= 100_000:
+            _DAY_FIELDS.clear()
+        _DAY_FIELDS[day] = fields
+    return (*fields, local.hour * 60 + local.minute)
 
 
 def key_of(period: str, local_day: int, local_week: int) -> int:
