@@ -438,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
             f"data: {args.events:,} purchases over {args.contacts:,} contacts in "
             f"{time.perf_counter() - began:.0f} s ({database.write_engine.dialect.name})"
         )
+        # The data just written or copied is still being flushed to disk by the kernel:
+        # the run's first checkpoint would wait for all of it (fsync of the database file).
+        database.dispose()
+        os.sync()
         parent, child = multiprocessing.get_context("spawn").Pipe()
         process = multiprocessing.get_context("spawn").Process(
             target=measured_run, args=(child, url, args), name="rewards-bench-run"

@@ -558,13 +558,22 @@ class _Quantity:
             (globs.to_regex(product.sku).fullmatch, _limits(product.amount))
             for product in offer.conditions.products or []
         ]
-        self.by_sku: dict[str, list[tuple[int | None, int | None]]] = {}  # SKUs repeat
+        # SKU -> whether its lines count: True (whatever their amount), False, or the
+        # amount limits of the products it matches. SKUs repeat.
+        self.by_sku: dict[str, bool | list[tuple[int | None, int | None]]] = {}
 
-    def _limits_of(self, sku: str) -> list[tuple[int | None, int | None]]:
-        """The amount limits of the products whose glob the SKU matches."""
+    def _rule(self, sku: str) -> bool | list[tuple[int | None, int | None]]:
         found = self.by_sku.get(sku)
         if found is None:
-            found = [limits for matches, limits in self.products if matches(sku) is not None]
+            if not self.products:
+                found = True
+            else:
+                limits = [limits for matches, limits in self.products if matches(sku) is not None]
+                found = (
+                    True
+                    if any(low is None and high is None for low, high in limits)
+                    else (limits or False)
+                )
             if len(self.by_sku) >= 10_000:
                 self.by_sku.clear()
             self.by_sku[sku] = found
@@ -573,12 +582,13 @@ class _Quantity:
     def __call__(self, lines: list[_ProductLine]) -> int:
         total = 0
         for line in lines:
-            if self.products and not any(
-                (low is None and high is None)
-                or _amount_within(_line_cents(line.total_amount), low, high)
-                for low, high in self._limits_of(line.sku)
-            ):
+            rule = self._rule(line.sku)
+            if rule is False:
                 continue
+            if rule is not True:
+                cents = _line_cents(line.total_amount)
+                if not any(_amount_within(cents, low, high) for low, high in rule):
+                    continue
             total += _milli(line.quantity)
         return total
 
@@ -683,36 +693,38 @@ def in_range_groups(
     kinds = list(keys)
     kind_of = [kinds.index(period_of(offer)) for offer in scanned]
     found: list[dict[tuple[str, int], _Sums]] = [{} for _ in scanned]
-    for row in session.execute(query):
-        contact = row[0]
-        day, week = int(row[1]), int(row[2])
-        groups = [
-            group if (kind, *group) in pending else None
-            for kind in kinds
-            for group in [(contact, key_of(kind, day, week))]
-        ]
-        number = int(row[3])
-        amount = int(row[4] or 0)
-        lines: list[_ProductLine] | None = None
-        for j, by_group in enumerate(found):
-            group = groups[kind_of[j]]
-            if group is None or not row[6 + j] or number in linked[j]:
-                continue
-            quantity = 0
-            measure = quantities[j]
-            if measure is not None:
-                if lines is None:
-                    lines = _PRODUCTS.decode(row[5]).products
-                quantity = measure(lines)
-                if quantity <= 0:
-                    continue  # no matching line: the purchase does not count
-            sums = by_group.get(group)
-            if sums is None:
-                sums = by_group[group] = _Sums()
-            sums.total += amount
-            sums.count += 1
-            sums.quantity += quantity
-            sums.members.append(number)
+    offer_columns = list(enumerate(zip(found, kind_of, linked, quantities, strict=True), 6))
+    result_rows = session.execute(query)
+    for rows in result_rows.partitions(2000):  # fetchmany: less per row than iterating
+        for row in rows:
+            contact = row[0]
+            day, week = row[1], row[2]
+            groups = [
+                group if (kind, *group) in pending else None
+                for kind in kinds
+                for group in ((contact, key_of(kind, day, week)),)
+            ]
+            number = row[3]
+            amount = row[4] or 0
+            lines: list[_ProductLine] | None = None
+            for column, (by_group, kind, taken, measure) in offer_columns:
+                group = groups[kind]
+                if group is None or not row[column] or number in taken:
+                    continue
+                quantity = 0
+                if measure is not None:
+                    if lines is None:
+                        lines = _PRODUCTS.decode(row[5]).products
+                    quantity = measure(lines)
+                    if quantity <= 0:
+                        continue  # no matching line: the purchase does not count
+                sums = by_group.get(group)
+                if sums is None:
+                    sums = by_group[group] = _Sums()
+                sums.total += amount
+                sums.count += 1
+                sums.quantity += quantity
+                sums.members.append(number)
     result: dict[str, list[Group]] = {offer.id: [] for offer in offers}
     for offer, by_group in zip(scanned, found, strict=True):
         result[offer.id] = _in_range_groups(offer, by_group)
