@@ -163,12 +163,13 @@ class Award(SQLModel, table=True):
 
     __tablename__ = "awards"
     __table_args__ = (
-        UniqueConstraint("offer_id", "event_id", "beneficiary", name="uq_awards_offer_event"),
+        # Leads with the event: it also serves the lookups of an event's awards.
+        UniqueConstraint("event_id", "offer_id", "beneficiary", name="uq_awards_offer_event"),
         Index("ix_awards_contact_offer_performed", "contact_id", "offer_id", "performed_on"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
-    event_id: str = Field(foreign_key="events.id", index=True, max_length=36)
+    event_id: str = Field(foreign_key="events.id", max_length=36)
     offer_id: str = Field(max_length=100)
     offer_name: str = Field(max_length=200)
     classification: str = Field(max_length=50)
