@@ -719,7 +719,7 @@ class Worker:
                     pending.add((contact_id, period, aggregates.key_of(period, day, week)))
         self.inserts.marks.run(session, rows)
         # Not ``pending -= written``: that walks all of ``written`` (up to PENDING_MEMORY
-        # pairs) for every chunk, a third of the worker's time in the per-event phase.
+        # pairs) for every chunk; this walks the chunk's own pairs.
         written = self.pending_written
         pending = {pair for pair in pending if pair not in written}
         aggregates.mark_pending(session, pending)
