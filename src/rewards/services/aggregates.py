@@ -48,8 +48,6 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
-    func,
     literal,
     or_,
     select,
@@ -59,7 +57,7 @@ from sqlalchemy.sql import Select
 from sqlmodel import Session
 
 from rewards.db.run_tables import AggregateAward, AggregateLink, AggregatePending, EvaluatedEvent
-from rewards.db.tables import Event, EventLine
+from rewards.db.tables import Event
 from rewards.domain.money import to_cents
 from rewards.engine import globs
 from rewards.engine.loader import Rulesets
@@ -74,7 +72,6 @@ _MEASURE = {
 
 m = EvaluatedEvent.__table__.alias("m")  # type: ignore[attr-defined]
 e = Event.__table__.alias("e")  # type: ignore[attr-defined]
-_lines = EventLine.__table__.alias("l")  # type: ignore[attr-defined]
 _links = AggregateLink.__table__  # type: ignore[attr-defined]
 _aggregate_awards = AggregateAward.__table__  # type: ignore[attr-defined]
 
@@ -118,18 +115,6 @@ def current_key(period: str, as_of: datetime, zone: ZoneInfo) -> int:
     """Key of the period holding ``as_of``: the periods with a smaller key are closed."""
     day, week, _, _ = local_fields(as_of, zone)
     return key_of(period, day, week)
-
-
-def key_column(period: str, columns: Any = None) -> ColumnElement[int]:
-    """The period key of ``evaluated_events`` rows (``columns``: a table's ``.c``, default ``m``)."""
-    c = m.c if columns is None else columns
-    if period == "day":
-        return c.local_day  # type: ignore[no-any-return]
-    if period == "week":
-        return c.local_week  # type: ignore[no-any-return]
-    if period == "month":
-        return c.local_day // 100  # type: ignore[no-any-return]
-    return c.local_day // 10000  # type: ignore[no-any-return]
 
 
 def key_between(
@@ -249,28 +234,6 @@ def contribution_filter(offer: Offer, rulesets: Rulesets) -> list[ColumnElement[
         if windows:
             tests.append(or_(*windows))
     return tests
-
-
-def _sku_matches(session: Session, glob: str) -> ColumnElement[bool]:
-    if session.get_bind().dialect.name == "sqlite":
-        return _lines.c.sku.op("GLOB")(glob)  # SQLite's GLOB is our glob syntax, case-sensitive
-    return _lines.c.sku.op("~")(f"^(?:{globs.to_regex(glob).pattern})$")
-
-
-def matching_quantity(session: Session, offer: Offer) -> ColumnElement[int]:
-    """Quantity (thousandths) of the event's lines matching the offer's products."""
-    alternatives = []
-    for product in offer.conditions.products or []:
-        parts = [_sku_matches(session, product.sku)]
-        if product.amount is not None:
-            parts += _in_range(_lines.c.total_cents, product.amount)
-        alternatives.append(and_(*parts))
-    matched = or_(*alternatives) if alternatives else literal(True)
-    return (
-        select(func.coalesce(func.sum(_lines.c.quantity_milli), 0))
-        .where(_lines.c.event_id == e.c.id, matched)
-        .scalar_subquery()
-    )
 
 
 # ---- pending work ---------------------------------------------------------------------
@@ -426,49 +389,6 @@ def _scope(
     return tests
 
 
-def _unlinked(offer: Offer) -> ColumnElement[bool]:
-    """The purchase is not linked to a standing award of the offer."""
-    return ~exists(
-        select(literal(1))
-        .where(_links.c.event_number == m.c.event_number, _links.c.offer_id == offer.id)
-        .offset(0)  # a lookup per row, not a hash of every link
-    )
-
-
-def _contributions(
-    session: Session,
-    offer: Offer,
-    rulesets: Rulesets,
-    contacts: Sequence[str],
-    keys: tuple[int, int],
-    zone: ZoneInfo,
-) -> Select[Any]:
-    """One row per contribution of the contacts in periods ``keys`` (first, last):
-    contact, key, event number, amount, quantity."""
-    period = period_of(offer)
-    quantity = (
-        matching_quantity(session, offer)
-        if offer.classification == "loyalty_item_quantity"
-        else literal(0)
-    )
-    return (
-        select(
-            m.c.contact_id.label("contact_id"),
-            key_column(period).label("k"),
-            m.c.event_number.label("event_number"),
-            e.c.amount_cents.label("amount_cents"),
-            quantity.label("q"),
-        )
-        .select_from(e)
-        .join(m, m.c.event_number == e.c.number)
-        .where(
-            *_scope(contacts, {period: keys}, zone),
-            _unlinked(offer),
-            *contribution_filter(offer, rulesets),
-        )
-    )
-
-
 def _all_contributions(
     offers: Sequence[Offer],
     rulesets: Rulesets,
@@ -508,8 +428,8 @@ def _linked(
     keys: dict[str, tuple[int, int]],
 ) -> dict[str, set[int]]:
     """Per offer: the contacts' purchases linked to a standing award of it that a scan
-    of the periods ``keys`` can meet (``_unlinked`` for all of them at once: one index
-    range per contact and offer instead of a lookup per purchase and offer). A purchase
+    of the periods ``keys`` can meet, read once per chunk (one index range per contact
+    and offer instead of a lookup per purchase and offer). A purchase
     links only to the award of its own period, so awards of the offer's period kind
     outside its keys cannot hold one; awards of another kind (the offer's period was
     edited since) can."""
@@ -548,10 +468,10 @@ _PRODUCTS = msgspec.json.Decoder(_Products)
 
 
 class _Quantity:
-    """``matching_quantity`` from the purchase's stored details (the same lines as its
-    ``event_lines``, written together on intake) instead of a lookup of its lines per
-    purchase (which cost as much as the rest of the scan): the quantity in thousandths
-    of the lines matching one of the offer's products (SKU glob, line amount range)."""
+    """A purchase's quantity in thousandths of the lines matching one of the offer's
+    products (SKU glob, line amount range), from its stored details (the same lines as
+    its ``event_lines``, written together on intake): a lookup of its lines per purchase
+    cost as much as the rest of the scan."""
 
     def __init__(self, offer: Offer) -> None:
         self.products = [
@@ -756,26 +676,10 @@ def reversed_events(session: Session, offer: Offer, contacts: Sequence[str]) -> 
     return {int(n) for n in session.scalars(query)}
 
 
-def latest_free(
-    session: Session,
-    offer: Offer,
-    rulesets: Rulesets,
-    group: Group,
-    taken: set[int],
-    zone: ZoneInfo,
-) -> int | None:
+def latest_free(group: Group, taken: set[int]) -> int | None:
     """The most recently recorded contribution of the group that did not carry an award
     of the offer before (None: every one did)."""
-    rows = _contributions(
-        session, offer, rulesets, [group.contact_id], (group.key, group.key), zone
-    ).subquery("c")
-    query = select(rows.c.event_number).order_by(rows.c.event_number.desc())
-    if offer.classification == "loyalty_item_quantity":
-        query = query.where(rows.c.q > 0)
-    for number in session.scalars(query):
-        if int(number) not in taken:
-            return int(number)
-    return None
+    return next((number for number in reversed(group.members) if number not in taken), None)
 
 
 def totals(group: Group) -> tuple[Decimal, int, Decimal]:

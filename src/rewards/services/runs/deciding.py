@@ -458,9 +458,7 @@ class Reader:
             for group in groups:
                 carrier: int | None = group.latest
                 if carrier in taken:  # it carried an award of this offer that was reversed
-                    carrier = aggregates.latest_free(
-                        session, offer, self.rulesets, group, taken, self.zone
-                    )
+                    carrier = aggregates.latest_free(group, taken)
                 if carrier is None:
                     skipped += 1
                     log.warning(
