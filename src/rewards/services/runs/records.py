@@ -35,7 +35,7 @@ EVENT_COLUMNS = (
 
 def event_columns(text_times: bool) -> tuple[Any, ...]:
     """``EVENT_COLUMNS``; with ``text_times`` (SQLite) performed_on as its stored text,
-    UTC (parsed by ``_utc_text``)."""
+    UTC (parsed by ``utc_text``)."""
     if not text_times:
         return EVENT_COLUMNS
     return (*EVENT_COLUMNS[:5], type_coerce(_E.performed_on, String), *EVENT_COLUMNS[6:])
@@ -96,21 +96,26 @@ def read_records(
     session: Session, query: Any, text_times: bool = False, params: dict[str, Any] | None = None
 ) -> list[EventRecord]:
     """``text_times``: ``performed_on`` comes as SQLite's text (``event_columns``),
-    parsed here: SQLAlchemy's own DATETIME parsing costs more than the rest of the row."""
+    parsed here: SQLAlchemy's own DATETIME parsing costs more than the rest of the row.
+    Rows are fetched all at once (iterating a result fetches them one by one, which
+    cost as much as reading them)."""
+    rows = session.execute(query, params).fetchall()
     if text_times:
         return [
-            EventRecord(n, i, t, c, cls, _utc_text(p), u, bool(ev), d)
-            for n, i, t, c, cls, p, u, ev, d in session.execute(query, params)
+            EventRecord(n, i, t, c, cls, utc_text(p), u, bool(ev), d)
+            for n, i, t, c, cls, p, u, ev, d in rows
         ]
     return [
-        EventRecord(n, i, t, c, cls, p, u, bool(ev), d)
-        for n, i, t, c, cls, p, u, ev, d in session.execute(query, params)
+        EventRecord(n, i, t, c, cls, p, u, bool(ev), d) for n, i, t, c, cls, p, u, ev, d in rows
     ]
 
 
-def _utc_text(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def utc_text(text: str) -> datetime:
+    """A UTC moment as SQLite stores it (``UTCDateTime``: ISO 8601 without a zone)."""
+    if len(text) > 19 and text[-6] in "+-":  # carries its own offset (not ours, but valid)
+        return datetime.fromisoformat(text).astimezone(UTC)
+    # fromisoformat of the zoned text: a fifth of fromisoformat(text).replace(tzinfo=UTC)
+    return datetime.fromisoformat(text + "+00:00")
 
 
 # ---- purchase facts straight from the stored details ------------------------------------
