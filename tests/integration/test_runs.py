@@ -345,6 +345,37 @@ def test_run_award_ids_are_time_ordered_uuids(world: World) -> None:
     assert all(uuid.UUID(i).version == 7 and str(uuid.UUID(i)) == i for i in ids)
 
 
+def test_a_run_leaves_no_row_without_its_parent_and_gives_foreign_keys_back(
+    world: World,
+) -> None:
+    """SQLite: the run's write connection does not look up the parents of the rows it
+    inserts (``Worker._connection``). Every row it wrote (marks, awards, ledger entries,
+    aggregate awards and links) still has its parents, also with a cancellation between
+    two runs, and the connection goes back to the pool enforcing foreign keys again."""
+    march = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
+    people = [world.contact() for _ in range(3)]
+    for person in people:
+        world.event("achievement", person, classification="5-star-service")
+        for day in range(3):  # 300.00 in March: the month-spend aggregate
+            world.purchase(person, march + timedelta(days=day), "amount-1", [("TV", "1", "100")])
+    world.run()
+    cancelled = world.purchase(people[0], march, "amount-1", [("TV", "1", "100")])
+    world.run()
+    world.cancel(cancelled.id)
+    assert {offer for offer, _, _ in world.standing()} >= {"five-star-service", "month-spend"}
+
+    run = EvaluationRun(id="x", as_of=T0, ruleset_version="v")
+    worker = Worker(world.database, world.runtime, run, "check", 10, 10, runs.RunHooks())
+    driver = worker._connection().connection.dbapi_connection
+    assert driver is not None
+    assert driver.execute("PRAGMA foreign_keys").fetchone()[0] == 0
+    worker.close()
+    assert driver.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    with world.database.session(write=False) as session:
+        orphans = session.connection().exec_driver_sql("PRAGMA foreign_key_check").all()
+    assert orphans == []
+
+
 def test_window_counts_agree_with_awards_in_window(world: World) -> None:
     """The run counts max_awards windows per chunk; intake's awards_in_window per event:
     both must count the same awards."""

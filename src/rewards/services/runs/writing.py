@@ -480,11 +480,12 @@ class Worker:
     def _connection(self) -> Connection:
         """The worker's own write connection, held until ``close``. SQLite: its page cache
         is ``CACHE_KIB`` instead of ~2 MB (a run's inserts land all over big indexes; re-reading
-        their pages was a third of a chunk's writing), and its commits leave the WAL to
+        their pages was a third of a chunk's writing), its commits leave the WAL to
         a checkpointing thread (``_Checkpoints``) until it holds ``WAL_PAGES`` pages
-        (checkpointing in the commits was the biggest cost of a chunk); the settings are
-        put back before the connection returns to the pool, so requests' connections
-        keep the defaults."""
+        (checkpointing in the commits was the biggest cost of a chunk), and it does not
+        look up the parents of the rows it inserts (see below); the settings are put
+        back before the connection returns to the pool, so requests' connections keep
+        the defaults."""
         if self.connection is None:
             connection = self.database.write_engine.connect()
             if not self.postgres:
@@ -492,11 +493,23 @@ class Worker:
                 assert driver is not None
                 self.restore = [
                     (name, driver.execute(f"PRAGMA {name}").fetchone()[0])
-                    for name in ("cache_size", "wal_autocheckpoint", "journal_size_limit")
+                    for name in (
+                        "cache_size",
+                        "wal_autocheckpoint",
+                        "journal_size_limit",
+                        "foreign_keys",
+                    )
                 ]
                 driver.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 driver.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
                 driver.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+                # Every row a run writes references rows nothing ever deletes (events,
+                # contacts, wallets) or rows of its own transaction (awards): the
+                # per-row lookups of foreign key enforcement (a random page of the
+                # events' id index per award) cost about a tenth of a run's writing and
+                # can find nothing. Tests check the whole database with
+                # ``PRAGMA foreign_key_check`` after runs; PostgreSQL enforces them.
+                driver.execute("PRAGMA foreign_keys=OFF")
                 self.checkpoints = _Checkpoints(self.database)
             self.connection = connection
         return self.connection
