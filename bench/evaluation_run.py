@@ -7,7 +7,8 @@
 Generates N purchases (default 1,000,000) over --contacts contacts (default 10,000),
 spread over the last --days days (default 365) in time order, 1 to 5 lines each
 (coffee, pastries, sandwiches, beans, groceries...), random units, cards and segments,
-none evaluated on intake. Data goes in with bulk SQL inserts (not through HTTP) into a
+none evaluated on intake, with time-ordered ids as intake makes them (UUID v7,
+``rewards.db.ids``). Data goes in with bulk SQL inserts (not through HTTP) into a
 fresh SQLite file (default) or a fresh schema of the PostgreSQL database given by
 --database. Then one evaluation run with the shipped rulesets (20+ offers; every offer
 applies to these never-evaluated purchases, plus the three period aggregates), timed.
@@ -155,6 +156,7 @@ def database_url(args: argparse.Namespace, workdir: Path) -> tuple[str, str | No
 
 
 def generate(database, args: argparse.Namespace) -> None:
+    from rewards.db.ids import TimeOrderedIds
     from rewards.db.tables import Contact, Event, EventLine, Wallet
 
     rng = random.Random(args.seed)
@@ -193,10 +195,14 @@ def generate(database, args: argparse.Namespace) -> None:
     start = now - timedelta(days=args.days)
     step = (args.days * 86400 - 3600) / args.events
     batch = 20_000
+    # Event ids as intake makes them: time-ordered (UUID v7, rewards.db.ids), here stamped
+    # with the moment each purchase was recorded (its performed_on, as at a till).
+    event_ids = TimeOrderedIds(random=rng.getrandbits)
     for offset in range(0, args.events, batch):
         events, lines = [], []
         for i in range(offset, min(offset + batch, args.events)):
-            event_id = str(uuid.uuid4())
+            performed = start + timedelta(seconds=i * step + rng.uniform(0, step))
+            event_id = event_ids.next(performed)
             products = []
             for line_no in range(rng.randint(1, 5)):
                 sku, net, vat = rng.choices(SKUS, WEIGHTS)[0]
@@ -236,7 +242,6 @@ def generate(database, args: argparse.Namespace) -> None:
             card = rng.choice(CARDS)
             if card is not None:
                 details["payment_medium"] = {"brand": card[0], "type": card[1]}
-            performed = start + timedelta(seconds=i * step + rng.uniform(0, step))
             events.append(
                 {
                     "id": event_id,

@@ -8,7 +8,6 @@ unique (offer, event, beneficiary) constraint makes a second award impossible.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -18,6 +17,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, insert, select
 from sqlmodel import Session
 
+from rewards.db.ids import time_ordered_id
 from rewards.db.tables import Award, Contact, Event, Wallet
 from rewards.db.types import utcnow
 from rewards.domain.money import to_cents
@@ -165,7 +165,7 @@ def persist_award(
     if wallet_id is None:
         wallet_id = wallet_id_of(session, contact_id)
     amount = to_cents(decision.amount)
-    award_id = str(uuid.uuid4())
+    award_id = time_ordered_id()
     entry = post_entry(
         session,
         wallet_id=wallet_id,

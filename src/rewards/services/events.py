@@ -4,7 +4,6 @@ evaluation seam, and cancellation. One call = one event, inside the caller's tra
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -18,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from rewards.db.ids import time_ordered_id
 from rewards.db.tables import (
     Contact,
     Event,
@@ -538,7 +538,7 @@ def record_event(session: Session, runtime: Runtime, event_type: str, body: Even
     definition = runtime.rulesets.definition
     process_immediately = body.process_immediately or event_type in definition.immediate_event_types
     event = Event(
-        id=str(uuid.uuid4()),
+        id=time_ordered_id(),  # UUID v7: indexes keyed by event id append
         type=event_type,
         contact_id=draft.contact.id,
         classification=body.classification,

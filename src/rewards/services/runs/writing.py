@@ -4,7 +4,6 @@ pending periods, links), re-checking what the decisions depended on."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import defaultdict
@@ -19,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from rewards.db.database import Database, committing
+from rewards.db.ids import TimeOrderedIds
 from rewards.db.run_tables import (
     AggregateAward,
     AggregateLink,
@@ -150,25 +150,6 @@ class _Inserts:
         self.links = _Insert(dialect, AggregateLink.__table__, _LINK_COLUMNS)  # type: ignore[attr-defined]
 
 
-class _AwardIds:
-    """Award ids for a run: time-ordered UUIDs (version 7, RFC 9562: 48 bits of Unix
-    milliseconds, a 12-bit sequence, 62 random bits), increasing within a worker. Random
-    (version 4) ids put every award, ledger entry and link insert at a random place of
-    the indexes on award ids, and a run writes hundreds of thousands of them; in time
-    order they append. Like any UUID they are opaque to everything else."""
-
-    def __init__(self) -> None:
-        self.last = 0  # (milliseconds << 12) | sequence of the last id
-
-    def next(self) -> str:
-        now = time.time_ns() // 1_000_000 << 12
-        self.last = now if now > self.last else self.last + 1
-        random = int.from_bytes(os.urandom(8)) >> 2
-        value = (self.last >> 12) << 80 | 0x7 << 76 | (self.last & 0xFFF) << 64 | 1 << 63 | random
-        text = f"{value:032x}"
-        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
 CHECKPOINT_EVERY = 1.0  # seconds between the checkpointing thread's checkpoints
 # WAL pages (~160 MB) past which the checkpointing thread waits for the readers to move
 # on and has the WAL start again (RESTART), instead of letting it grow.
@@ -267,7 +248,7 @@ class Worker:
             .values(balance_cents=_W.balance_cents + bindparam("delta"))
         )
         self.chunks = 0
-        self.award_ids = _AwardIds()
+        self.award_ids = TimeOrderedIds()  # increasing: the indexes on award ids append
         self.connection: Connection | None = None  # see _connection
         self.restore: list[tuple[str, int]] = []
         self.checkpoints: _Checkpoints | None = None
