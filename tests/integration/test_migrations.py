@@ -1,17 +1,23 @@
-"""The Alembic migrations build exactly the tables the code declares, and 0005 carries
-the pending aggregate periods of an existing database over."""
+"""The Alembic migrations build exactly the tables the code declares, 0005 carries the
+pending aggregate periods of an existing database over, and 0007 re-keys them (and back)."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import create_engine, inspect, text
 
 from rewards.db.database import Database
-from rewards.db.migrate import current_revision, head_revision, upgrade
+from rewards.db.migrate import MIGRATIONS, current_revision, head_revision, upgrade
 from rewards.db.tables import metadata
-from tests.conftest import BOTH
+from tests.conftest import BOTH, POSTGRES_URL
 
 
 @pytest.mark.parametrize("database_url", BOTH, indirect=True)
@@ -60,3 +66,76 @@ def test_0005_turns_pending_bits_into_pending_periods(tmp_path) -> None:
         assert "pending" not in columns
     finally:
         database.dispose()
+
+
+@pytest.fixture(params=BOTH)
+def empty_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database]:
+    """A database without any table (SQLite file, or a fresh PostgreSQL schema)."""
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'old.db'}")
+        yield database
+        database.dispose()
+        return
+    if not POSTGRES_URL:
+        if os.environ.get("REWARDS_REQUIRE_POSTGRES"):
+            pytest.fail("REWARDS_REQUIRE_POSTGRES is set but REWARDS_TEST_POSTGRES_URL is not")
+        pytest.skip("REWARDS_TEST_POSTGRES_URL not set")
+    schema = f"rewards_migration_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    database = Database(f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}")
+    try:
+        yield database
+    finally:
+        database.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _downgrade(database: Database, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with database.write_engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def _pending(database: Database) -> tuple[list[str], list[tuple[str, str, int, int]]]:
+    """(primary key columns, rows) of aggregate_pending."""
+    key = inspect(database.write_engine).get_pk_constraint("aggregate_pending")
+    with database.write_engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT contact_id, period, period_key, changed FROM aggregate_pending ORDER BY 1, 2"
+            )
+        ).all()
+    return list(key["constrained_columns"]), [tuple(row) for row in rows]
+
+
+def test_0007_keys_pending_periods_by_period_and_keeps_them(empty_database: Database) -> None:
+    database = empty_database
+    upgrade(database.write_engine, "0006")
+    rows = [("c1", "month", 202603, 2), ("c1", "week", 20260302, 0), ("c2", "month", 202603, 0)]
+    with database.write_engine.begin() as connection:
+        for row in rows:
+            connection.execute(
+                text(
+                    "INSERT INTO aggregate_pending (contact_id, period, period_key, changed)"
+                    " VALUES (:c, :p, :k, :n)"
+                ),
+                dict(zip("cpkn", row, strict=True)),
+            )
+    assert _pending(database) == (["contact_id", "period", "period_key"], rows)
+
+    upgrade(database.write_engine)
+    assert _pending(database) == (["period", "period_key", "contact_id"], rows)
+    indexes = inspect(database.write_engine).get_indexes("aggregate_awards")
+    assert "ix_aggregate_awards_reversed" in {index["name"] for index in indexes}
+
+    _downgrade(database, "0006")  # and back, rows kept
+    assert _pending(database) == (["contact_id", "period", "period_key"], rows)
+    indexes = inspect(database.write_engine).get_indexes("aggregate_awards")
+    assert "ix_aggregate_awards_reversed" not in {index["name"] for index in indexes}

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from rewards.db.run_tables import AggregateAward, AggregateLink, AggregatePending
 from rewards.db.tables import Award, Event
+from rewards.services import aggregates
 from tests.conftest import BOTH
 from tests.integration.test_runs import RUN_RULESETS, World
 
@@ -25,6 +26,16 @@ MARCH = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
 @pytest.fixture
 def rulesets_dir() -> Path:
     return RUN_RULESETS
+
+
+@pytest.fixture(autouse=True, params=["by contact", "in time order"])
+def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with both ways of reading a period's purchases (the contacts' index, or
+    the whole period in time order: aggregates.TIME_SCAN_CONTACTS)."""
+    monkeypatch.setattr(
+        aggregates, "TIME_SCAN_CONTACTS", 10**9 if request.param == "by contact" else 0
+    )
+    return str(request.param)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from rewards.db.run_tables import AggregateLink, EvaluationRun, RunPartition
 from rewards.db.tables import Award, Event, WalletTransaction
-from rewards.services import runs
+from rewards.services import aggregates, runs
 from rewards.services.runs import ahead
 from rewards.services.runs.writing import Worker
 from tests.conftest import BOTH
@@ -29,6 +29,15 @@ from tests.integration.test_runs import RUN_RULESETS, T0, World
 @pytest.fixture
 def rulesets_dir() -> Path:
     return RUN_RULESETS
+
+
+@pytest.fixture(autouse=True, params=["by contact", "in time order"])
+def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of reading a period's purchases (aggregates.TIME_SCAN_CONTACTS)."""
+    monkeypatch.setattr(
+        aggregates, "TIME_SCAN_CONTACTS", 10**9 if request.param == "by contact" else 0
+    )
+    return str(request.param)
 
 
 @pytest.fixture
@@ -191,11 +200,15 @@ def test_a_plan_made_before_a_cancellation_is_made_again(world: World) -> None:
     try:
         worker._event_phase(0)
         with world.database.session(write=False) as session:
-            contacts = worker.reader.pending_contacts(session, 0, "")
-        plan = worker.reader.read_plan(0, "", contacts)
+            ((period, key),) = [
+                pair for pair in worker.reader.aggregate_keys(session, 0) if pair[0] == "month"
+            ]
+            piece = worker.reader.next_slice(session, 0, period, key, "", 100)
+        assert piece is not None and piece.last == person
+        plan = worker.reader.read_plan(0, piece)
         assert [a.decision.offer_id for a in plan.awards] == ["month-spend"]  # 240.00
         world.cancel(purchases[0].id)  # 180.00 left: below the range's 200
-        assert worker._write_aggregates(0, "", plan) == person
+        worker._write_plan(0, plan)
     finally:
         worker.close()
     assert world.standing("month-spend") == []

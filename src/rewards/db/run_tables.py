@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, SmallInteger
+from sqlalchemy import BigInteger, Column, Index, PrimaryKeyConstraint, SmallInteger, text
 from sqlmodel import Field, SQLModel
 
 from rewards.db.types import BigIntPK, UTCDateTime, utcnow
@@ -88,9 +88,12 @@ class AggregatePending(SQLModel, table=True):
     """A contact's calendar period the aggregate offers still have to look at: a purchase
     in it was evaluated, or an aggregate award over it was reversed. ``changed`` counts
     the cancellations that touched it while pending: a run that decided the period
-    outside its write transaction writes only if the count did not move."""
+    outside its write transaction writes only if the count did not move. Keyed by the
+    period first (migration 0007): a run aggregates one period at a time, for all its
+    contacts, and marks the periods of its purchases in time order."""
 
     __tablename__ = "aggregate_pending"
+    __table_args__ = (PrimaryKeyConstraint("period", "period_key", "contact_id"),)
 
     contact_id: str = Field(primary_key=True, max_length=36)
     period: str = Field(primary_key=True, max_length=8)  # day | week | month | year
@@ -102,6 +105,14 @@ class AggregateAward(SQLModel, table=True):
     __tablename__ = "aggregate_awards"
     __table_args__ = (
         Index("ix_aggregate_awards_contact_offer", "contact_id", "offer_id", "period_key"),
+        # The few reversed ones, by offer: carriers a new award of the offer cannot use.
+        Index(
+            "ix_aggregate_awards_reversed",
+            "offer_id",
+            "contact_id",
+            sqlite_where=text("reversed_at IS NOT NULL"),
+            postgresql_where=text("reversed_at IS NOT NULL"),
+        ),
     )
 
     award_id: str = Field(primary_key=True, foreign_key="awards.id", max_length=36)

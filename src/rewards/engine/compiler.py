@@ -91,7 +91,7 @@ import msgspec
 
 from rewards.domain.money import to_cents
 from rewards.engine import globs
-from rewards.engine.facts import EventFacts
+from rewards.engine.facts import EventFacts, PeriodTotals
 from rewards.engine.model import (
     AGGREGATE_CLASSIFICATIONS,
     CLASSIFICATION_EVENT_TYPES,
@@ -760,13 +760,20 @@ def build_fact(
         fact["act"] = _text(facts.action)
         fact["web"] = _text(facts.website)
     if aggregates:
-        for offer_id, n in compiled.aggregates.items():
-            totals = facts.period_totals.get(offer_id)
-            fact[f"ap{n}"] = 0 if totals is None else 1
-            fact[f"at{n}"] = 0 if totals is None else _cents(totals.total_amount)
-            fact[f"ac{n}"] = 0 if totals is None else int(totals.count) * 100
-            fact[f"aq{n}"] = 0 if totals is None else _cents(totals.quantity)
+        add_period_totals(compiled, fact, facts.period_totals)
     return fact
+
+
+def add_period_totals(
+    compiled: CompiledRulesets, fact: dict[str, Any], period_totals: dict[str, PeriodTotals]
+) -> None:
+    """The aggregate offers' fields of ``fact`` (``build_fact(..., aggregates=True)``)."""
+    for offer_id, n in compiled.aggregates.items():
+        totals = period_totals.get(offer_id)
+        fact[f"ap{n}"] = 0 if totals is None else 1
+        fact[f"at{n}"] = 0 if totals is None else _cents(totals.total_amount)
+        fact[f"ac{n}"] = 0 if totals is None else int(totals.count) * 100
+        fact[f"aq{n}"] = 0 if totals is None else _cents(totals.quantity)
 
 
 def prepare(
@@ -787,16 +794,20 @@ def prepare_fact(
     *,
     aggregates: bool = False,
     per_event: bool = True,
+    only: str | None = None,
 ) -> PreparedEvent:
     """``prepare`` of a fact already built (``build_fact``, ``purchase_fact``).
 
     ``aggregates``: the aggregate rulesets too (the fact has the period totals);
-    ``per_event=False``: only those (a caller that decides nothing but period aggregates).
+    ``per_event=False``: only those (a caller that decides nothing but period aggregates);
+    ``only``: only that ruleset of them (the one of the single offer the fact has period
+    totals for: the other aggregate offers' rules need theirs, so cannot match).
     """
     event_type = fact["et"]
     rulesets = compiled.event_rulesets.get(event_type, []) if per_event else []
     if aggregates:
-        rulesets = rulesets + compiled.aggregate_rulesets.get(event_type, [])
+        found = compiled.aggregate_rulesets.get(event_type, [])
+        rulesets = rulesets + (found if only is None else [n for n in found if n == only])
     if len(fact) + compiled.max_params <= MAX_FACT_FIELDS:
         whole = _encode(fact).decode()  # usual case: one JSON for every ruleset (cheapest)
         payloads = [(name, compiled.payload(name, whole)) for name in rulesets]

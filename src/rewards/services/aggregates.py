@@ -15,13 +15,17 @@ the range are decided by the rules engine on the aggregate fact (see
 :mod:`rewards.services.runs`); the range is applied here first, only so that groups out
 of range never reach the engine.
 
-Reading the contributions is the cost (a purchase's row is on a page of its own): every
-offer of every period kind shares one scan of a chunk of contacts (``in_range_groups``),
-summed here per offer and group, and each group keeps its contributions, which become
-the award's links (written by the run from them: a GROUP BY and an ``INSERT ... SELECT``
-of the links would read every row again per offer). The links of standing awards are
-read once per chunk (``_linked``), and loyalty_item_quantity quantities come from the
-purchase's stored details (``_Quantity``), not from a lookup per purchase.
+Reading the contributions is the cost. A run aggregates one closed period at a time
+(``Slice``: a period and a range of the contacts that have it pending) and reads the
+period's purchases once for every offer of its kind (``in_range_groups``): in time order
+through the ``performed_on`` index (consecutive pages) for a slice of many contacts,
+through the contacts' index (a random page per purchase, but only theirs) for a few
+(``TIME_SCAN_CONTACTS``). They are summed here per offer and contact, and each group
+keeps its contributions, which become the award's links (written by the run from them:
+a GROUP BY and an ``INSERT ... SELECT`` of the links would read every row again per
+offer). Which of the purchases read are linked already is looked up by ranges of event
+numbers (``_linked``), and loyalty_item_quantity quantities come from the purchase's
+stored details (``_Quantity``), not from a lookup per purchase.
 
 ``aggregate_pending.changed`` counts the cancellations that touched a pending period
 (``repend``, ``touch_pending``): a run that planned a chunk outside its write transaction
@@ -48,6 +52,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    func,
     literal,
     or_,
     select,
@@ -264,7 +269,7 @@ def mark_pending(session: Session, pairs: set[tuple[str, str, int]]) -> None:
 
 def repend(session: Session, pairs: set[tuple[str, str, int]]) -> None:
     """``mark_pending`` after a cancellation: the pairs already pending count one more
-    change (see ``pending_periods``)."""
+    change (see ``pending_of``)."""
     if not pairs:
         return
     rows = sorted(pairs)
@@ -296,55 +301,110 @@ def touch_pending(session: Session, pairs: set[tuple[str, str, int]]) -> None:
 Closed = dict[str, int]  # period kind -> key of the period holding as_of (current_key)
 
 
-def _open(closed: Closed) -> ColumnElement[bool]:
-    """Pending rows of closed periods, of the kinds in ``closed``."""
-    return or_(
-        *(
-            and_(_pending.c.period == period, _pending.c.period_key < before)
-            for period, before in closed.items()
+@dataclass(frozen=True)
+class Slice:
+    """A chunk of the aggregate phase: one closed period (``period`` kind, ``key``) of the
+    contacts after ``after`` up to ``last`` (in id order) that have it pending."""
+
+    period: str
+    key: int
+    after: str
+    last: str
+
+
+def pending_keys(
+    session: Session, closed: Closed, zone: ZoneInfo, partition: ColumnElement[bool] | None = None
+) -> list[tuple[str, int]]:
+    """The closed (period kind, key) pairs with pending contacts, in the order the periods
+    start (periods of one offer in time order: max_awards windows count the earlier
+    ones)."""
+    p = _pending.c
+    found: list[tuple[str, int]] = []
+    for period, before in closed.items():
+        query = (
+            select(p.period_key)
+            .where(p.period == period, p.period_key < before)
+            .group_by(p.period_key)
         )
-    )
+        if partition is not None:
+            query = query.where(partition)
+        found += [(period, int(key)) for key in session.scalars(query)]
+    return sorted(found, key=lambda pair: (period_start(pair[0], pair[1], zone), pair[0]))
 
 
-def pending_contacts(
+def next_slice(
     session: Session,
-    closed: Closed,
+    period: str,
+    key: int,
     after: str,
     limit: int,
     partition: ColumnElement[bool] | None = None,
-) -> list[str]:
-    """Contacts (in id order, after ``after``) with a closed period still to aggregate."""
+) -> Slice | None:
+    """The next ``limit`` contacts after ``after`` with (period, key) pending (None: no
+    contact is left)."""
+    p = _pending.c
     query = (
-        select(_pending.c.contact_id)
-        .where(_open(closed), _pending.c.contact_id > after)
-        .group_by(_pending.c.contact_id)
-        .order_by(_pending.c.contact_id)
-        .limit(limit)
+        select(p.contact_id)
+        .where(p.period == period, p.period_key == key, p.contact_id > after)
+        .order_by(p.contact_id)
+        .offset(limit - 1)
+        .limit(1)
+    )
+    first = select(p.contact_id).where(
+        p.period == period, p.period_key == key, p.contact_id > after
     )
     if partition is not None:
         query = query.where(partition)
-    return list(session.scalars(query))
+        first = first.where(partition)
+    last = session.scalar(query)
+    if last is None:  # fewer than ``limit`` left: up to the last one
+        last = session.scalar(first.order_by(p.contact_id.desc()).limit(1))
+        if last is None:
+            return None
+    return Slice(period, key, after, last)
 
 
-Pending = dict[tuple[str, str, int], int]  # (period kind, contact, key) -> changes
+Pending = dict[str, int]  # contact -> changes (equal counts: nothing cancelled since)
 
 
-def pending_periods(session: Session, closed: Closed, contacts: Sequence[str]) -> Pending:
-    """The (period kind, contact, period key) of these contacts still to aggregate, each
-    with its count of changes (equal counts: nothing cancelled in it since)."""
+def _in_slice(piece: Slice, partition: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
     p = _pending.c
-    query = select(p.period, p.contact_id, p.period_key, p.changed).where(
-        p.contact_id.in_(contacts), _open(closed)
+    tests = [
+        p.period == piece.period,
+        p.period_key == piece.key,
+        p.contact_id > piece.after,
+        p.contact_id <= piece.last,
+    ]
+    return tests if partition is None else [*tests, partition]
+
+
+def pending_of(
+    session: Session, piece: Slice, partition: ColumnElement[bool] | None = None
+) -> Pending:
+    """The contacts of the slice with its period pending, each with its count of changes."""
+    p = _pending.c
+    rows = session.execute(select(p.contact_id, p.changed).where(*_in_slice(piece, partition)))
+    return {contact: int(changed) for contact, changed in rows.fetchall()}
+
+
+def pending_summary(
+    session: Session, piece: Slice, partition: ColumnElement[bool] | None = None
+) -> tuple[int, int]:
+    """(rows, sum of their changes) of the slice's pending rows: equal to a ``pending_of``
+    taken earlier when no row was added or changed since (only the run deletes rows)."""
+    p = _pending.c
+    query = select(func.count(), func.coalesce(func.sum(p.changed), 0)).where(
+        *_in_slice(piece, partition)
     )
-    return {
-        (period, contact, int(key)): int(changed)
-        for period, contact, key, changed in session.execute(query)
-    }
+    rows, changes = session.execute(query).one()
+    return int(rows), int(changes)
 
 
-def clear_pending(session: Session, closed: Closed, contacts: Sequence[str]) -> None:
-    """These contacts' closed periods are aggregated."""
-    session.execute(_pending.delete().where(_pending.c.contact_id.in_(contacts), _open(closed)))
+def clear_pending(
+    session: Session, piece: Slice, partition: ColumnElement[bool] | None = None
+) -> None:
+    """The slice's period is aggregated for its contacts."""
+    session.execute(_pending.delete().where(*_in_slice(piece, partition)))
 
 
 def pending_partition_column() -> Any:
@@ -367,42 +427,27 @@ class Group:
     members: tuple[int, ...] = ()  # numbers of every contribution (the award's links)
 
 
-def _scope(
-    contacts: Sequence[str], keys: dict[str, tuple[int, int]], zone: ZoneInfo
-) -> list[ColumnElement[bool]]:
-    """Posted purchases of the contacts in the periods ``keys`` (period kind -> first and
-    last key), driven by the events index on (contact, type, performed_on): the business
-    keys decide, the performed_on bounds (a day wider on each side) only narrow the
-    index range."""
-    since = min(period_start(period, first, zone) for period, (first, _) in keys.items())
-    until = max(period_end(period, last, zone) for period, (_, last) in keys.items())
-    tests = [
-        e.c.contact_id.in_(contacts),
-        e.c.type == "purchase",
-        e.c.performed_on >= since - timedelta(days=1),
-        e.c.performed_on < until + timedelta(days=1),
-        e.c.state == "posted",
-    ]
-    if len(keys) == 1:
-        ((period, (first, last)),) = keys.items()
-        tests += key_between(period, first, last)
-    return tests
+# A slice of at least this many contacts reads every purchase of its period in time order
+# (the events' performed_on index: consecutive pages, a few microseconds per purchase)
+# and keeps its contacts' ones; a smaller slice reads its contacts' purchases through the
+# (contact, type, performed_on) index: a random page per purchase, several times the
+# cost of a purchase read in time order, but only those of its contacts.
+TIME_SCAN_CONTACTS = 200
 
 
-def _all_contributions(
+def _contributions(
     offers: Sequence[Offer],
     rulesets: Rulesets,
-    contacts: Sequence[str],
-    keys: dict[str, tuple[int, int]],
+    piece: Slice,
+    contacts: Collection[str],
     zone: ZoneInfo,
     with_details: bool,
 ) -> Select[Any]:
-    """The purchases of the contacts in the periods ``keys`` with, per offer, whether its
-    event-level conditions hold (1 or 0): contact, business day, week, event number,
-    amount, the details as stored (``with_details``: for the quantities of
-    loyalty_item_quantity offers, see ``_Quantity``), then one column per offer.
-    Reading the purchases is the cost, so every offer of every period kind shares one
-    scan."""
+    """The posted purchases in the slice's period with, per offer, whether its event-level
+    conditions hold (1 or 0): contact, business day, week, event number, amount, the
+    details as stored (``with_details``: for the quantities of loyalty_item_quantity
+    offers, see ``_Quantity``), then one column per offer. The business keys decide; the
+    performed_on bounds (a day wider on each side) only narrow the index range."""
     columns: list[Any] = [
         m.c.contact_id,
         m.c.local_day,
@@ -413,44 +458,73 @@ def _all_contributions(
     ]
     for offer in offers:
         columns.append(case((and_(true(), *contribution_filter(offer, rulesets)), 1), else_=0))
-    return (
-        select(*columns)
-        .select_from(e)
-        .join(m, m.c.event_number == e.c.number)
-        .where(*_scope(contacts, keys, zone))
+    tests = [
+        e.c.performed_on >= period_start(piece.period, piece.key, zone) - timedelta(days=1),
+        e.c.performed_on < period_end(piece.period, piece.key, zone) + timedelta(days=1),
+        e.c.state == "posted",
+        *key_between(piece.period, piece.key, piece.key),
+    ]
+    query = select(*columns).select_from(e).join(m, m.c.event_number == e.c.number)
+    if len(contacts) < TIME_SCAN_CONTACTS:
+        return query.where(e.c.contact_id.in_(sorted(contacts)), e.c.type == "purchase", *tests)
+    # Through the performed_on index: the type is tested as an expression no index
+    # serves, and the slice's contacts (a range of ids) on the mark, so that neither
+    # index of the event's type or contact competes (SQLite's planner has no statistics
+    # and would take the type's).
+    return query.where(
+        func.coalesce(e.c.type, "") == "purchase",
+        *tests,
+        m.c.contact_id > piece.after,
+        m.c.contact_id <= piece.last,
     )
 
 
-def _linked(
-    session: Session,
-    offers: Sequence[Offer],
-    contacts: Sequence[str],
-    keys: dict[str, tuple[int, int]],
-) -> dict[str, set[int]]:
-    """Per offer: the contacts' purchases linked to a standing award of it that a scan
-    of the periods ``keys`` can meet, read once per chunk (one index range per contact
-    and offer instead of a lookup per purchase and offer). A purchase
-    links only to the award of its own period, so awards of the offer's period kind
-    outside its keys cannot hold one; awards of another kind (the offer's period was
-    edited since) can."""
-    a, links = _aggregate_awards, _links
-    found: dict[str, set[int]] = {offer.id: set() for offer in offers}
-    for period, (first, last) in keys.items():
-        mine = [offer.id for offer in offers if period_of(offer) == period]
-        if not mine:
+# Linked purchases are looked up by ranges of event numbers where the purchases read are
+# this dense (in time order, a period's purchases are mostly consecutive numbers), else
+# by lists of numbers.
+_RANGE_GAP = 64
+_RANGE_MIN = 32
+
+
+def _linked(session: Session, offer_ids: Sequence[str], numbers: list[int]) -> dict[str, set[int]]:
+    """Per offer: which of these purchases (sorted numbers) are linked to a standing award
+    of it (links are deleted when their award is reversed): a purchase counts once
+    towards an offer, whatever period its award was for (the offer's period may have
+    been edited since)."""
+    links = _links.c
+    found: dict[str, set[int]] = {offer_id: set() for offer_id in offer_ids}
+    if not numbers or not offer_ids:
+        return found
+    wanted = set(numbers)
+    ranges: list[tuple[int, int]] = []
+    scattered: list[int] = []
+    run = [numbers[0]]
+    for number in [*numbers[1:], None]:
+        if number is not None and number - run[-1] <= _RANGE_GAP:
+            run.append(number)
             continue
-        query = (
-            select(links.c.offer_id, links.c.event_number)
-            .select_from(a)
-            .join(links, links.c.award_id == a.c.award_id)
-            .where(
-                a.c.contact_id.in_(contacts),
-                a.c.offer_id.in_(mine),
-                or_(a.c.period != period, a.c.period_key.between(first, last)),
-            )
+        if len(run) >= _RANGE_MIN:
+            ranges.append((run[0], run[-1]))
+        else:
+            scattered += run
+        if number is not None:
+            run = [number]
+    queries = [
+        select(links.event_number, links.offer_id).where(
+            links.event_number.between(low, high), links.offer_id.in_(offer_ids)
         )
-        for offer_id, number in session.execute(query):
-            found[offer_id].add(int(number))
+        for low, high in ranges
+    ] + [
+        select(links.event_number, links.offer_id).where(
+            links.event_number.in_(scattered[start : start + 1000]),
+            links.offer_id.in_(offer_ids),
+        )
+        for start in range(0, len(scattered), 1000)
+    ]
+    for query in queries:
+        for number, offer_id in session.execute(query).fetchall():
+            if number in wanted:
+                found[offer_id].add(int(number))
     return found
 
 
@@ -556,11 +630,11 @@ def _measure(offer: Offer) -> Callable[[_Sums], int]:
     return lambda sums: (sums.quantity + 5) // 10  # hundredths, half-up from thousandths
 
 
-def _in_range_groups(offer: Offer, found: dict[tuple[str, int], _Sums]) -> list[Group]:
+def _in_range_groups(offer: Offer, key: int, found: dict[str, _Sums]) -> list[Group]:
     low, high = _limits(getattr(offer.conditions, _MEASURE[offer.classification]))
     measure = _measure(offer)
     groups = []
-    for (contact, key), sums in sorted(found.items()):
+    for contact, sums in sorted(found.items()):
         value = measure(sums)
         if (low is not None and value < low) or (high is not None and value > high):
             continue
@@ -583,53 +657,45 @@ def in_range_groups(
     session: Session,
     offers: Sequence[Offer],
     rulesets: Rulesets,
-    pending: Collection[tuple[str, str, int]],
+    piece: Slice,
+    contacts: Collection[str],
     zone: ZoneInfo,
 ) -> dict[str, list[Group]]:
-    """Per offer: the pending (period kind, contact, key) groups of its period kind
-    whose aggregate is in the offer's range, in contact and period order, each with its
-    contributions (the award's links).
+    """Per offer (of the slice's period kind): the groups of these contacts (the slice's
+    pending ones) whose aggregate is in the offer's range, in contact order, each with
+    its contributions (the award's links).
 
-    One scan of the purchases for every offer and period kind, summed here: a GROUP BY
-    per offer and an ``INSERT ... SELECT`` of the links would read the same rows again
-    for each (and reading them is the cost)."""
-    if not pending or not offers:
-        return {offer.id: [] for offer in offers}
-    contacts = sorted({contact for _, contact, _ in pending})
-    keys: dict[str, tuple[int, int]] = {}
-    for period, _, key in pending:
-        first, last = keys.get(period, (key, key))
-        keys[period] = (min(first, key), max(last, key))
-    scanned = [offer for offer in offers if period_of(offer) in keys]
+    One read of the purchases for every offer, summed here in batches: a GROUP BY per
+    offer and an ``INSERT ... SELECT`` of the links would read the same rows again for
+    each (and reading them is the cost)."""
+    result: dict[str, list[Group]] = {offer.id: [] for offer in offers}
+    if not contacts or not offers:
+        return result
+    wanted = contacts if isinstance(contacts, set | frozenset) else set(contacts)
     quantities = [
         _Quantity(offer) if offer.classification == "loyalty_item_quantity" else None
-        for offer in scanned
+        for offer in offers
     ]
     with_details = any(q is not None for q in quantities)
-    query = _all_contributions(scanned, rulesets, contacts, keys, zone, with_details)
-    linked = list(_linked(session, scanned, contacts, keys).values())
-    # Per offer: its period kind's index in ``kinds`` (the key of a row is computed once
-    # per kind, not per offer).
-    kinds = list(keys)
-    kind_of = [kinds.index(period_of(offer)) for offer in scanned]
-    found: list[dict[tuple[str, int], _Sums]] = [{} for _ in scanned]
-    offer_columns = list(enumerate(zip(found, kind_of, linked, quantities, strict=True), 6))
-    result_rows = session.execute(query)
-    for rows in result_rows.partitions(2000):  # fetchmany: less per row than iterating
+    query = _contributions(offers, rulesets, piece, wanted, zone, with_details)
+    offer_ids = [offer.id for offer in offers]
+    found: list[dict[str, _Sums]] = [{} for _ in offers]
+    for batch in session.execute(query).partitions(5000):
+        # The query's business-day bounds are the period's own: only the contact is left
+        # to test (a read in time order meets every contact's purchases).
+        rows = [row for row in batch if row[0] in wanted]
+        if not rows:
+            continue
+        linked = _linked(session, offer_ids, sorted(row[3] for row in rows))
+        offer_columns = list(
+            enumerate(zip(found, (linked[i] for i in offer_ids), quantities, strict=True), 6)
+        )
         for row in rows:
-            contact = row[0]
-            day, week = row[1], row[2]
-            groups = [
-                group if (kind, *group) in pending else None
-                for kind in kinds
-                for group in ((contact, key_of(kind, day, week)),)
-            ]
-            number = row[3]
+            contact, number = row[0], row[3]
             amount = row[4] or 0
             lines: list[_ProductLine] | None = None
-            for column, (by_group, kind, taken, measure) in offer_columns:
-                group = groups[kind]
-                if group is None or not row[column] or number in taken:
+            for column, (by_contact, taken, measure) in offer_columns:
+                if not row[column] or number in taken:
                     continue
                 quantity = 0
                 if measure is not None:
@@ -638,16 +704,15 @@ def in_range_groups(
                     quantity = measure(lines)
                     if quantity <= 0:
                         continue  # no matching line: the purchase does not count
-                sums = by_group.get(group)
+                sums = by_contact.get(contact)
                 if sums is None:
-                    sums = by_group[group] = _Sums()
+                    sums = by_contact[contact] = _Sums()
                 sums.total += amount
                 sums.count += 1
                 sums.quantity += quantity
                 sums.members.append(number)
-    result: dict[str, list[Group]] = {offer.id: [] for offer in offers}
-    for offer, by_group in zip(scanned, found, strict=True):
-        result[offer.id] = _in_range_groups(offer, by_group)
+    for offer, by_contact in zip(offers, found, strict=True):
+        result[offer.id] = _in_range_groups(offer, piece.key, by_contact)
     return result
 
 
@@ -656,21 +721,24 @@ def link_rows(offer_id: str, award_id: str, group: Group) -> list[tuple[int, str
     return [(number, offer_id, award_id) for number in group.members]
 
 
-def reversed_events(session: Session, offer: Offer, contacts: Sequence[str]) -> set[int]:
-    """Event numbers of these contacts that carried an award of the offer that has been
-    reversed since (awards are unique per (offer, event): they cannot carry another)."""
+def reversed_events(session: Session, offer: Offer, piece: Slice) -> set[int]:
+    """Event numbers of the slice's contacts that carried an award of the offer that has
+    been reversed since (awards are unique per (offer, event): they cannot carry
+    another), found through the partial index of reversed aggregate awards."""
     from rewards.db.tables import Award
 
     awards = Award.__table__  # type: ignore[attr-defined]
+    a = _aggregate_awards.c
     query = (
         select(e.c.number)
         .select_from(_aggregate_awards)
-        .join(awards, awards.c.id == _aggregate_awards.c.award_id)
+        .join(awards, awards.c.id == a.award_id)
         .join(e, e.c.id == awards.c.event_id)
         .where(
-            _aggregate_awards.c.offer_id == offer.id,
-            _aggregate_awards.c.contact_id.in_(contacts),
-            _aggregate_awards.c.reversed_at.is_not(None),
+            a.offer_id == offer.id,
+            a.reversed_at.is_not(None),
+            a.contact_id > piece.after,
+            a.contact_id <= piece.last,
         )
     )
     return {int(n) for n in session.scalars(query)}
@@ -680,8 +748,3 @@ def latest_free(group: Group, taken: set[int]) -> int | None:
     """The most recently recorded contribution of the group that did not carry an award
     of the offer before (None: every one did)."""
     return next((number for number in reversed(group.members) if number not in taken), None)
-
-
-def totals(group: Group) -> tuple[Decimal, int, Decimal]:
-    """(total amount, count, quantity) of a group for ``PeriodTotals``."""
-    return Decimal(group.total_cents) / 100, group.count, Decimal(group.quantity_milli) / 1000

@@ -11,12 +11,12 @@ now) that no run evaluated yet, in ``performed_on`` order, in chunks:
   ``evaluation.awards_in_window``, including the awards made earlier in the same chunk).
   A batch offer never awards an event that an offer of its ``exclusive_group`` already
   awarded;
-- then, chunk of contacts after chunk of contacts, the period aggregates (every period
-  kind at once, from one scan of their purchases) of the contacts whose closed periods
-  have new purchases (:mod:`rewards.services.aggregates`): each group in range is
-  decided by the engine on the aggregate fact of its latest purchase (segments,
-  max_awards, including the awards made earlier in the same chunk, the range) and
-  awarded once; every contributing purchase gets a link.
+- then, closed period after closed period (in the order they start), the period
+  aggregates of the contacts that have it pending (:mod:`rewards.services.aggregates`),
+  planned in slices of contacts from one read of the period's purchases and written in
+  chunks of contacts: each group in range is decided by the engine on the aggregate fact
+  of its latest purchase (segments, max_awards, the range) and awarded once; every
+  contributing purchase gets a link.
 
 Idempotence and crashes. Each chunk is one transaction: its ``evaluated_events`` marks,
 its awards (with their ledger credits) and its progress counters commit together, so a
@@ -38,8 +38,9 @@ Concurrency with requests. Chunks are read and decided outside the write transac
 then one write transaction locks the contacts (PostgreSQL), re-checks what the decisions
 depend on and writes. Per-event chunks: the awarded events are still posted and the
 ``max_awards`` counts did not move (else the chunk is read again). Aggregate chunks: the
-contacts and their pending periods, with their count of changes, are what the plan was
-made on (else it is planned again, in the transaction). Cancellation calls
+contacts' pending rows of the period (how many, and their counts of changes) and the
+``max_awards`` counts are what the plan was made on (else it is planned again, in the
+transaction). Cancellation calls
 ``on_event_cancelled`` first, which takes the same contact lock and counts a change of
 the purchase's pending periods, so a cancel and a run never miss each other's writes.
 

@@ -78,6 +78,8 @@ class AheadProcess:
             self.answers.put(None)
 
     def send(self, kind: str, partition: int, after: Any, until: Any) -> None:
+        if isinstance(until, aggregates.Slice):  # the slice itself is what is asked for
+            after, until = None, (until.period, until.key, until.after, until.last)
         try:
             self.connection.send_bytes(_ENCODE((kind, partition, after, until)))
         except OSError as error:
@@ -148,11 +150,12 @@ def _ahead_main(connection: Any, spec: dict[str, Any]) -> None:
                 try:
                     kind, partition, after, until = _REQUEST.decode(request)
                     if kind == "events":
+                        start = None if after is None else (after[0], after[1])
                         cursor = None if until is None else (until[0], until[1])
-                        decided = reader.read_events(partition, after, cursor)  # type: ignore[arg-type]
+                        decided = reader.read_events(partition, start, cursor)
                         answer.decided = None if decided is None else _to_wire(decided)
                     else:
-                        plan = reader.read_plan(partition, after, until)  # type: ignore[arg-type]
+                        plan = reader.read_plan(partition, aggregates.Slice(*until))
                         answer.plan = _plan_to_wire(plan)
                 except Exception:
                     answer.error = traceback.format_exc()
@@ -168,9 +171,8 @@ def _ahead_main(connection: Any, spec: dict[str, Any]) -> None:
 # Between the worker and the read-ahead process: msgpack (msgspec).
 _ENCODE = msgspec.msgpack.Encoder().encode
 # (kind: "events" | "aggregates", partition, after, until): events after the cursor
-# ``after`` up to the cursor ``until``; or the contacts ``until`` (after ``after``).
-_Cursor = tuple[datetime, int]
-_REQUEST = msgspec.msgpack.Decoder(tuple[str, int, _Cursor | str | None, list[Any] | None])
+# ``after`` up to the cursor ``until``; or the slice ``until`` (period, key, after, last).
+_REQUEST = msgspec.msgpack.Decoder(tuple[str, int, Any, Any])
 
 
 class _WireAward(msgspec.Struct, array_like=True):
@@ -211,11 +213,11 @@ class _WireAggregateAward(msgspec.Struct, array_like=True):
 
 
 class _WirePlan(msgspec.Struct, array_like=True):
-    after: str
-    contacts: list[str]
-    pending: list[tuple[str, str, int, int]]
+    piece: tuple[str, int, str, str]  # period, key, after, last
+    pending: dict[str, int]
     awards: list[_WireAggregateAward]
     groups: int
+    windowed: list[tuple[int, str, str, datetime, dict[str, int]]]
 
 
 class _Answer(msgspec.Struct):
@@ -233,10 +235,7 @@ def _to_wire(decided: Decided) -> _WireDecided:
         after=decided.after,
         cursor=decided.cursor,
         marks=decided.marks,
-        windowed=[
-            (i.event.number, i.event.contact_id, i.event.type, i.event.performed_on, i.db_counts)
-            for i in decided.windowed
-        ],
+        windowed=_windowed_to_wire(decided.windowed),
         awards=[
             _WireAward(
                 number=a.event.number,
@@ -251,15 +250,30 @@ def _to_wire(decided: Decided) -> _WireDecided:
     )
 
 
-def _from_wire(wire: _WireDecided) -> Decided:
-    windowed = [
+_WireWindowed = list[tuple[int, str, str, datetime, dict[str, int]]]
+
+
+def _windowed_to_wire(items: list[Item]) -> _WireWindowed:
+    """What re-checking an item's max_awards counts needs of it."""
+    return [
+        (i.event.number, i.event.contact_id, i.event.type, i.event.performed_on, i.db_counts)
+        for i in items
+    ]
+
+
+def _windowed_from_wire(wire: _WireWindowed) -> list[Item]:
+    return [
         Item(
             event=EventRecord(n, "", kind, contact, None, on, None, True, ""),
             mode="",
             db_counts=counts,
         )
-        for n, contact, kind, on, counts in wire.windowed
+        for n, contact, kind, on, counts in wire
     ]
+
+
+def _from_wire(wire: _WireDecided) -> Decided:
+    windowed = _windowed_from_wire(wire.windowed)
     awards = [
         NewAward(
             EventRecord(a.number, a.id, "", a.contact_id, None, a.performed_on, None, True, a.raw),
@@ -294,10 +308,14 @@ def _plan_to_wire(plan: Plan) -> _WirePlan:
                 decision=award.decision,
             )
         )
-    pending = [
-        (period, contact, key, changed) for (period, contact, key), changed in plan.pending.items()
-    ]
-    return _WirePlan(plan.after, plan.contacts, pending, awards, plan.groups)
+    piece = plan.piece
+    return _WirePlan(
+        (piece.period, piece.key, piece.after, piece.last),
+        plan.pending,
+        awards,
+        plan.groups,
+        _windowed_to_wire(plan.windowed),
+    )
 
 
 def _plan_from_wire(wire: _WirePlan) -> Plan:
@@ -320,8 +338,13 @@ def _plan_from_wire(wire: _WirePlan) -> Plan:
         )
         for a in wire.awards
     ]
-    pending = {(period, contact, key): changed for period, contact, key, changed in wire.pending}
-    return Plan(wire.after, wire.contacts, pending, awards, wire.groups)
+    return Plan(
+        aggregates.Slice(*wire.piece),
+        wire.pending,
+        awards,
+        wire.groups,
+        _windowed_from_wire(wire.windowed),
+    )
 
 
 IN_FLIGHT = 3  # chunks out at the read-ahead process at a time
@@ -330,8 +353,8 @@ IN_FLIGHT = 3  # chunks out at the read-ahead process at a time
 @dataclass
 class Job:
     """A chunk to decide: the events after the cursor ``after`` up to the cursor
-    ``until`` (None: at most a chunk, the partition's last), or the contacts ``until``
-    (after the contact ``after``)."""
+    ``until`` (None: at most a chunk, the partition's last), or the aggregate slice
+    ``until`` (``after``: the frontier before it, ``frontier``: after it)."""
 
     after: Any
     until: Any
@@ -339,6 +362,7 @@ class Job:
     done: bool = False
     remote: bool = False  # out at the read-ahead process
     dropped: bool = False  # its answer is not wanted any more
+    frontier: Any = None
 
 
 class SharedChunks:
@@ -348,8 +372,8 @@ class SharedChunks:
     third, measured on the 1M bench).
 
     ``bound(frontier)``: events: the next job's ``until`` (the chunk's last event, None
-    for the last chunk); contacts (the frontier is the last contact planned): the next
-    job's contacts, none at the end.
+    for the last chunk); aggregates: the next slice and the frontier after it (None at
+    the end).
     ``local(job)``: its result, here. The next job starts where the previous one ends;
     after an open-ended last chunk of events, where its result ends."""
 
@@ -412,13 +436,14 @@ class SharedChunks:
     def _make(self) -> Job | None:
         if self.ended or not self.known:
             return None
-        if self.kind == "aggregates":  # frontier: the last contact planned
-            contacts = self.bound(self.frontier)
-            if not contacts:
+        if self.kind == "aggregates":
+            found = self.bound(self.frontier)
+            if found is None:
                 self.ended = True
                 return None
-            job = Job(self.frontier, contacts)
-            self.frontier = contacts[-1]
+            piece, frontier = found
+            job = Job(self.frontier, piece, frontier=frontier)
+            self.frontier = frontier
         else:
             until = self.bound(self.frontier)
             job = Job(self.frontier, until)

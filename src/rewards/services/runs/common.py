@@ -23,11 +23,11 @@ STALE_AFTER = timedelta(minutes=2)  # no heartbeat for this long: the run's proc
 # quarter less commit time than 2,000 on the 1M bench) for a longer write lock (~0.25 s
 # on that bench, about an aggregate chunk's).
 CHUNK_SIZE = 5000
-# Contacts per chunk (aggregate phase): one write transaction each, every period kind's
-# groups of the chunk's contacts planned together. A plan holds their awards and links,
-# and up to four are in memory at once (read-ahead): 500 took the 1M bench's peak RSS
-# from about 490 to 595 MB.
-CONTACTS_PER_CHUNK = 250
+# Contacts per chunk (aggregate phase): one write transaction each, for one closed
+# period. A slice of up to ``writing.PLAN_CHUNKS`` chunks is planned from one read of
+# the period's purchases. On the 1M bench a month's chunk writes about 2,000 awards and
+# 20,000 links (~0.2 s of write lock).
+CONTACTS_PER_CHUNK = 2500
 
 # SQLite: the page cache (KiB) of the worker's write connection and of the read-ahead
 # process's connections. 50 MB: the 1M bench runs as fast as with 100 MB (128.9 s against

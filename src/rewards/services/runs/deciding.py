@@ -23,7 +23,13 @@ from rewards.db.run_tables import EvaluationRun
 from rewards.db.tables import Award, Contact, Event
 from rewards.domain.money import from_cents
 from rewards.engine import AwardDecision, Evaluator, PeriodTotals
-from rewards.engine.compiler import PreparedEvent, prepare, prepare_fact
+from rewards.engine.compiler import (
+    PreparedEvent,
+    add_period_totals,
+    build_fact,
+    prepare,
+    prepare_fact,
+)
 from rewards.engine.loader import Rulesets
 from rewards.engine.model import AGGREGATE_CLASSIFICATIONS, EVENT_TYPES, Offer
 from rewards.services import aggregates
@@ -110,13 +116,43 @@ Mark = tuple[int, str, str, int, int, int, int]
 
 @dataclass
 class Plan:
-    """What a chunk of contacts earns from the period aggregates (of every period kind)."""
+    """What one slice (a closed period of a range of contacts) earns from the period
+    aggregates of its kind; written in parts of at most ``contacts_per_chunk`` contacts
+    (``parts``), each in its own transaction."""
 
-    after: str  # the contacts come after this one
-    contacts: list[str]
-    pending: aggregates.Pending  # what it was decided on (pending_periods)
+    piece: aggregates.Slice
+    pending: aggregates.Pending  # what it was decided on (its contacts' pending rows)
     awards: list[NewAward]
     groups: int  # groups in range (awarded or not)
+    windowed: list[Item] = field(default_factory=list)  # decided with max_awards counts
+
+    def parts(self, contacts_per_part: int) -> list[Plan]:
+        """The plan cut into consecutive slices of at most ``contacts_per_part`` of its
+        contacts (the last part ends where the slice does)."""
+        contacts = sorted(self.pending)
+        if len(contacts) <= contacts_per_part:
+            return [self]
+        piece = self.piece
+        parts: list[Plan] = []
+        after = piece.after
+        for start in range(0, len(contacts), contacts_per_part):
+            mine = contacts[start : start + contacts_per_part]
+            last = piece.last if start + contacts_per_part >= len(contacts) else mine[-1]
+            part = aggregates.Slice(piece.period, piece.key, after, last)
+            inside = set(mine)
+            parts.append(
+                Plan(
+                    part,
+                    {c: self.pending[c] for c in mine},
+                    [a for a in self.awards if a.event.contact_id in inside],
+                    sum(1 for a in self.awards if a.event.contact_id in inside),
+                    [i for i in self.windowed if i.event.contact_id in inside],
+                )
+            )
+            after = last
+        # Groups in range without an award (max_awards, segments) count in the first part.
+        parts[0].groups += self.groups - sum(p.groups for p in parts)
+        return parts
 
 
 Windows = dict[str, dict[str, int]]  # event type -> offer id -> window days
@@ -423,38 +459,43 @@ class Reader:
             found = self.scopes[partition] = (closed, mine)
         return found
 
-    def pending_contacts(self, session: Session, partition: int, after: str) -> list[str]:
-        """The next chunk of contacts (after ``after``) with closed periods to aggregate."""
+    def aggregate_keys(self, session: Session, partition: int) -> list[tuple[str, int]]:
+        """The closed (period kind, key) pairs with pending contacts, in period order."""
         closed, mine = self.aggregate_scope(partition)
         with self._time("aggregate groups"):
-            return aggregates.pending_contacts(
-                session, closed, after, self.contacts_per_chunk, mine
-            )
+            return aggregates.pending_keys(session, closed, self.zone, mine)
 
-    def read_plan(self, partition: int, after: str, contacts: list[str]) -> Plan:
+    def next_slice(
+        self, session: Session, partition: int, period: str, key: int, after: str, size: int
+    ) -> aggregates.Slice | None:
+        """The next slice of at most ``size`` contacts (after ``after``) with the period
+        (``period``, ``key``) pending."""
+        _, mine = self.aggregate_scope(partition)
+        with self._time("aggregate groups"):
+            return aggregates.next_slice(session, period, key, after, size, mine)
+
+    def read_plan(self, partition: int, piece: aggregates.Slice) -> Plan:
         """``plan_aggregates`` outside any write transaction."""
         with self.database.session(write=False) as session:
-            return self.plan_aggregates(session, partition, after, contacts)
+            return self.plan_aggregates(session, partition, piece)
 
-    def plan_aggregates(
-        self, session: Session, partition: int, after: str, contacts: list[str]
-    ) -> Plan:
-        """The awards the contacts' pending closed periods (of every kind) earn: each
-        group in range is decided by the engine on the aggregate fact of its latest
-        purchase not used by a reversed award of the offer (reads only)."""
-        closed, _ = self.aggregate_scope(partition)
-        offers = self.aggregate_offers
+    def plan_aggregates(self, session: Session, partition: int, piece: aggregates.Slice) -> Plan:
+        """The awards the slice's period earns its pending contacts (the offers of its
+        kind): each group in range is decided by the engine on the aggregate fact of its
+        latest purchase not used by a reversed award of the offer (reads only)."""
+        _, mine = self.aggregate_scope(partition)
+        offers = [o for o in self.aggregate_offers if aggregates.period_of(o) == piece.period]
         with self._time("aggregate groups"):
-            pending = aggregates.pending_periods(session, closed, contacts)
+            pending = aggregates.pending_of(session, piece, mine)
             by_offer = aggregates.in_range_groups(
-                session, offers, self.rulesets, pending, self.zone
+                session, offers, self.rulesets, piece, set(pending), self.zone
             )
         planned: list[tuple[Offer, aggregates.Group, int]] = []
         skipped = 0
         for offer in offers:
             groups = by_offer[offer.id]
             with self._time("aggregate groups"):
-                taken = aggregates.reversed_events(session, offer, contacts) if groups else set()
+                taken = aggregates.reversed_events(session, offer, piece) if groups else set()
             for group in groups:
                 carrier: int | None = group.latest
                 if carrier in taken:  # it carried an award of this offer that was reversed
@@ -466,16 +507,19 @@ class Reader:
                         "of this offer (reversed since); none is left to carry a new one",
                         offer.id,
                         group.contact_id,
-                        aggregates.period_of(offer),
+                        piece.period,
                         group.key,
                     )
                     continue
                 planned.append((offer, group, carrier))
         numbers = sorted({carrier for *_, carrier in planned})
         events: dict[int, EventRecord] = {}
-        for start in range(0, len(numbers), 1000):
-            query = select(*self.event_columns).where(_E.number.in_(numbers[start : start + 1000]))
-            events.update((row.number, row) for row in self.records(session, query, {}))
+        with self._time("read"):
+            for start in range(0, len(numbers), 1000):
+                query = select(*self.event_columns).where(
+                    _E.number.in_(numbers[start : start + 1000])
+                )
+                events.update((row.number, row) for row in self.records(session, query, {}))
         items = [
             Item(
                 event=events[carrier],
@@ -487,13 +531,21 @@ class Reader:
                     quantity=Decimal(group.quantity_milli) / 1000,
                 ),
                 group=group,
-                period=aggregates.period_of(offer),
+                period=piece.period,
             )
             for offer, group, carrier in planned
         ]
-        segments = self.segments(session, contacts)
+        segments = self.segments(session, {group.contact_id for _, group, _ in planned})
         awards = self.decide(session, items, segments, self.aggregate_windows)
-        return Plan(after, contacts, pending, awards, len(planned) + skipped)
+        windowed = [item for item in items if item.event.type in self.aggregate_windows]
+        return Plan(piece, pending, awards, len(planned) + skipped, windowed)
+
+    def windows_moved(self, session: Session, items: list[Item], windows: Windows) -> bool:
+        """Whether the max_awards counts the items were decided on changed since."""
+        if not items:
+            return False
+        again = self.window_awards(session, items, windows)
+        return any(self.counts(item, again, windows) != item.db_counts for item in items)
 
     # -- facts and decisions (both phases) --
 
@@ -600,6 +652,7 @@ class Decider:
         self.aggregates_grouped = any(
             o.exclusive_group for o in aggregates.aggregate_offers(evaluator.rulesets)
         )
+        self.rulesets = {item.offer.id: item.ruleset for item in self.compiled.offers}
 
     def _time(self, name: str) -> Timer:
         return Timer(self.timings, name)
@@ -659,12 +712,26 @@ class Decider:
         the aggregate rulesets when no aggregate offer is in an exclusive group)."""
         event = item.event
         contact_segments = segments.get(event.contact_id, [])
-        if item.offer is None and event.type == "purchase":
-            fact = purchase_fact(self.compiled, event, contact_segments, counts)
+        compiled = self.compiled
+        if event.type == "purchase" and (item.offer is None or item.totals is not None):
+            fact = purchase_fact(compiled, event, contact_segments, counts)
             if fact is not None:
-                return prepare_fact(self.compiled, fact)
+                if item.offer is None:
+                    return prepare_fact(compiled, fact)
+                assert item.totals is not None
+                add_period_totals(compiled, fact, {item.offer: item.totals})
+                return self._prepare_aggregate(fact, item.offer)
         facts = build_facts(None, event, contact_segments, counts)  # type: ignore[arg-type]  # it reads no database; the record has every Event field it reads
         if item.offer is None or item.totals is None:
-            return prepare(self.compiled, facts)
+            return prepare(compiled, facts)
         facts.period_totals = {item.offer: item.totals}
-        return prepare(self.compiled, facts, aggregates=True, per_event=not self.aggregates_grouped)
+        return self._prepare_aggregate(build_fact(compiled, facts, aggregates=True), item.offer)
+
+    def _prepare_aggregate(self, fact: dict[str, Any], offer_id: str) -> PreparedEvent:
+        """An aggregate fact: into its offer's ruleset only, unless an aggregate offer is in
+        an exclusive group (then the per-event rulesets too, see ``aggregates_grouped``)."""
+        if self.aggregates_grouped:
+            return prepare_fact(self.compiled, fact, aggregates=True)
+        return prepare_fact(
+            self.compiled, fact, aggregates=True, per_event=False, only=self.rulesets[offer_id]
+        )

@@ -210,6 +210,39 @@ class _Checkpoints:
         self.connection.close()
 
 
+# A slice of the aggregate phase (one read of its period's purchases) covers up to this
+# many chunks of contacts, each written in its own transaction.
+PLAN_CHUNKS = 4
+
+
+class _Slices:
+    """The aggregate phase's slices in order: the closed pending (period kind, key) pairs
+    (``keys``, in period order) and, within each, the contacts in id order. A frontier
+    is (index in ``keys``, the last contact of the previous slice); ``resume`` is where
+    the worker goes on after the last slice it wrote."""
+
+    def __init__(self, reader: Reader, partition: int, size: int) -> None:
+        self.reader = reader
+        self.partition = partition
+        self.size = size
+        self.keys: list[tuple[str, int]] = []
+        self.resume: tuple[int, str] = (0, "")
+
+    def next(self, frontier: tuple[int, str]) -> tuple[aggregates.Slice, tuple[int, str]] | None:
+        """The slice after ``frontier`` and the frontier after it (None: none is left)."""
+        index, after = frontier
+        with self.reader.database.session(write=False) as session:
+            while index < len(self.keys):
+                period, key = self.keys[index]
+                piece = self.reader.next_slice(
+                    session, self.partition, period, key, after, self.size
+                )
+                if piece is not None:
+                    return piece, (index, piece.last)
+                index, after = index + 1, ""
+        return None
+
+
 class Worker:
     """Processes the partitions one worker claims, with one ruleset version."""
 
@@ -259,7 +292,6 @@ class Worker:
         # The end of the last chunk written from the read-ahead process: where reading in
         # the worker goes on if that process fails.
         self._resume_after: tuple[datetime, int] | None = None
-        self._resume_contact = ""  # the same in the aggregate phase: the last contact written
 
     def _time(self, name: str) -> Timer:
         return Timer(self.hooks.timings, name)
@@ -733,37 +765,37 @@ class Worker:
             log.info("evaluation run %s: could not ANALYZE evaluated_events", self.run.id)
 
     def _aggregate_phase(self, partition: int) -> None:
-        """Chunk after chunk of contacts (``contacts_per_chunk``, in id order; every period
-        kind at once: one scan of their purchases), each in one write transaction; a big
-        run's are planned in the read-ahead process meanwhile."""
-        self._resume_contact = ""
+        """Closed period after closed period (in the order they start), in slices of up to
+        ``PLAN_CHUNKS`` chunks of contacts (each slice reads its period's purchases once),
+        each chunk written in one write transaction; a big run's slices are planned in
+        the read-ahead process meanwhile."""
+        slices = _Slices(self.reader, partition, PLAN_CHUNKS * self.contacts_per_chunk)
+        with self.database.session(write=False) as session:
+            slices.keys = self.reader.aggregate_keys(session, partition)
         ahead = self._ahead_process()
         if ahead is not None:
             try:
-                self._aggregates_read_ahead(partition, ahead)
+                self._aggregates_read_ahead(partition, ahead, slices)
                 return
             except AheadFailed as error:
                 log.warning("evaluation run %s: %s; reading in the worker", self.run.id, error)
                 self._stop_ahead()
-        after = self._resume_contact
-        while (last := self._write_aggregates(partition, after, None)) is not None:
+        frontier = slices.resume
+        while (found := slices.next(frontier)) is not None:
+            piece, frontier = found
             self._check_stop()
-            after = last
+            self._write_plan(partition, self.reader.read_plan(partition, piece))
+            slices.resume = frontier
 
-    def _aggregates_read_ahead(self, partition: int, ahead: AheadProcess) -> None:
+    def _aggregates_read_ahead(self, partition: int, ahead: AheadProcess, slices: _Slices) -> None:
         reader = self.reader
-
-        def contacts(after: str) -> list[str]:
-            with self.database.session(write=False) as session:
-                return reader.pending_contacts(session, partition, after)
-
         shared = SharedChunks(
             ahead,
             "aggregates",
             partition,
-            "",
-            contacts,
-            lambda job: reader.read_plan(partition, job.after, job.until),
+            slices.resume,
+            slices.next,
+            lambda job: reader.read_plan(partition, job.until),
         )
         while True:
             self._check_stop()
@@ -771,53 +803,56 @@ class Worker:
                 job = shared.next()
             if job is None:
                 return
-            plan = job.result
             shared.pop()
-            last = self._write_aggregates(partition, plan.after, plan)
-            if last is None:  # none left after all
-                return
-            if last != plan.contacts[-1]:  # planned again here, ended elsewhere
-                shared.restart(last)
-            self._resume_contact = last
+            self._write_plan(partition, job.result)
+            slices.resume = job.frontier
 
-    def _write_aggregates(self, partition: int, after: str, plan: Plan | None) -> str | None:
-        """The chunk of contacts after ``after`` in one write transaction (their rows
-        locked on PostgreSQL: cancellations of their purchases wait). ``plan``: planned
-        by the read-ahead process; written if the contacts and their pending periods are
-        what it was planned on (a cancellation touching them counts a change), else
-        planned again here. Returns the chunk's last contact (None: none was left)."""
+    def _write_plan(self, partition: int, plan: Plan) -> None:
+        """A slice's plan, in parts of at most ``contacts_per_chunk`` contacts, each in one
+        write transaction (``_write_part``)."""
+        for part in plan.parts(self.contacts_per_chunk):
+            self._check_stop()
+            self._write_part(partition, part)
+
+    def _write_part(self, partition: int, plan: Plan) -> None:
+        """One part of a plan in one write transaction (its contacts' rows locked on
+        PostgreSQL: cancellations of their purchases wait): written as planned if its
+        contacts' pending rows (how many, and their counts of changes: only runs delete
+        them, so the two sums tell) and the max_awards counts it was decided on are what
+        they were (a cancellation touching them counts a change), else planned again
+        here."""
         reader = self.reader
-        last: list[str] = []
+        piece = plan.piece
+        _, mine = reader.aggregate_scope(partition)
 
         def work(session: Session) -> ChunkDone | None:
-            contacts = reader.pending_contacts(session, partition, after)
-            if not contacts:
-                return None
-            last[:] = contacts[-1:]
             self._begin_writing(session)
-            self._lock_contacts(session, contacts)
+            self._lock_contacts(session, plan.pending)
+            with self._time("aggregate groups"):
+                summary = aggregates.pending_summary(session, piece, mine)
+            planned = (len(plan.pending), sum(plan.pending.values()))
             chosen = plan
-            if chosen is not None:
-                closed, _ = reader.aggregate_scope(partition)
-                with self._time("aggregate groups"):
-                    pending = aggregates.pending_periods(session, closed, contacts)
-                if chosen.contacts != contacts or chosen.pending != pending:
-                    chosen = None
-            if chosen is None:
-                chosen = reader.plan_aggregates(session, partition, after, contacts)
-            return self._write_plan(session, partition, chosen)
+            if summary != planned or reader.windows_moved(
+                session, plan.windowed, reader.aggregate_windows
+            ):
+                locked = set(plan.pending)
+                while True:  # lock the contacts with the period pending now, read again
+                    pending = aggregates.pending_of(session, piece, mine)
+                    if not self.postgres or locked >= set(pending):
+                        break
+                    self._lock_contacts(session, set(pending) - locked)
+                    locked |= set(pending)
+                if not pending:
+                    return None  # done meanwhile (another worker took the partition over)
+                chosen = reader.plan_aggregates(session, partition, piece)
+            with self._time("aggregate persist"):
+                written = self._persist(session, chosen.awards)
+                links = []
+                for award, award_id, _ in written:
+                    assert award.group is not None
+                    links += aggregates.link_rows(award.decision.offer_id, award_id, award.group)
+                self.inserts.links.run(session, links)
+                aggregates.clear_pending(session, piece, mine)
+            return self._record(session, partition, "aggregates", 0, written, groups=chosen.groups)
 
-        return last[0] if self._transaction(work) is not None else None
-
-    def _write_plan(self, session: Session, partition: int, plan: Plan) -> ChunkDone:
-        """A chunk's aggregate awards with their links; its pending periods are done."""
-        closed, _ = self.reader.aggregate_scope(partition)
-        with self._time("aggregate persist"):
-            written = self._persist(session, plan.awards)
-            links = []
-            for award, award_id, _ in written:
-                assert award.group is not None
-                links += aggregates.link_rows(award.decision.offer_id, award_id, award.group)
-            self.inserts.links.run(session, links)
-            aggregates.clear_pending(session, closed, plan.contacts)
-        return self._record(session, partition, "aggregates", 0, written, groups=plan.groups)
+        self._transaction(work)
