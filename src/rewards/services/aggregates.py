@@ -38,7 +38,8 @@ Only closed periods are aggregated: a period that ended at or before the run's
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -114,6 +115,24 @@ def key_of(period: str, local_day: int, local_week: int) -> int:
     if period == "month":
         return local_day // 100
     return local_day // 10000
+
+
+def periods_of(
+    periods: Iterable[str], purchases: Iterable[tuple[str, int, int]]
+) -> dict[tuple[str, int], set[str]]:
+    """(period kind, key) -> contacts, of each (contact, business day, week) of purchases
+    (``key_of`` for each period kind in ``periods``)."""
+    found: dict[tuple[str, int], set[str]] = defaultdict(set)
+    scales = {"day": 1, "month": 100, "year": 10000}
+    for period in periods:
+        if period == "week":
+            for contact, _, week in purchases:
+                found[(period, week)].add(contact)
+        else:
+            scale = scales[period]
+            for contact, day, _ in purchases:
+                found[(period, day // scale)].add(contact)
+    return found
 
 
 def current_key(period: str, as_of: datetime, zone: ZoneInfo) -> int:

@@ -4,6 +4,8 @@ pending periods, links), re-checking what the decisions depended on."""
 from __future__ import annotations
 
 import logging
+import os
+import random
 import threading
 import time
 from collections import defaultdict
@@ -12,6 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
@@ -28,6 +31,7 @@ from rewards.db.run_tables import (
     RunPartition,
 )
 from rewards.db.tables import Award, Contact, Event, Wallet, WalletTransaction
+from rewards.db.types import UTCDateTime, sqlite_text
 from rewards.domain.money import to_cents
 from rewards.services import aggregates
 from rewards.services.runs.ahead import (
@@ -56,11 +60,21 @@ _W = Wallet.__table__.c  # type: ignore[attr-defined]
 WAL_PAGES = 250_000  # SQLite: the run's commits checkpoint only a WAL this big (~1 GB)
 
 WAL_LIMIT = 256 * 2**20  # SQLite: the WAL file is cut back to this size when it restarts
-PENDING_MEMORY = 200_000  # pending periods a worker remembers having written
+
+Periods = dict[tuple[str, int], set[str]]  # (period kind, key) -> contacts
 
 _RETRIES = 12
 _LOCK_REFUSED = {"55P03", "40P01"}  # PostgreSQL: lock timeout, deadlock
 LOCK_TIMEOUT_MS = 200  # PostgreSQL: a run waits at most this long for a lock, then retries
+
+
+def _processor(column_type: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """The bind processor of a column: SQLAlchemy's, but for UTC datetimes on SQLite a
+    direct formatting of the same text (``types.sqlite_text``, several times faster)."""
+    if isinstance(column_type, UTCDateTime) and dialect.name == "sqlite":
+        return sqlite_text
+    processor: Callable[[Any], Any] | None = column_type._cached_bind_processor(dialect)
+    return processor
 
 
 class _Insert:
@@ -69,9 +83,14 @@ class _Insert:
     SQLite's ``executemany`` straight on the driver, PostgreSQL's ``COPY`` (SQLAlchemy's
     per-row parameter building costs more than the database's insert)."""
 
-    def __init__(self, dialect: Any, table: Any, columns: Sequence[str]) -> None:
-        processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
-        # Only the columns whose values need converting (datetimes, JSON) are touched.
+    def __init__(
+        self, dialect: Any, table: Any, columns: Sequence[str], ready: Sequence[str] = ()
+    ) -> None:
+        processors = [
+            None if name in ready else _processor(table.c[name].type, dialect) for name in columns
+        ]
+        # Only the columns whose values need converting (datetimes, JSON) are touched;
+        # ``ready`` ones come converted (JSON text).
         self.processed = [(i, p) for i, p in enumerate(processors) if p is not None]
         quote = dialect.identifier_preparer.quote
         names = ", ".join(quote(name) for name in columns)
@@ -119,6 +138,8 @@ class _Insert:
         connection.exec_driver_sql(self.sql, values)
 
 
+_encode_lines = msgspec.json.Encoder().encode  # awards.lines, stored as JSON text
+
 _LEDGER_COLUMNS = (
     "id", "wallet_id", "kind", "amount_cents", "balance_after_cents", "event_id", "offer_id",
     "reverses_id", "award_id", "spend_id", "created_at",
@@ -144,7 +165,7 @@ class _Inserts:
 
     def __init__(self, dialect: Any) -> None:
         self.ledger = _Insert(dialect, WalletTransaction.__table__, _LEDGER_COLUMNS)  # type: ignore[attr-defined]
-        self.awards = _Insert(dialect, Award.__table__, _AWARD_COLUMNS)  # type: ignore[attr-defined]
+        self.awards = _Insert(dialect, Award.__table__, _AWARD_COLUMNS, ready=("lines",))  # type: ignore[attr-defined]
         self.aggregates = _Insert(dialect, AggregateAward.__table__, _AGGREGATE_COLUMNS)  # type: ignore[attr-defined]
         self.marks = _Insert(dialect, EvaluatedEvent.__table__, _MARK_COLUMNS)  # type: ignore[attr-defined]
         self.links = _Insert(dialect, AggregateLink.__table__, _LINK_COLUMNS)  # type: ignore[attr-defined]
@@ -281,12 +302,16 @@ class Worker:
             .values(balance_cents=_W.balance_cents + bindparam("delta"))
         )
         self.chunks = 0
-        self.award_ids = TimeOrderedIds()  # increasing: the indexes on award ids append
+        # Increasing (the indexes on award ids append); random bits from a generator
+        # seeded by the system's (a system call per id cost the run seconds).
+        self.award_ids = TimeOrderedIds(random=random.Random(os.urandom(16)).getrandbits)
         self.connection: Connection | None = None  # see _connection
         self.restore: list[tuple[str, int]] = []
         self.checkpoints: _Checkpoints | None = None
-        self.pending_written: set[tuple[str, str, int]] = set()  # see _pending_committed
-        self.pending_chunk: set[tuple[str, str, int]] = set()
+        # (period kind, key) -> contacts whose pending row the worker wrote (see
+        # _pending_committed), and those of the chunk being written.
+        self.pending_written: Periods = {}
+        self.pending_chunk: Periods = {}
         self.ahead: AheadProcess | None = None  # see _event_phase
         self.ahead_failed = False
         # The end of the last chunk written from the read-ahead process: where reading in
@@ -343,9 +368,11 @@ class Worker:
     def _persist(self, session: Session, awards: list[NewAward]) -> list[tuple[NewAward, str, int]]:
         """Awards with their ledger credits, in bulk: the rows evaluation.persist_award
         writes, plus the aggregate award rows. Returns (award, award id, cents) each."""
-        awards = [a for a in awards if to_cents(a.decision.amount) > 0]
-        if not awards:
+        paid = [(a, to_cents(a.decision.amount)) for a in awards]
+        paid = [(a, cents) for a, cents in paid if cents > 0]
+        if not paid:
             return []
+        awards = [a for a, _ in paid]
         now = self.runtime.now()
         contacts = sorted({a.beneficiary_id for a in awards})
         wallets: dict[str, list[int]] = {}  # contact -> [wallet id, balance, balance before]
@@ -364,12 +391,11 @@ class Worker:
         award_rows = []
         aggregate_rows = []
         written = []
-        for award, entry_id in zip(awards, entry_ids, strict=True):
+        for (award, cents), entry_id in zip(paid, entry_ids, strict=True):
             decision = award.decision
             event = award.event
             contact_id = award.beneficiary_id
             wallet = wallets[contact_id]
-            cents = to_cents(decision.amount)
             wallet[1] += cents
             award_id = self.award_ids.next()
             offer_id = decision.offer_id
@@ -380,10 +406,12 @@ class Worker:
             lines = (
                 None
                 if decision.lines is None
-                else [
-                    {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
-                    for line in decision.lines
-                ]
+                else _encode_lines(
+                    [
+                        {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
+                        for line in decision.lines
+                    ]
+                ).decode()
             )
             # instant_spend False: the purchase is over, a run credits the wallet.
             award_rows.append(
@@ -484,11 +512,20 @@ class Worker:
         """The chunk's pending periods are in the database: later chunks of the event
         phase need not write them again (a run's purchases come in time order, so most
         of a chunk's periods were written by the chunks before it). Nothing deletes them
-        before the aggregate phase, which starts by forgetting them; the set is bounded."""
-        if len(self.pending_written) + len(self.pending_chunk) > PENDING_MEMORY:
-            self.pending_written.clear()
-        self.pending_written |= self.pending_chunk
-        self.pending_chunk = set()
+        before the aggregate phase, which starts by forgetting them. Periods that start
+        before the chunk's earliest one of their kind are forgotten: in time order they
+        do not come again (a late purchase into one writes its row again, which is
+        harmless), so only the current periods' contacts are held."""
+        written, chunk = self.pending_written, self.pending_chunk
+        for pair, contacts in chunk.items():
+            written.setdefault(pair, set()).update(contacts)
+        earliest: dict[str, int] = {}
+        for period, key in chunk:
+            earliest[period] = min(key, earliest.get(period, key))
+        for period, key in list(written):
+            if key < earliest.get(period, key):
+                del written[(period, key)]
+        self.pending_chunk = {}
 
     def _connection(self) -> Connection:
         """The worker's own write connection, held until ``close``. SQLite: its page cache
@@ -564,7 +601,7 @@ class Worker:
         changed (``Stale``) or PostgreSQL refused a lock within the run's lock timeout."""
         for attempt in range(_RETRIES):
             try:
-                self.pending_chunk = set()
+                self.pending_chunk = {}
                 with self._write_session() as session:
                     done = work(session)
                     committing = time.perf_counter()
@@ -595,11 +632,11 @@ class Worker:
     # -- a partition --
 
     def process(self, partition: int) -> None:
-        self.pending_written.clear()
+        self.pending_written = {}
         if self.checkpoints is not None:
             self.checkpoints.restarts = True
         self._event_phase(partition)
-        self.pending_written.clear()  # the aggregate phase deletes pending periods
+        self.pending_written = {}  # the aggregate phase deletes pending periods
         if self.checkpoints is not None:
             self.checkpoints.restarts = False
         if self.aggregate_offers:
@@ -732,24 +769,34 @@ class Worker:
         self.pending_chunk = pending  # in pending_written once committed
         return done
 
-    def _mark(self, session: Session, marks: list[Mark]) -> set[tuple[str, str, int]]:
+    def _mark(self, session: Session, marks: list[Mark]) -> Periods:
         """The chunk's events are evaluated; their purchases' periods become pending.
-        Returns the pending (contact, period, key) written (see ``pending_written``)."""
-        rows = []
-        pending: set[tuple[str, str, int]] = set()
+        Returns the pending periods written (see ``pending_written``)."""
         run_id = self.run.id
-        for number, contact_id, kind, day, week, weekday, minute in marks:
-            rows.append((number, run_id, contact_id, day, week, weekday, minute))
-            if kind == "purchase":
-                for period in self.periods:
-                    pending.add((contact_id, period, aggregates.key_of(period, day, week)))
+        rows = [
+            (n, run_id, contact, day, week, wd, minute)
+            for n, contact, _, day, week, wd, minute in marks
+        ]
+        bought = [
+            (contact, day, week)
+            for _, contact, kind, day, week, _, _ in marks
+            if kind == "purchase"
+        ]
         self.inserts.marks.run(session, rows)
-        # Not ``pending -= written``: that walks all of ``written`` (up to PENDING_MEMORY
-        # pairs) for every chunk; this walks the chunk's own pairs.
-        written = self.pending_written
-        pending = {pair for pair in pending if pair not in written}
-        aggregates.mark_pending(session, pending)
-        return pending
+        empty: set[str] = set()
+        new = {
+            pair: contacts - self.pending_written.get(pair, empty)
+            for pair, contacts in aggregates.periods_of(self.periods, bought).items()
+        }
+        aggregates.mark_pending(
+            session,
+            {
+                (contact, period, key)
+                for (period, key), contacts in new.items()
+                for contact in contacts
+            },
+        )
+        return new
 
     # -- aggregate phase --
 
