@@ -7,6 +7,7 @@ run."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -172,6 +173,33 @@ def test_a_run_reading_ahead_in_a_second_process_awards_exactly_once(
     assert world.awards() == _expected(5)
     # Chunks of both phases went through the process (each step is timed where it ran).
     assert "waiting for decisions" in timings and "waiting for plans" in timings
+    assert world.run().awards == 0
+
+
+@pytest.mark.parametrize("read_ahead", [True], indirect=True)
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_chunks_decided_ahead_are_written_together_except_across_windows(
+    world: World, read_ahead: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks decided before the worker gets to them go into one write transaction
+    (``writing.WRITE_CHUNKS``), except chunks with max_awards windows (the electron
+    top-up, once per 365 days): the awards are exactly one clean run's."""
+    monkeypatch.setattr(ahead, "IN_FLIGHT", 8)
+    _seed(world, people=5)
+    written: list[int] = []
+
+    def slow_writes(done: runs.ChunkDone) -> None:
+        if done.phase == "events":
+            time.sleep(0.2)  # meanwhile the read-ahead process decides the next chunks
+
+    hooks = runs.RunHooks(
+        before_commit=slow_writes,
+        progress=lambda done: written.append(done.events) if done.phase == "events" else None,
+    )
+    done = world.run(chunk_size=3, hooks=hooks)
+    assert done.status == "finished" and done.events_evaluated == 5 * 11
+    assert max(written) > 3 and sum(written) == 5 * 11  # some transactions held chunks
+    assert world.awards() == _expected(5)
     assert world.run().awards == 0
 
 

@@ -17,14 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import event as sqlalchemy_event
 
 from rewards.db.database import Database
 from rewards.db.run_tables import EvaluationRun
 from rewards.engine import AwardDecision, Evaluator
 from rewards.engine.loader import Rulesets
 from rewards.services import aggregates
-from rewards.services.runs.common import CACHE_KIB
 from rewards.services.runs.deciding import (
     Decided,
     Item,
@@ -122,13 +120,9 @@ class AheadProcess:
 def _ahead_main(connection: Any, spec: dict[str, Any]) -> None:
     """The read-ahead process (``AheadProcess``): its own database engines, the
     worker's rulesets rebuilt (same offers, same version) on its own rules engine."""
+    # Its reads go through the periods and chunks in time order: SQLite's default page
+    # cache does as well as the worker's 50 MB (measured on the 1M bench) in 45 MB less.
     database = Database(spec["url"])
-    if database.is_sqlite:  # its reads cover what the worker's writes do: the same cache
-
-        @sqlalchemy_event.listens_for(database.read_engine, "connect")
-        def _cache(connection: Any, _record: Any) -> None:
-            connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-
     timings: dict[str, float] = {}
     reader = Reader(
         database,
@@ -347,7 +341,7 @@ def _plan_from_wire(wire: _WirePlan) -> Plan:
     )
 
 
-IN_FLIGHT = 3  # chunks out at the read-ahead process at a time
+IN_FLIGHT = 6  # chunks out at the read-ahead process at a time
 
 
 @dataclass
@@ -407,6 +401,19 @@ class SharedChunks:
     def pop(self) -> None:
         """The first job is written."""
         self.jobs.popleft()
+
+    def decided_next(self) -> list[Job]:
+        """The next jobs in line that are decided already, in order (after ``pop``: the
+        worker may write them with the one it popped); answers already back are taken in
+        first."""
+        while self.sent and self.ahead.ready():
+            self._receive()
+        found = []
+        for job in self.jobs:
+            if not job.done:
+                break
+            found.append(job)
+        return found
 
     def next(self) -> Job | None:
         """The first job, with its result (None: no job is left)."""

@@ -109,6 +109,16 @@ class Decided:
     windowed: list[Item]  # the items with max_awards windows (re-checked when written)
     awards: list[NewAward]
 
+    def joined(self, following: Decided) -> Decided:
+        """This chunk and the one right after it, as one chunk."""
+        return Decided(
+            self.after,
+            following.cursor,
+            self.marks + following.marks,
+            self.windowed + following.windowed,
+            self.awards + following.awards,
+        )
+
 
 # (event number, contact, event type, business day, week, weekday, minute of the day)
 Mark = tuple[int, str, str, int, int, int, int]
