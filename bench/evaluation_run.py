@@ -81,6 +81,16 @@ def money(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
+def machine_speed() -> float:
+    """Seconds a fixed pure-Python loop takes now (the same code, so its time tells how
+    fast the machine is at the moment)."""
+    began = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i * i % 7
+    return time.perf_counter() - began
+
+
 def children_cpu() -> float:
     """CPU seconds of the finished child processes (the run's read-ahead process,
     --workers children)."""
@@ -318,9 +328,11 @@ def measured_run(connection, url: str, args: argparse.Namespace) -> None:
     runtime = Runtime(settings=settings, evaluator=Evaluator(rulesets), schemas=SchemaRegistry())
     last_print = [0.0]
     began = time.perf_counter()
+    phases: dict[str, float] = {}  # phase -> when its first chunk was written
 
     def progress(done: runs.ChunkDone) -> None:
         now = time.perf_counter()
+        phases.setdefault(done.phase, now - began)
         if now - last_print[0] > 5:
             last_print[0] = now
             with database.session(write=False) as session:
@@ -375,6 +387,7 @@ def measured_run(connection, url: str, args: argparse.Namespace) -> None:
             "cpu": cpu,
             "child_cpu": child_cpu,
             "timings": timings,
+            "aggregates_from": phases.get("aggregates"),
         }
     )
 
@@ -447,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         # the run's first checkpoint would wait for all of it (fsync of the database file).
         database.dispose()
         os.sync()
+        speed_before = machine_speed()
         parent, child = multiprocessing.get_context("spawn").Pipe()
         process = multiprocessing.get_context("spawn").Process(
             target=measured_run, args=(child, url, args), name="rewards-bench-run"
@@ -479,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
             f"peak RSS            {tree.peak:8.0f} MB  (the run's process and its children at "
             f"once, sampled every 0.2 s; each process's own peak: {each} MB)"
         )
+        start = result["aggregates_from"]
+        if start is not None:
+            print(
+                f"phases              per-event {start:.1f} s, aggregates {elapsed - start:.1f} s"
+                "   (to the first aggregate chunk written, and from it)"
+            )
         steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result["timings"].items())
         print(f"seconds by step     {steps}")
         for offer in run.get("offers") or []:
@@ -494,12 +514,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_engine:
             spent, awards = engine_only(database, runtime)
             print(
-                f"bare evaluate_many  {spent:8.1f} s   {run.events_evaluated / spent:8,.0f} events/s"
+                f"bare evaluate_many  {spent:8.1f} s   {run['events_evaluated'] / spent:8,.0f} events/s"
                 f"   ({awards:,} per-event awards)"
             )
             print(f"ratio run / engine  {elapsed / spent:8.2f}")
         load = os.getloadavg()[0]
-        print(f"(machine load average {load:.2f} on {os.cpu_count()} CPUs)")
+        print(
+            f"(machine load average {load:.2f} on {os.cpu_count()} CPUs; a fixed Python loop "
+            f"took {speed_before:.2f} s before the run and {machine_speed():.2f} s after it: "
+            "this machine's speed varies, compare runs made back to back)"
+        )
     finally:
         database.dispose()
         if schema is not None and not args.keep:
