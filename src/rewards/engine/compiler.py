@@ -148,6 +148,9 @@ class CompiledRulesets:
     )  # ruleset -> its line rulesets
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # ruleset -> Params values
     _param_json: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _splices: dict[str, list[tuple[str, str | None]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
     max_params: int = field(default=0, init=False)  # the most Params of any ruleset
 
     def __post_init__(self) -> None:
@@ -161,6 +164,17 @@ class CompiledRulesets:
         """The JSON asserted into ruleset ``name``: the fact's, plus its ``Params``."""
         extra = self._param_json.get(name)
         return fact_json if extra is None else f"{fact_json[:-1]}{extra}}}"
+
+    def event_splices(self, event_type: str) -> list[tuple[str, str | None]]:
+        """(ruleset, its ``Params`` JSON with the closing brace, or None) of the per-event
+        rulesets of ``event_type``, in order: ``payload`` without a lookup per ruleset."""
+        found = self._splices.get(event_type)
+        if found is None:
+            found = self._splices[event_type] = [
+                (name, None if name not in self._param_json else self._param_json[name] + "}")
+                for name in self.event_rulesets.get(event_type, [])
+            ]
+        return found
 
 
 def scaled(value: Decimal) -> int:
@@ -640,12 +654,6 @@ def _retract_lines(count: int) -> str:
     return text
 
 
-def local_time(compiled: CompiledRulesets, performed_on: datetime) -> datetime:
-    if performed_on.tzinfo is None or performed_on.utcoffset() is None:
-        raise ValueError("performed_on must be timezone-aware")
-    return performed_on.astimezone(compiled.time_zone)
-
-
 def _base_fact(
     compiled: CompiledRulesets,
     event_type: str,
@@ -656,13 +664,15 @@ def _base_fact(
     awards_in_window: dict[str, int],
 ) -> dict[str, Any]:
     """The fields every event type has, and the max_awards counts."""
-    local = local_time(compiled, performed_on)
-    unit_code = _text(unit)
+    if performed_on.tzinfo is None or performed_on.utcoffset() is None:
+        raise ValueError("performed_on must be timezone-aware")
+    local = performed_on.astimezone(compiled.time_zone)
+    unit_code = "" if unit is None else str(unit)
     fact: dict[str, Any] = {
         "sid": SESSION,
         "id": EVENT_FACT_ID,
         "et": event_type,
-        "cls": _text(classification),
+        "cls": "" if classification is None else str(classification),
         "unit": unit_code,
         "ug": compiled.unit_groups.get(unit_code, ""),
         "seg": ["", *map(str, segments)],
@@ -684,8 +694,8 @@ def _purchase_fields(
 ) -> None:
     fact["tot"] = sum(line["a"] for line in lines) if total_cents is None else total_cents
     fact["ln"] = lines
-    fact["pb"] = _text(payment_brand)
-    fact["pt"] = _text(payment_type)
+    fact["pb"] = "" if payment_brand is None else str(payment_brand)
+    fact["pt"] = "" if payment_type is None else str(payment_type)
 
 
 def purchase_fact(
@@ -804,6 +814,15 @@ def prepare_fact(
     totals for: the other aggregate offers' rules need theirs, so cannot match).
     """
     event_type = fact["et"]
+    if per_event and not aggregates and len(fact) + compiled.max_params <= MAX_FACT_FIELDS:
+        # The usual case (every event of a run): one JSON for every ruleset, its Params
+        # spliced in before the closing brace.
+        whole = _encode(fact).decode()
+        payloads = [
+            (name, whole if extra is None else whole[:-1] + extra)
+            for name, extra in compiled.event_splices(event_type)
+        ]
+        return _prepared(event_type, fact, payloads)
     rulesets = compiled.event_rulesets.get(event_type, []) if per_event else []
     if aggregates:
         found = compiled.aggregate_rulesets.get(event_type, [])
@@ -817,6 +836,12 @@ def prepare_fact(
             (name, compiled.payload(name, _encode({k: fact[k] for k in fields[name]}).decode()))
             for name in rulesets
         ]
+    return _prepared(event_type, fact, payloads)
+
+
+def _prepared(
+    event_type: str, fact: dict[str, Any], payloads: list[tuple[str, str]]
+) -> PreparedEvent:
     if event_type == "purchase":
         lines = fact["ln"]
         skus = [line["s"] for line in lines]

@@ -152,10 +152,10 @@ _CENTS: dict[str, int] = {}  # amount text -> cents: prices repeat (bounded belo
 
 def _cents(value: str | int | float) -> int:
     """``Decimal(value)`` in cents, half-up, as build_facts + build_fact compute it."""
+    found = _CENTS.get(value)  # only text is stored: a number never finds one
+    if found is not None:
+        return found
     if type(value) is str:
-        found = _CENTS.get(value)
-        if found is not None:
-            return found
         found = _text_cents(value)
         if len(_CENTS) >= 100_000:
             _CENTS.clear()
