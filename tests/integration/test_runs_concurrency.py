@@ -34,10 +34,10 @@ def rulesets_dir() -> Path:
 
 @pytest.fixture(autouse=True, params=["by contact", "in time order"])
 def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of reading a period's purchases (aggregates.TIME_SCAN_CONTACTS)."""
-    monkeypatch.setattr(
-        aggregates, "TIME_SCAN_CONTACTS", 10**9 if request.param == "by contact" else 0
-    )
+    """Both ways of reading a period's purchases (aggregates.reads_in_time_order)."""
+    by_contact = request.param == "by contact"
+    monkeypatch.setattr(aggregates, "TIME_SCAN_CONTACTS", 10**9 if by_contact else 0)
+    monkeypatch.setattr(aggregates, "TIME_SCAN_SHARE", 0.0)
     return str(request.param)
 
 

@@ -292,6 +292,7 @@ class Reader:
         self.event_columns = event_columns(self.text_times)
         self.queries: dict[int, EventQueries] = {}
         self.scopes: dict[int, tuple[aggregates.Closed, Any]] = {}
+        self.period_contacts: dict[tuple[str, int], int] = {}  # see plan_aggregates
         self.segment_cache: dict[str, list[str]] = {}
 
     def _time(self, name: str) -> Timer:
@@ -497,8 +498,12 @@ class Reader:
         offers = [o for o in self.aggregate_offers if aggregates.period_of(o) == piece.period]
         with self._time("aggregate groups"):
             pending = aggregates.pending_of(session, piece, mine)
+            period_contacts = self.period_contacts.get((piece.period, piece.key))
+            if period_contacts is None:  # counted once: only a share is asked for
+                period_contacts = aggregates.count_pending(session, piece.period, piece.key)
+                self.period_contacts[(piece.period, piece.key)] = period_contacts
             by_offer = aggregates.in_range_groups(
-                session, offers, self.rulesets, piece, set(pending), self.zone
+                session, offers, self.rulesets, piece, set(pending), self.zone, period_contacts
             )
         planned: list[tuple[Offer, aggregates.Group, int]] = []
         skipped = 0
