@@ -48,7 +48,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import POSTGRES_URL, ROOT
+from tests.conftest import ROOT, postgres_schema
 
 KILLS = 4
 CLIENT_THREADS = 4
@@ -133,21 +133,8 @@ def crash_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'crash.db'}"
         return
-    if not POSTGRES_URL:
-        if os.environ.get("REWARDS_REQUIRE_POSTGRES"):
-            pytest.fail("REWARDS_REQUIRE_POSTGRES is set but REWARDS_TEST_POSTGRES_URL is not")
-        pytest.skip("REWARDS_TEST_POSTGRES_URL not set")
-    schema = f"rewards_crash_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("rewards_crash") as url:
+        yield url
 
 
 # ---- the load -------------------------------------------------------------------------

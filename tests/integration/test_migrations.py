@@ -3,8 +3,6 @@ pending aggregate periods of an existing database over, and 0007 re-keys them (a
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -12,12 +10,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from rewards.db.database import Database
 from rewards.db.migrate import MIGRATIONS, current_revision, head_revision, upgrade
 from rewards.db.tables import metadata
-from tests.conftest import BOTH, POSTGRES_URL
+from tests.conftest import BOTH, postgres_schema
 
 
 @pytest.mark.parametrize("database_url", BOTH, indirect=True)
@@ -76,23 +74,12 @@ def empty_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[Databas
         yield database
         database.dispose()
         return
-    if not POSTGRES_URL:
-        if os.environ.get("REWARDS_REQUIRE_POSTGRES"):
-            pytest.fail("REWARDS_REQUIRE_POSTGRES is set but REWARDS_TEST_POSTGRES_URL is not")
-        pytest.skip("REWARDS_TEST_POSTGRES_URL not set")
-    schema = f"rewards_migration_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    database = Database(f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}")
-    try:
-        yield database
-    finally:
-        database.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("rewards_migration") as url:
+        database = Database(url)
+        try:
+            yield database
+        finally:
+            database.dispose()
 
 
 def _downgrade(database: Database, revision: str) -> None:
