@@ -31,6 +31,7 @@ the engine's cost being per fact, not per call.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Literal
@@ -45,7 +46,9 @@ from rewards.engine.compiler import (
     RETRACT_EVENT,
     CompiledOffer,
     CompiledRulesets,
+    MergedRulesets,
     PreparedEvent,
+    merge_rulesets,
     prepare,
 )
 from rewards.engine.facts import EventFacts
@@ -95,6 +98,27 @@ class Evaluator:
         self.rulesets = rulesets
         self._compiled: CompiledRulesets = rulesets.compiled
         self._host: EngineHost = rulesets.host
+        self._merged: MergedRulesets | None = None  # see merged()
+        self._merged_host: EngineHost | None = None
+        self._merging = threading.Lock()
+
+    def merged(self) -> MergedRulesets:
+        """The per-event rulesets merged per event type (``compiler.MergedRulesets``, for
+        evaluation runs: pass it to ``prepare``/``prepare_fact``), built on first use."""
+        with self._merging:
+            if self._merged is None:
+                merged = merge_rulesets(self._compiled)
+                self._merged_host = EngineHost(merged.definitions)
+                self._merged = merged
+        return self._merged
+
+    def close_merged(self) -> None:
+        """Release the merged rulesets' engine rulesets now (``EngineHost.close``: only for
+        an evaluator nothing uses any more, e.g. tests building many small sets)."""
+        with self._merging:
+            host, self._merged_host, self._merged = self._merged_host, None, None
+        if host is not None:
+            host.close()
 
     def evaluate(
         self, facts: EventFacts, *, mode: Mode, aggregates: bool = False
@@ -113,16 +137,20 @@ class Evaluator:
         mode: Mode,
         aggregates: bool = False,
         per_event: bool = True,
+        merged: bool = False,
     ) -> list[list[AwardDecision]]:
         """``evaluate`` for many events with one trip to the engine thread (batch runs).
 
         ``per_event=False`` (with ``aggregates``): only the period-aggregate offers are
         matched. Only for a caller that keeps nothing but aggregate decisions and whose
         aggregate offers are in no exclusive group (a per-event offer of their group
-        could otherwise win over them)."""
+        could otherwise win over them). ``merged``: through the merged rulesets
+        (``merged()``), as evaluation runs do."""
         compiled = self._compiled
+        together = self.merged() if merged else None
         prepared = [
-            prepare(compiled, facts, aggregates=aggregates, per_event=per_event) for facts in events
+            prepare(compiled, facts, aggregates=aggregates, per_event=per_event, merged=together)
+            for facts in events
         ]
         return self.evaluate_prepared(prepared, mode=mode, aggregates=aggregates)
 
@@ -154,34 +182,60 @@ class Evaluator:
     def _match(
         self, prepared: PreparedEvent, mode: str, aggregates: bool, stock: bool
     ) -> list[tuple[str, str, str]]:
-        """(ruleset, rule, fact id) of every rule that fired for this event."""
-        host = self._host
-        by_rule = self._compiled.by_rule
+        """(ruleset, rule, fact id) of every rule that fired for this event (a merged
+        ruleset's hits as the rules of the rulesets merged into it)."""
         result: list[tuple[str, str, str]] = []
+        merged = self._merged
         for ruleset, payload in prepared.payloads:
-            hits: list[Hit] = (
-                host.fire(ruleset, payload, RETRACT_EVENT, stock=True)
-                if stock
-                else host.fire_event(ruleset, payload, RETRACT_EVENT)
-            )
-            if not hits:
+            if merged is not None and ruleset in merged.definitions:
+                assert self._merged_host is not None
+                fired = self._fire(self._merged_host, ruleset, payload, stock)
+                found: dict[str, list[Hit]] = {}
+                for rule, fact in fired:
+                    original, original_rule = merged.rules[(ruleset, rule)]
+                    found.setdefault(original, []).append((original_rule, fact))
+                for original, hits in found.items():
+                    self._add_hits(prepared, original, hits, mode, aggregates, stock, result)
                 continue
-            result += [(ruleset, rule, fact) for rule, fact in hits]
-            if prepared.skus and any(
-                by_rule[(ruleset, rule)].per_line
-                and _wanted(by_rule[(ruleset, rule)], mode, aggregates)
-                for rule, _ in hits
-            ):
-                for lines in self._compiled.line_rulesets[ruleset]:
-                    line_hits = host.fire(
-                        lines,
-                        prepared.lines_json(),
-                        prepared.retract_lines_json(),
-                        many=True,
-                        stock=stock,
-                    )
-                    result += [(lines, rule, fact) for rule, fact in line_hits]
+            hits = self._fire(self._host, ruleset, payload, stock)
+            if hits:
+                self._add_hits(prepared, ruleset, hits, mode, aggregates, stock, result)
         return result
+
+    @staticmethod
+    def _fire(host: EngineHost, ruleset: str, payload: str, stock: bool) -> list[Hit]:
+        if stock:
+            return host.fire(ruleset, payload, RETRACT_EVENT, stock=True)
+        return host.fire_event(ruleset, payload, RETRACT_EVENT)
+
+    def _add_hits(
+        self,
+        prepared: PreparedEvent,
+        ruleset: str,
+        hits: list[Hit],
+        mode: str,
+        aggregates: bool,
+        stock: bool,
+        result: list[tuple[str, str, str]],
+    ) -> None:
+        """The event fact's hits in ``ruleset``, and the line facts' when a per-line offer
+        of it matched."""
+        by_rule = self._compiled.by_rule
+        result += [(ruleset, rule, fact) for rule, fact in hits]
+        if prepared.skus and any(
+            by_rule[(ruleset, rule)].per_line
+            and _wanted(by_rule[(ruleset, rule)], mode, aggregates)
+            for rule, _ in hits
+        ):
+            for lines in self._compiled.line_rulesets[ruleset]:
+                line_hits = self._host.fire(
+                    lines,
+                    prepared.lines_json(),
+                    prepared.retract_lines_json(),
+                    many=True,
+                    stock=stock,
+                )
+                result += [(lines, rule, fact) for rule, fact in line_hits]
 
     # --- caller thread ---
 

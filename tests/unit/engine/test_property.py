@@ -479,3 +479,29 @@ def test_engine_agrees_with_the_reference(scenario: tuple[list, list[EventFacts]
                     assert got == want, (mode, aggregates, msgspec.to_builtins(facts))
     finally:
         loaded.host.close()
+
+
+@settings(
+    derandomize=True,
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenarios())
+def test_merged_rulesets_agree_with_the_reference(
+    scenario: tuple[list, list[EventFacts]],
+) -> None:
+    """Evaluation runs assert an event once into its event type's merged rulesets
+    (``compiler.merge_rulesets``): the decisions are the reference's, in every mode."""
+    generated, facts_list = scenario
+    loaded = rulesets(*generated, definition=DEFINITION)
+    evaluator = Evaluator(loaded)
+    try:
+        for mode in ("all", "immediate", "batch"):
+            decided = evaluator.evaluate_many(facts_list, mode=mode, merged=True)
+            for facts, got in zip(facts_list, decided, strict=True):
+                want = reference.evaluate(loaded, facts, mode=mode)
+                assert summary(got) == want, (mode, msgspec.to_builtins(facts))
+    finally:
+        evaluator.close_merged()
+        loaded.host.close()

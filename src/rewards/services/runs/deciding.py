@@ -668,6 +668,9 @@ class Decider:
             o.exclusive_group for o in aggregates.aggregate_offers(evaluator.rulesets)
         )
         self.rulesets = {item.offer.id: item.ruleset for item in self.compiled.offers}
+        # Per-event facts go through the rulesets merged per event type (one assertion
+        # per event instead of one per classification).
+        self.merged = evaluator.merged()
 
     def _time(self, name: str) -> Timer:
         return Timer(self.timings, name)
@@ -732,13 +735,13 @@ class Decider:
             fact = purchase_fact(compiled, event, contact_segments, counts)
             if fact is not None:
                 if item.offer is None:
-                    return prepare_fact(compiled, fact)
+                    return prepare_fact(compiled, fact, merged=self.merged)
                 assert item.totals is not None
                 add_period_totals(compiled, fact, {item.offer: item.totals})
                 return self._prepare_aggregate(fact, item.offer)
         facts = build_facts(None, event, contact_segments, counts)  # type: ignore[arg-type]  # it reads no database; the record has every Event field it reads
         if item.offer is None or item.totals is None:
-            return prepare(compiled, facts)
+            return prepare(compiled, facts, merged=self.merged)
         facts.period_totals = {item.offer: item.totals}
         return self._prepare_aggregate(build_fact(compiled, facts, aggregates=True), item.offer)
 
