@@ -10,7 +10,8 @@ classification whose offers could together exceed ``MAX_PATHS`` simultaneous pat
 in file order; a rule also fires once per matching ``$or`` alternative, so hits are
 de-duplicated. The engine decides
 every match; Python only flattens the event into a fact beforehand and computes amounts
-afterwards.
+afterwards. Evaluation runs assert an event into its event type's rulesets merged into
+one (``merge_rulesets``), which the engine parses and matches once.
 
 The event fact: the fields below are computed once per event and encoded once; the
 same JSON (id ``"e"`` in session ``"0"``), with each ruleset's ``q<i>`` fields spliced
