@@ -329,9 +329,17 @@ class Reader:
                     .order_by(*order)
                     .limit(self.chunk_size)
                 )
+            # The bound is the chunk-size-th event at all (not the chunk-size-th pending
+            # one): the index on performed_on alone finds it, without reading an event
+            # row or a mark (which the chunk's read does anyway). A chunk then holds at
+            # most a chunk of events, fewer where some were evaluated already.
             queries.bounds[starts] = (
                 select(*order)
-                .where(*where, *(after if starts else []))
+                .where(
+                    _E.performed_on <= self.run.as_of,
+                    *([] if mine is None else [mine]),
+                    *(after if starts else []),
+                )
                 .order_by(*order)
                 .offset(self.chunk_size - 1)
                 .limit(1)
@@ -342,8 +350,8 @@ class Reader:
     def event_bound(
         self, partition: int, after: tuple[datetime, int] | None
     ) -> tuple[datetime, int] | None:
-        """The last event of the chunk after ``after``: None when fewer than a chunk are
-        left (that chunk is the partition's last)."""
+        """The last event of the chunk after ``after`` (a chunk of events, pending or not):
+        None when fewer than a chunk are left (that chunk is the partition's last)."""
         query = self._event_queries(partition).bounds[after is not None]
         params = {} if after is None else {"after_on": after[0], "after_number": after[1]}
         with self.database.session(write=False) as session, self._time("read"):

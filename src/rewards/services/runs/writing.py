@@ -388,7 +388,7 @@ class Worker:
                 .order_by(_W.id)
                 .with_for_update()
             )
-            for contact_id, wallet_id, balance in rows:
+            for contact_id, wallet_id, balance in rows.fetchall():
                 wallets[contact_id] = [wallet_id, balance, balance]
         entry_ids = self._ledger_ids(session, len(awards))
         run_id = self.run.id
@@ -770,7 +770,7 @@ class Worker:
                 posted = set(
                     session.scalars(
                         select(_E.number).where(_E.number.in_(numbers), _E.state == "posted")
-                    )
+                    ).all()
                 )
                 awards = [a for a in awards if a.event.number in posted]
             if windowed:
