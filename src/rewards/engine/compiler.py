@@ -152,9 +152,6 @@ class CompiledRulesets:
         default_factory=dict
     )  # ruleset -> bound of paths matching at once
     _param_json: dict[str, str] = field(default_factory=dict, init=False, repr=False)
-    _splices: dict[str, list[tuple[str, str | None]]] = field(
-        default_factory=dict, init=False, repr=False
-    )
     max_params: int = field(default=0, init=False)  # the most Params of any ruleset
 
     def __post_init__(self) -> None:
@@ -168,17 +165,6 @@ class CompiledRulesets:
         """The JSON asserted into ruleset ``name``: the fact's, plus its ``Params``."""
         extra = self._param_json.get(name)
         return fact_json if extra is None else f"{fact_json[:-1]}{extra}}}"
-
-    def event_splices(self, event_type: str) -> list[tuple[str, str | None]]:
-        """(ruleset, its ``Params`` JSON with the closing brace, or None) of the per-event
-        rulesets of ``event_type``, in order: ``payload`` without a lookup per ruleset."""
-        found = self._splices.get(event_type)
-        if found is None:
-            found = self._splices[event_type] = [
-                (name, None if name not in self._param_json else self._param_json[name] + "}")
-                for name in self.event_rulesets.get(event_type, [])
-            ]
-        return found
 
 
 def scaled(value: Decimal) -> int:
@@ -904,15 +890,6 @@ def prepare_fact(
         whole = _encode(fact).decode()
         payloads = [
             (name, whole[:-1] + splice) for name, splice in merged.by_type.get(event_type, [])
-        ]
-        return _prepared(event_type, fact, payloads)
-    if per_event and not aggregates and len(fact) + compiled.max_params <= MAX_FACT_FIELDS:
-        # The usual case (every event of a run): one JSON for every ruleset, its Params
-        # spliced in before the closing brace.
-        whole = _encode(fact).decode()
-        payloads = [
-            (name, whole if extra is None else whole[:-1] + extra)
-            for name, extra in compiled.event_splices(event_type)
         ]
         return _prepared(event_type, fact, payloads)
     rulesets = compiled.event_rulesets.get(event_type, []) if per_event else []

@@ -106,15 +106,13 @@ def local_fields(moment: datetime, zone: ZoneInfo) -> tuple[int, int, int, int]:
     return (*fields, local.hour * 60 + local.minute)
 
 
+# The key of a day, month or year period: the business day (YYYYMMDD) divided by this.
+_DAY_DIVISOR = {"day": 1, "month": 100, "year": 10000}
+
+
 def key_of(period: str, local_day: int, local_week: int) -> int:
     """The period key of a business day: YYYYMMDD (day; week: its Monday), YYYYMM, YYYY."""
-    if period == "day":
-        return local_day
-    if period == "week":
-        return local_week
-    if period == "month":
-        return local_day // 100
-    return local_day // 10000
+    return local_week if period == "week" else local_day // _DAY_DIVISOR[period]
 
 
 def periods_of(
@@ -123,15 +121,14 @@ def periods_of(
     """(period kind, key) -> contacts, of each (contact, business day, week) of purchases
     (``key_of`` for each period kind in ``periods``)."""
     found: dict[tuple[str, int], set[str]] = defaultdict(set)
-    scales = {"day": 1, "month": 100, "year": 10000}
-    for period in periods:
+    for period in periods:  # key_of, one period kind at a time (a call per purchase costs)
         if period == "week":
             for contact, _, week in purchases:
                 found[(period, week)].add(contact)
         else:
-            scale = scales[period]
+            divisor = _DAY_DIVISOR[period]
             for contact, day, _ in purchases:
-                found[(period, day // scale)].add(contact)
+                found[(period, day // divisor)].add(contact)
     return found
 
 

@@ -150,12 +150,13 @@ class Plan:
             last = piece.last if start + contacts_per_part >= len(contacts) else mine[-1]
             part = aggregates.Slice(piece.period, piece.key, after, last)
             inside = set(mine)
+            awards = [a for a in self.awards if a.event.contact_id in inside]
             parts.append(
                 Plan(
                     part,
                     {c: self.pending[c] for c in mine},
-                    [a for a in self.awards if a.event.contact_id in inside],
-                    sum(1 for a in self.awards if a.event.contact_id in inside),
+                    awards,
+                    len(awards),
                     [i for i in self.windowed if i.event.contact_id in inside],
                 )
             )
@@ -675,7 +676,7 @@ class Decider:
         self.aggregates_grouped = any(
             o.exclusive_group for o in aggregates.aggregate_offers(evaluator.rulesets)
         )
-        self.rulesets = {item.offer.id: item.ruleset for item in self.compiled.offers}
+        self.ruleset_of = {item.offer.id: item.ruleset for item in self.compiled.offers}
         # Per-event facts go through the rulesets merged per event type (one assertion
         # per event instead of one per classification).
         self.merged = evaluator.merged()
@@ -759,5 +760,5 @@ class Decider:
         if self.aggregates_grouped:
             return prepare_fact(self.compiled, fact, aggregates=True)
         return prepare_fact(
-            self.compiled, fact, aggregates=True, per_event=False, only=self.rulesets[offer_id]
+            self.compiled, fact, aggregates=True, per_event=False, only=self.ruleset_of[offer_id]
         )

@@ -773,10 +773,8 @@ class Worker:
                     ).all()
                 )
                 awards = [a for a in awards if a.event.number in posted]
-            if windowed:
-                again = self.reader.window_awards(session, windowed, windows)
-                if any(self.reader.counts(i, again, windows) != i.db_counts for i in windowed):
-                    raise Stale
+            if self.reader.windows_moved(session, windowed, windows):
+                raise Stale
         with self._time("mark"):
             pending = self._mark(session, marks)
         with self._time("persist"):
