@@ -16,7 +16,7 @@ applies to these never-evaluated purchases, plus the three period aggregates), t
 The run itself happens in a fresh process, as ``rewards evaluate`` would (the memory of
 the data generation is not the run's). Prints: events/s of the run, its CPU, its peak
 RSS (the run's process and its child processes at once, sampled every 0.2 s: a big
-run's worker starts a read-ahead process, see ``rewards.services.runs``), seconds
+run's worker starts a read-ahead process, see ``rewards.runs``), seconds
 by step (summed over the processes; "waiting for ..." includes the chunks the worker
 decided itself meanwhile), awards, and the ratio of the run time to bare engine
 evaluation (``Evaluator.evaluate_many`` of the same facts, chunks of 1,000, facts
@@ -284,7 +284,7 @@ def engine_only(database, runtime, chunk: int = 1000) -> tuple[float, int]:
     """Seconds spent in Evaluator.evaluate_many for the same facts (mode all), and the
     number of awards it decides (period aggregates excluded)."""
     from rewards.db.tables import Contact, Event
-    from rewards.services.evaluation import build_facts
+    from rewards.offers.evaluation import build_facts
 
     evaluator = runtime.evaluator
     columns = [
@@ -318,8 +318,8 @@ def measured_run(connection, url: str, args: argparse.Namespace) -> None:
     from rewards.db.database import Database
     from rewards.engine import Evaluator, load_rulesets
     from rewards.schemas import SchemaRegistry
-    from rewards.services import runs
-    from rewards.services.runtime import Runtime
+    from rewards import runs
+    from rewards.runtime.context import Runtime
     from rewards.settings import Settings
 
     database = Database(url)
@@ -429,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     from rewards.db.migrate import upgrade
     from rewards.engine import Evaluator, load_rulesets
     from rewards.schemas import SchemaRegistry
-    from rewards.services import runs
-    from rewards.services.runtime import Runtime
+    from rewards import runs
+    from rewards.runtime.context import Runtime
     from rewards.settings import Settings
 
     if args.chunk_size is None:

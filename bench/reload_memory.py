@@ -25,7 +25,7 @@ Scenarios (each reload changes the folder's version):
 
 One process, never restarted here: ``rewards serve`` replaces a worker once its reloads
 built ``REWARDS_RECYCLE_AFTER_RULESETS`` engine rulesets, which bounds every scenario
-(services/reload.py). Nothing here is asserted by the tests (RSS is
+(runtime/reload.py). Nothing here is asserted by the tests (RSS is
 too noisy for CI); the numbers go in the reload notes of docs/analysts.md.
 """
 
@@ -149,8 +149,8 @@ def run_scenario(scenario: str, reloads: int) -> dict[str, object]:
 
     from rewards.engine import Evaluator, adapter, load_rulesets
     from rewards.schemas import SchemaRegistry
-    from rewards.services.reload import reload_rulesets
-    from rewards.services.runtime import Runtime
+    from rewards.runtime.reload import reload_rulesets
+    from rewards.runtime.context import Runtime
     from rewards.settings import Settings
 
     if scenario == "unshared":

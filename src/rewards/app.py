@@ -31,8 +31,8 @@ from rewards.db.database import Database
 from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
 from rewards.schemas import shared_registry
-from rewards.services import background
-from rewards.services.runtime import Runtime
+from rewards.runtime import background
+from rewards.runtime.context import Runtime
 from rewards.settings import Settings
 
 log = logging.getLogger("rewards")

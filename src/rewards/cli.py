@@ -37,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # Every worker, a single one included, runs under uvicorn's supervisor, which starts
     # a new worker when one exits: a worker restarts itself to give back the memory the
-    # rules engine keeps after reloads (services.reload). The listening socket stays with
+    # rules engine keeps after reloads (runtime.reload). The listening socket stays with
     # the supervisor, so connections made meanwhile wait for the new worker. The workers
     # read their settings from the environment (create_app's factory).
     os.environ["REWARDS_SUPERVISED"] = "1"

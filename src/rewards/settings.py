@@ -49,7 +49,7 @@ class Settings:
     evaluation_interval_seconds: int = 0  # >0: scheduled evaluation runs inside serve
     sql_echo: bool = False
     # Engine rulesets a worker may build by reloads before it restarts (0: never); see
-    # services.reload. Each one keeps 80-560 KB that durable-rules never gives back.
+    # runtime.reload. Each one keeps 80-560 KB that durable-rules never gives back.
     recycle_after_rulesets: int = 150
     supervised: bool = False  # a worker of `rewards serve` (which sets REWARDS_SUPERVISED)
 

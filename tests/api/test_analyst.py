@@ -21,9 +21,10 @@ from sqlalchemy import func, select
 
 from rewards.db.tables import Award, Event
 from rewards.engine.loader import folder_version
-from rewards.services import reload as reload_service
-from rewards.services import simulation, watcher
-from rewards.services.runtime import Runtime
+from rewards.runtime import reload as reload_service
+from rewards.analyst import simulation
+from rewards.runtime import watcher
+from rewards.runtime.context import Runtime
 from tests.conftest import BOTH, INTEGRATOR_KEY, ROOT, moment
 
 Client = TestClient[Litestar]

@@ -11,7 +11,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from rewards.services import runs
+from rewards import runs
 from tests.conftest import BOTH, INTEGRATOR_KEY, ROOT
 
 SHIPPED = ROOT / "rulesets"

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from rewards.cli import main
 from rewards.db.tables import Award, Event, WalletTransaction
 from rewards.engine import load_rulesets
-from rewards.services.backtest import backtest
+from rewards.analyst.backtest import backtest
 from tests.conftest import BOTH, ROOT
 
 Client = TestClient[Litestar]

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 
 from rewards.db.tables import Wallet, WalletTransaction
-from rewards.services.ledger import InsufficientBalance, post_entry, reverse_event_entries
+from rewards.money.ledger import InsufficientBalance, post_entry, reverse_event_entries
 from tests.conftest import BOTH, purchase_body
 
 pytestmark = pytest.mark.parametrize("database_url", BOTH, indirect=True)

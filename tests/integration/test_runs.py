@@ -26,11 +26,13 @@ from sqlalchemy import func, select
 from rewards.db.run_tables import EvaluatedEvent, EvaluationRun
 from rewards.db.tables import Award, Event, Wallet, WalletTransaction
 from rewards.domain.money import to_cents
-from rewards.services import contacts, events, runs
-from rewards.services.evaluation import awards_in_window
-from rewards.services.runs.deciding import Item
-from rewards.services.runs.records import EVENT_COLUMNS, read_records
-from rewards.services.runs.writing import Worker
+from rewards.intake import contacts
+from rewards.intake import events
+from rewards import runs
+from rewards.offers.evaluation import awards_in_window
+from rewards.runs.deciding import Item
+from rewards.runs.records import EVENT_COLUMNS, read_records
+from rewards.runs.writing import Worker
 from rewards.wire import EVENT_BODIES, ContactCreate
 from tests.conftest import BOTH, ROOT
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from rewards.db.run_tables import AggregateAward, AggregateLink, AggregatePending
 from rewards.db.tables import Award, Event
-from rewards.services import aggregates
+from rewards.runs import aggregates
 from tests.conftest import BOTH
 from tests.integration.test_runs import RUN_RULESETS, World
 

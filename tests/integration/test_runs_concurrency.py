@@ -20,9 +20,10 @@ from sqlalchemy import select
 
 from rewards.db.run_tables import AggregateLink, EvaluationRun, RunPartition
 from rewards.db.tables import Award, Event, WalletTransaction
-from rewards.services import aggregates, runs
-from rewards.services.runs import ahead
-from rewards.services.runs.writing import Worker
+from rewards.runs import aggregates
+from rewards import runs
+from rewards.runs import ahead
+from rewards.runs.writing import Worker
 from tests.conftest import BOTH
 from tests.integration.test_runs import RUN_RULESETS, T0, World
 

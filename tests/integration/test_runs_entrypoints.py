@@ -17,7 +17,8 @@ from sqlalchemy import select
 from rewards.cli import main
 from rewards.commands.evaluate import ProgressBar
 from rewards.db.run_tables import EvaluationRun
-from rewards.services import runs, scheduler
+from rewards import runs
+from rewards.runs import scheduler
 from rewards.settings import Settings
 from tests.integration.test_runs import RUN_RULESETS, World
 

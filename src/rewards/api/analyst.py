@@ -13,8 +13,9 @@ from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.engine.explain import Explanation
-from rewards.services import reload, simulation
-from rewards.services.simulation import SimulationIn
+from rewards.runtime import reload
+from rewards.analyst import simulation
+from rewards.analyst.simulation import SimulationIn
 
 
 @post(

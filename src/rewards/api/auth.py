@@ -12,7 +12,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
 
-from rewards.services.ratelimit import CALLER, caller_id
+from rewards.runtime.ratelimit import CALLER, caller_id
 
 OPEN_PATHS = ["^/health$", "^/schema", "^/metrics$"]
 SECURITY_SCHEME = "BearerAuth"

@@ -11,7 +11,7 @@ from litestar.params import PathParameter, QueryParameter, SkipValidation
 from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
-from rewards.services import contacts
+from rewards.intake import contacts
 from rewards.wire import (
     ContactCreate,
     ContactOut,

@@ -17,7 +17,7 @@ from litestar.params import SkipValidation
 from sqlmodel import Session
 
 from rewards.db.database import Database
-from rewards.services.runtime import Runtime
+from rewards.runtime.context import Runtime
 
 
 def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:

@@ -11,7 +11,7 @@ from litestar.params import PathParameter, SkipValidation
 from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
-from rewards.services import estimates
+from rewards.intake import estimates
 from rewards.wire import EstimateIn, EstimateOut
 
 EstimateId = Annotated[str, PathParameter(description="The estimate's id (UUID).")]

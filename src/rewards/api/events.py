@@ -15,7 +15,9 @@ from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
-from rewards.services import events, returns, simulation
+from rewards.intake import events
+from rewards.money import returns
+from rewards.analyst import simulation
 from rewards.wire import (
     EVENT_BODIES,
     BulkItemIn,

@@ -8,7 +8,7 @@ from litestar.params import SkipValidation
 from sqlalchemy import text
 from sqlmodel import Session
 
-from rewards.services.runtime import Runtime
+from rewards.runtime.context import Runtime
 from rewards.wire import Health
 
 

@@ -9,7 +9,7 @@ from litestar.params import QueryParameter
 
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import problems
-from rewards.services import offers
+from rewards.offers import catalog as offers
 from rewards.wire import OfferPage, RulesetsOut
 
 

@@ -14,8 +14,8 @@ from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.db.database import Database
-from rewards.services import runs
-from rewards.services.runs import EvaluationRunIn, EvaluationRunOut
+from rewards import runs
+from rewards.runs import EvaluationRunIn, EvaluationRunOut
 
 RunId = Annotated[str, PathParameter(description="The run's id (UUID).")]
 

@@ -143,7 +143,7 @@ def run_backtest(args: argparse.Namespace) -> int:
 
     from rewards.db.database import Database
     from rewards.engine import RulesetLoadError, load_rulesets
-    from rewards.services.backtest import backtest
+    from rewards.analyst.backtest import backtest
 
     settings = Settings.from_env()
     current_dir: Path = args.current or settings.rulesets_dir

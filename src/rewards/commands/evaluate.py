@@ -59,7 +59,7 @@ def register(commands: Any) -> None:
 def _runtime(settings: Settings) -> Any:
     from rewards.engine import Evaluator, load_rulesets
     from rewards.schemas import SchemaRegistry
-    from rewards.services.runtime import Runtime
+    from rewards.runtime.context import Runtime
 
     return Runtime(
         settings=settings,
@@ -71,7 +71,7 @@ def _runtime(settings: Settings) -> Any:
 def _worker_process(run_id: str, chunk_size: int) -> None:
     """Another worker of the run, in its own process (its own engine thread)."""
     from rewards.db.database import Database
-    from rewards.services import runs
+    from rewards import runs
 
     settings = Settings.from_env()
     database = Database(settings.database_url)
@@ -172,7 +172,7 @@ def summary(run: Any, currency: str, elapsed: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
-    from rewards.services import runs
+    from rewards import runs
 
     if args.workers < 1 or args.workers > 16:
         print("rewards evaluate: --workers must be 1..16", file=sys.stderr)

@@ -85,7 +85,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from rewards.engine import Evaluator, RulesetLoadError, load_rulesets
     from rewards.errors import DomainError
     from rewards.schemas import SchemaRegistry
-    from rewards.services.simulation import read_simulations, simulate
+    from rewards.analyst.simulation import read_simulations, simulate
 
     folder: Path = args.rulesets or Settings.from_env().rulesets_dir
     try:

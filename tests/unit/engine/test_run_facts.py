@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from rewards.engine import Evaluator, PeriodTotals, Rulesets
 from rewards.engine.compiler import build_fact, prepare, prepare_fact
-from rewards.services.evaluation import build_facts
-from rewards.services.runs import EventRecord, purchase_fact
+from rewards.offers.evaluation import build_facts
+from rewards.runs import EventRecord, purchase_fact
 from tests.unit.engine.builders import offer, rulesets, summary
 
 SKUS = ["COFFEE-LATTE", "BEANS-PREMIUM-KENYA", "PASTRY-CROISSANT", "SANDWICH-CLUB", "GC-25", 7]

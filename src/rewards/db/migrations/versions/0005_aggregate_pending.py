@@ -18,7 +18,7 @@ branch_labels = None
 depends_on = None
 
 # The bit of each period kind in the old evaluated_events.pending, and its key in SQL
-# (rewards.services.aggregates.key_of).
+# (rewards.runs.aggregates.key_of).
 _PERIODS = {
     "day": (1, "local_day"),
     "week": (2, "local_week"),

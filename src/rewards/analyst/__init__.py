@@ -1,0 +1,1 @@
+"""Analyst tools: simulation, backtest, analytics."""

@@ -1,0 +1,80 @@
+"""The summary an operator looks at: SQL aggregates only, never Python loops over rows.
+
+The window (``from`` inclusive, ``to`` exclusive) applies to the events' ``performed_on``:
+awards and spends are counted with the event that caused them. Award amounts are gross;
+``reversed`` is what cancellations and returns took back. The outstanding liability is
+the sum of every wallet balance now, whatever the window."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlmodel import Session
+
+from rewards.db.tables import Award, Event, Spend, Wallet, WalletTransaction
+from rewards.domain.money import from_cents
+from rewards.intake.events import parse_timestamp
+from rewards.runtime.context import Runtime
+from rewards.wire import AnalyticsSummary, AwardTotals, EventTypeCount, OfferTotals, SpendTotals
+
+
+def _window(column: Any, start: datetime | None, end: datetime | None) -> list[Any]:
+    return [
+        c
+        for c in (column >= start if start else None, column < end if end else None)
+        if c is not None
+    ]
+
+
+def summary(
+    session: Session, runtime: Runtime, start_text: str | None, end_text: str | None
+) -> AnalyticsSummary:
+    start = parse_timestamp("from", start_text)
+    end = parse_timestamp("to", end_text)
+    events = session.execute(
+        select(
+            Event.type,
+            func.sum(case((Event.state == "posted", 1), else_=0)),
+            func.sum(case((Event.state == "cancelled", 1), else_=0)),
+        )
+        .where(*_window(Event.performed_on, start, end))
+        .group_by(Event.type)
+        .order_by(Event.type)
+    ).all()
+    by_offer = session.execute(
+        select(Award.offer_id, func.count(), func.sum(Award.amount_cents))
+        .where(*_window(Award.performed_on, start, end))
+        .group_by(Award.offer_id)
+        .order_by(Award.offer_id)
+    ).all()
+    reversed_cents = session.scalar(
+        select(func.coalesce(func.sum(WalletTransaction.amount_cents), 0))
+        .join(Event, Event.id == WalletTransaction.event_id)
+        .where(WalletTransaction.kind == "award_reversal", *_window(Event.performed_on, start, end))
+    )
+    spends = session.execute(
+        select(func.count(), func.coalesce(func.sum(Spend.amount_cents), 0))
+        .join(Event, Event.id == Spend.event_id)
+        .where(*_window(Event.performed_on, start, end))
+    ).one()
+    liability = session.scalar(select(func.coalesce(func.sum(Wallet.balance_cents), 0)))
+    return AnalyticsSummary(
+        from_=start,
+        to=end,
+        events=[
+            EventTypeCount(type=t, posted=int(p or 0), cancelled=int(c or 0)) for t, p, c in events
+        ],
+        awards=AwardTotals(
+            count=sum(int(n) for _, n, _ in by_offer),
+            amount=from_cents(sum(int(a) for _, _, a in by_offer)),
+            reversed=from_cents(-int(reversed_cents or 0)),
+            by_offer=[
+                OfferTotals(offer_id=o, count=int(n), amount=from_cents(int(a)))
+                for o, n, a in by_offer
+            ],
+        ),
+        spends=SpendTotals(count=int(spends[0]), amount=from_cents(int(spends[1]))),
+        outstanding_liability=from_cents(int(liability or 0)),
+    )

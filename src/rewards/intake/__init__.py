@@ -1,0 +1,1 @@
+"""Events in: recording and bulk, contact identification, contacts and wallets, estimates, the answers."""

@@ -1,0 +1,144 @@
+"""Rendering stored events as the wire ``EventOut``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any, Protocol
+
+import msgspec
+from sqlalchemy import bindparam, select
+from sqlmodel import Session
+
+from rewards.db.tables import Award, Event, Spend, Wallet
+from rewards.db.types import UTCDateTime
+from rewards.domain.money import from_cents
+from rewards.money.ledger import open_reservations
+from rewards.wire import AwardOut, EventOut, EventWallet, LineAwardOut, SpendOut
+
+
+def money(cents: int) -> str:
+    """Amounts inside ``Event.details`` are decimal strings (exact in JSON columns)."""
+    return str(from_cents(cents))
+
+
+def decimal_text(value: Decimal) -> str:
+    return str(value)
+
+
+@cache
+def _wallet_of_contact() -> Any:
+    """Code, balance and open reservations of a contact's wallet in one statement, built
+    once per process (on first use)."""
+    wallets = Wallet.__table__  # type: ignore[attr-defined]
+    return select(
+        wallets.c.code,
+        wallets.c.balance_cents,
+        open_reservations(wallets.c.id, bindparam("now", type_=UTCDateTime())),
+    ).where(wallets.c.contact_id == bindparam("contact"))
+
+
+def event_wallet(session: Session, contact_id: str, now: datetime) -> EventWallet:
+    code, balance, reserved = (
+        session.connection()
+        .execute(_wallet_of_contact(), {"contact": contact_id, "now": now})
+        .one()
+    )
+    return EventWallet(
+        code=code, balance=from_cents(balance), available=from_cents(balance - int(reserved))
+    )
+
+
+class AwardLike(Protocol):
+    offer_id: str
+    offer_name: str
+    classification: str
+    amount_cents: int
+    contact_id: str
+    lines: list[dict[str, Any]] | None
+
+
+class SpendLike(Protocol):
+    id: str
+    amount_cents: int
+    instant: bool
+
+
+def award_out(award: AwardLike) -> AwardOut:
+    return AwardOut(
+        offer_id=award.offer_id,
+        offer_name=award.offer_name,
+        classification=award.classification,
+        amount=from_cents(award.amount_cents),
+        contact_id=award.contact_id,
+        lines=[
+            LineAwardOut(index=line["index"], sku=line["sku"], amount=Decimal(line["amount"]))
+            for line in award.lines
+        ]
+        if award.lines is not None
+        else None,
+    )
+
+
+def spend_out(spend: SpendLike) -> SpendOut:
+    return SpendOut(id=spend.id, amount=from_cents(spend.amount_cents), instant=spend.instant)
+
+
+def awards_of(session: Session, event: Event) -> list[AwardOut]:
+    """Awards the event earned, in the order they were made."""
+    awards = session.scalars(
+        select(Award).where(Award.event_id == event.id).order_by(Award.ledger_entry_id)
+    ).all()
+    return [award_out(award) for award in awards]
+
+
+def spends_of(session: Session, event: Event) -> list[SpendOut]:
+    """A purchase: every spend against it; a spend request: the spend it made."""
+    column = Spend.purchase_event_id if event.type == "purchase" else Spend.event_id
+    spends = session.scalars(
+        select(Spend).where(column == event.id).order_by(Spend.ledger_entry_id)
+    ).all()
+    return [spend_out(spend) for spend in spends]
+
+
+def render_event(
+    session: Session,
+    event: Event,
+    now: datetime,
+    *,
+    made: tuple[Sequence[AwardLike], Sequence[SpendLike]] | None = None,
+    **extra: Any,
+) -> EventOut:
+    """The event as stored. ``made``: the awards and spends of an event recorded by this
+    very request, in the order they were written (they are all it has), so the answer
+    does not read back what the request just wrote."""
+    fields: dict[str, Any] = {
+        "id": event.id,
+        "number": event.number,
+        "type": event.type,
+        "state": event.state,
+        "contact_id": event.contact_id,
+        # In UTC like every stored timestamp: a 201, its replay and a GET say the same.
+        "performed_on": event.performed_on.astimezone(UTC),
+        "created_at": event.created_at,
+        "evaluated": event.evaluated,
+        "process_immediately": event.process_immediately,
+        "performed_by_unit": event.performed_by_unit,
+        "classification": event.classification,
+        "description": event.description,
+        "external_system": event.external_system or None,
+        "external_reference": event.external_reference,
+        "cancelled_at": event.cancelled_at,
+        **event.details,
+    }
+    if made is None:
+        fields["awards"] = awards_of(session, event)
+        fields["spends"] = spends_of(session, event)
+    else:
+        awards, spends = made
+        fields["awards"] = [award_out(award) for award in awards]
+        fields["spends"] = [spend_out(spend) for spend in spends]
+    fields["wallet"] = event_wallet(session, event.contact_id, now)
+    return msgspec.convert(fields | extra, EventOut, strict=False)

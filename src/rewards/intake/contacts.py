@@ -1,0 +1,247 @@
+"""Contacts, their wallets, OTPs and the wallet ledger view."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from rewards.db.tables import Contact, GiftCard, Otp, Wallet, WalletTransaction
+from rewards.domain.money import from_cents, to_cents
+from rewards.errors import (
+    ContactNotFoundById,
+    DuplicateContact,
+    FieldError,
+    ValidationFailed,
+    WalletNotFound,
+)
+from rewards.money.ledger import open_reservations
+from rewards.db.pages import decode_cursor, encode_cursor
+from rewards.runtime.ratelimit import CALLER, OTP_ISSUE_PER_CONTACT, OTP_ISSUE_PER_KEY
+from rewards.runtime.context import Runtime
+from rewards.wire import (
+    ContactCreate,
+    ContactOut,
+    ContactUpdate,
+    LedgerEntry,
+    LedgerPage,
+    OtpOut,
+    OtpRequest,
+    WalletOut,
+    WalletWithContact,
+)
+
+
+def new_wallet_code() -> str:
+    """16 random base32 characters: unguessable and easy to type on a POS."""
+    return base64.b32encode(secrets.token_bytes(10)).decode()
+
+
+def reserved_cents(session: Session, wallet: Wallet, now: datetime) -> int:
+    """Funds held by open (unexpired, unconsumed) purchase-estimate reservations."""
+    assert wallet.id is not None
+    return int(session.scalar(select(open_reservations(wallet.id, now))) or 0)
+
+
+def wallet_out(session: Session, wallet: Wallet, now: datetime) -> WalletOut:
+    reserved = reserved_cents(session, wallet, now)
+    return WalletOut(
+        code=wallet.code,
+        currency=wallet.currency,
+        balance=from_cents(wallet.balance_cents),
+        reserved=from_cents(reserved),
+        available=from_cents(wallet.balance_cents - reserved),
+    )
+
+
+def _wallet_of(session: Session, contact_id: str) -> Wallet:
+    return session.scalars(select(Wallet).where(Wallet.contact_id == contact_id)).one()
+
+
+def contact_out(session: Session, contact: Contact, now: datetime) -> ContactOut:
+    cards = session.scalars(
+        select(GiftCard.number).where(GiftCard.contact_id == contact.id).order_by(GiftCard.number)
+    ).all()
+    return ContactOut(
+        id=contact.id,
+        code=contact.code,
+        cim=contact.cim,
+        name=contact.name,
+        segments=list(contact.segments),
+        gift_cards=list(cards),
+        spend_blocked=contact.spend_blocked,
+        created_at=contact.created_at,
+        wallet=wallet_out(session, _wallet_of(session, contact.id), now),
+    )
+
+
+def _refuse_taken(
+    session: Session, contact_id: str | None, code: str | None, cim: str | None, cards: list[str]
+) -> None:
+    """Clear 409s for identifiers already used by another contact (the unique
+    constraints still decide under concurrency)."""
+    problems = []
+    if (
+        code is not None
+        and session.scalars(
+            select(Contact.id).where(Contact.code == code, Contact.id != contact_id)
+        ).first()
+    ):
+        problems.append(FieldError(path="/code", message="already used by another contact"))
+    if (
+        cim is not None
+        and session.scalars(
+            select(Contact.id).where(Contact.cim == cim, Contact.id != contact_id)
+        ).first()
+    ):
+        problems.append(FieldError(path="/cim", message="already used by another contact"))
+    for i, card in enumerate(cards):
+        owner = session.scalars(select(GiftCard.contact_id).where(GiftCard.number == card)).first()
+        if owner is not None and owner != contact_id:
+            problems.append(
+                FieldError(path=f"/gift_cards/{i}", message="already used by another contact")
+            )
+    if problems:
+        raise DuplicateContact("An identifier is already used by another contact.", errors=problems)
+
+
+def _flush_unique(session: Session) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        raise DuplicateContact("An identifier is already used by another contact.") from None
+
+
+def create_contact(session: Session, runtime: Runtime, body: ContactCreate) -> ContactOut:
+    _refuse_taken(session, None, body.code, body.cim, body.gift_cards)
+    contact = Contact(
+        id=str(uuid.uuid4()),
+        code=body.code,
+        cim=body.cim,
+        name=body.name,
+        segments=list(body.segments),
+        spend_blocked=body.spend_blocked,
+    )
+    session.add(contact)
+    _flush_unique(session)
+    session.add(
+        Wallet(
+            code=new_wallet_code(),
+            contact_id=contact.id,
+            currency=runtime.rulesets.definition.currency,
+        )
+    )
+    session.add_all(GiftCard(number=card, contact_id=contact.id) for card in body.gift_cards)
+    _flush_unique(session)
+    return contact_out(session, contact, runtime.now())
+
+
+def get_contact(session: Session, runtime: Runtime, contact_id: str) -> ContactOut:
+    return contact_out(session, _contact(session, contact_id), runtime.now())
+
+
+def _contact(session: Session, contact_id: str, *, for_update: bool = False) -> Contact:
+    query = select(Contact).where(Contact.id == contact_id)
+    contact = session.scalars(query.with_for_update() if for_update else query).first()
+    if contact is None:
+        raise ContactNotFoundById(f"No contact with id {contact_id!r}.")
+    return contact
+
+
+def update_contact(
+    session: Session, runtime: Runtime, contact_id: str, body: ContactUpdate
+) -> ContactOut:
+    contact = _contact(session, contact_id, for_update=True)
+    if body.gift_cards is not None:
+        _refuse_taken(session, contact.id, None, None, body.gift_cards)
+        session.execute(delete(GiftCard).where(GiftCard.contact_id == contact.id))
+        session.add_all(GiftCard(number=card, contact_id=contact.id) for card in body.gift_cards)
+    if body.name is not None:
+        contact.name = body.name
+    if body.segments is not None:
+        contact.segments = list(body.segments)
+    if body.spend_blocked is not None:
+        contact.spend_blocked = body.spend_blocked
+    contact.updated_at = runtime.now()
+    session.add(contact)
+    _flush_unique(session)
+    return contact_out(session, contact, runtime.now())
+
+
+def issue_otp(session: Session, runtime: Runtime, contact_id: str, body: OtpRequest) -> OtpOut:
+    """A six-digit single-use code, unique among the codes still usable."""
+    contact = _contact(session, contact_id)
+    now = runtime.now()
+    runtime.limiter.hit(OTP_ISSUE_PER_KEY, CALLER.get(), now)
+    runtime.limiter.hit(OTP_ISSUE_PER_CONTACT, contact.id, now)
+    spend_cents = None
+    if body.spend_amount is not None:
+        spend_cents = to_cents(body.spend_amount)
+        if from_cents(spend_cents) != body.spend_amount or spend_cents <= 0:
+            raise ValidationFailed.at(
+                "/spend_amount", "must be a positive amount with at most 2 decimals"
+            )
+    ttl = body.ttl_seconds or runtime.settings.otp_ttl_seconds
+    while True:
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        clash = session.scalars(
+            select(Otp.id).where(Otp.code == code, Otp.used_at.is_(None), Otp.expires_at > now)  # type: ignore[union-attr,operator]
+        ).first()
+        if clash is None:
+            break
+    otp = Otp(
+        code=code,
+        contact_id=contact.id,
+        spend_amount_cents=spend_cents,
+        expires_at=now + timedelta(seconds=ttl),
+    )
+    session.add(otp)
+    session.flush()
+    return OtpOut(
+        otp=code, expires_at=otp.expires_at, spend_amount=body.spend_amount if spend_cents else None
+    )
+
+
+def _wallet_by_code(session: Session, code: str) -> Wallet:
+    wallet = session.scalars(select(Wallet).where(Wallet.code == code)).first()
+    if wallet is None:
+        raise WalletNotFound(f"No wallet with code {code!r}.")
+    return wallet
+
+
+def get_wallet(session: Session, runtime: Runtime, code: str) -> WalletWithContact:
+    wallet = _wallet_by_code(session, code)
+    view = wallet_out(session, wallet, runtime.now())
+    return WalletWithContact(
+        contact_id=wallet.contact_id, **{f: getattr(view, f) for f in view.__struct_fields__}
+    )
+
+
+def wallet_transactions(
+    session: Session, runtime: Runtime, code: str, limit: int, cursor: str | None
+) -> LedgerPage:
+    wallet = _wallet_by_code(session, code)
+    before = decode_cursor(cursor)
+    query = select(WalletTransaction).where(WalletTransaction.wallet_id == wallet.id)
+    if before is not None:
+        query = query.where(WalletTransaction.id < before)  # type: ignore[operator]
+    rows = session.scalars(query.order_by(WalletTransaction.id.desc()).limit(limit + 1)).all()  # type: ignore[union-attr]
+    items = [
+        LedgerEntry(
+            id=row.id or 0,
+            kind=row.kind,  # type: ignore[arg-type]
+            amount=from_cents(row.amount_cents),
+            balance_after=from_cents(row.balance_after_cents),
+            event_id=row.event_id,
+            offer_id=row.offer_id,
+            created_at=row.created_at,
+        )
+        for row in rows[:limit]
+    ]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return LedgerPage(items=items, next_cursor=next_cursor)

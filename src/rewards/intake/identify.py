@@ -1,0 +1,97 @@
+"""Identification: an event names its contact by exactly one identifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session
+
+from rewards.db.tables import Contact, GiftCard, Otp, Wallet
+from rewards.errors import ContactNotFound, FieldError, OtpInvalid
+from rewards.runtime.ratelimit import CALLER, OTP_USE_PER_CONTACT, OTP_USE_PER_KEY
+from rewards.runtime.context import Runtime
+from rewards.wire import ContactIdentifier
+
+
+@dataclass(frozen=True)
+class Identified:
+    contact: Contact
+    otp: Otp | None  # the OTP that identified the contact; consumed by consume_otp()
+
+
+@cache
+def _contact_queries() -> dict[str, Any]:
+    """The contact by each kind of identifier (``:value``), built once per process on
+    first use: building a query costs about as much as running it."""
+    value = bindparam("value")
+    return {
+        "wallet_code": select(Contact)
+        .join(Wallet, Wallet.contact_id == Contact.id)
+        .where(Wallet.code == value),
+        "contact_id": select(Contact).where(Contact.id == value),
+        "contact_code": select(Contact).where(Contact.code == value),
+        "cim": select(Contact).where(Contact.cim == value),
+        "gift_card": select(Contact)
+        .join(GiftCard, GiftCard.contact_id == Contact.id)
+        .where(GiftCard.number == value),
+    }
+
+
+def _kind_and_value(identifier: ContactIdentifier) -> tuple[str, str]:
+    for kind in ("wallet_code", "contact_id", "contact_code", "cim", "otp", "gift_card"):
+        value = getattr(identifier, kind)
+        if value is not None:
+            return kind, value
+    raise AssertionError("the schema requires exactly one identifier")
+
+
+def identify(
+    session: Session, runtime: Runtime, identifier: ContactIdentifier, path: str
+) -> Identified:
+    """Find the contact; an unknown identifier is a 422 pointing at ``path/<kind>``.
+    OTP attempts are rate limited per API key (failures included) and per contact."""
+    kind, value = _kind_and_value(identifier)
+    now = runtime.now()
+    if kind == "otp":
+        runtime.limiter.hit(OTP_USE_PER_KEY, CALLER.get(), now)
+    otp: Otp | None = None
+    query = _contact_queries().get(kind)
+    if query is None:  # otp
+        otp = session.scalars(
+            select(Otp).where(Otp.code == value, Otp.used_at.is_(None), Otp.expires_at > now)  # type: ignore[union-attr,operator]
+        ).first()
+        if otp is None:
+            raise OtpInvalid(
+                "The one-time password is unknown, used or expired.",
+                errors=[FieldError(path=f"{path}/otp", message="unknown, used or expired")],
+            )
+        query, value = _contact_queries()["contact_id"], otp.contact_id
+    contact = session.scalars(query, {"value": value}).first()
+    if contact is None:
+        raise ContactNotFound(
+            f"No contact with {kind} {value!r}.",
+            errors=[FieldError(path=f"{path}/{kind}", message=f"no contact with this {kind}")],
+        )
+    if otp is not None:
+        runtime.limiter.hit(OTP_USE_PER_CONTACT, contact.id, now)
+    return Identified(contact=contact, otp=otp)
+
+
+def consume_otp(session: Session, identified: Identified, path: str, now: datetime) -> None:
+    """Mark the identifying OTP used; a concurrent use of the same OTP loses (422)."""
+    if identified.otp is None:
+        return
+    used = session.execute(
+        update(Otp)
+        .where(Otp.id == identified.otp.id, Otp.used_at.is_(None))  # type: ignore[union-attr,arg-type]
+        .values(used_at=now)
+    ).rowcount
+    if used != 1:
+        raise OtpInvalid(
+            "The one-time password was used by another request.",
+            errors=[FieldError(path=f"{path}/otp", message="already used")],
+        )

@@ -1,0 +1,1 @@
+"""Money moves: the ledger (the only writer of balances and ledger rows), awards written, spending, returns."""

@@ -1,0 +1,299 @@
+"""Spending: wallet funds redeemed against a posted purchase of the same contact.
+
+Every rule of the definition's ``spend_requests`` is checked before anything is written;
+the debit itself is a conditional UPDATE (balance minus open reservations must cover it),
+so no interleaving overdraws a wallet on SQLite (writers are serial) or PostgreSQL (the
+UPDATE locks the row and re-checks the condition). A refused spend leaves no trace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, NamedTuple
+
+from sqlalchemy import func, insert, select
+from sqlmodel import Session
+
+from rewards.db.tables import Contact, Event, Otp, Spend, Wallet, WalletTransaction
+from rewards.db.types import utcnow
+from rewards.domain.money import from_cents, to_cents
+from rewards.errors import (
+    FieldError,
+    InsufficientFunds,
+    OtpSpendMismatch,
+    SpecificAmountNotAllowed,
+    SpendAmountOutOfRange,
+    SpendBlocked,
+    SpendExceedsPurchase,
+    SpendNotApplicable,
+    SpendWindowExpired,
+)
+from rewards.offers.evaluation import MadeAward
+from rewards.money.ledger import InsufficientBalance, open_reservations, post_entry
+from rewards.runtime.metrics import metrics
+from rewards.runtime.context import Runtime
+
+
+@dataclass(frozen=True)
+class SpendAsk:
+    """What a caller asks to spend, and where its amount sits in the request body."""
+
+    requested_cents: int | None  # None: the purchase's remaining total
+    path: str
+    only_if_fully_covered: bool = False
+    otp: Otp | None = None
+    excluding_estimate: str | None = None  # a consumed estimate's own reservation
+
+
+def _refuse(error: type[Exception], detail: str, path: str, message: str) -> Exception:
+    return error(detail, errors=[FieldError(path=path, message=message)])  # type: ignore[call-arg]
+
+
+def spent_cents(session: Session, purchase_id: str) -> int:
+    """Cents spent against a purchase and not given back (reversed)."""
+    reversed_entries = select(WalletTransaction.reverses_id).where(
+        WalletTransaction.reverses_id.is_not(None)
+    )  # type: ignore[union-attr]
+    total = session.scalar(
+        select(func.coalesce(func.sum(Spend.amount_cents), 0)).where(
+            Spend.purchase_event_id == purchase_id,
+            Spend.ledger_entry_id.not_in(reversed_entries),  # type: ignore[attr-defined]
+        )
+    )
+    return int(total or 0)
+
+
+def available_cents(
+    session: Session, wallet: Wallet, now: datetime, excluding_estimate: str | None = None
+) -> int:
+    assert wallet.id is not None
+    held = session.scalar(select(open_reservations(wallet.id, now, excluding_estimate))) or 0
+    return wallet.balance_cents - int(held)
+
+
+def locked_wallet(session: Session, contact_id: str) -> Wallet:
+    """The contact's wallet, row-locked until the transaction ends (PostgreSQL)."""
+    wallet = session.scalars(
+        select(Wallet).where(Wallet.contact_id == contact_id).with_for_update()
+    ).one()
+    session.refresh(wallet)
+    return wallet
+
+
+def _check_rules(
+    runtime: Runtime, contact: Contact, purchase: Event, performed_on: datetime, ask: SpendAsk
+) -> None:
+    rules = runtime.rulesets.definition.spend_requests
+    if contact.spend_blocked:
+        raise _refuse(
+            SpendBlocked, "Spending is blocked for this contact.", "/contact", "spending blocked"
+        )
+    zone = runtime.rulesets.time_zone
+    days = (
+        performed_on.astimezone(zone).date() - purchase.performed_on.astimezone(zone).date()
+    ).days
+    if days > rules.allowed_days_after_purchase:
+        raise _refuse(
+            SpendWindowExpired,
+            f"The purchase was {days} days before; spending is allowed up to {rules.allowed_days_after_purchase}.",
+            "/purchase_event_id" if ask.path == "/requested_amount" else "/performed_on",
+            f"more than {rules.allowed_days_after_purchase} days after the purchase",
+        )
+    if (
+        rules.applicable_classifications
+        and purchase.classification not in rules.applicable_classifications
+    ):
+        raise _refuse(
+            SpendNotApplicable,
+            f"Spending is allowed on purchases classified {rules.applicable_classifications}.",
+            "/purchase_event_id" if ask.path == "/requested_amount" else "/classification",
+            "classification not applicable",
+        )
+    if ask.requested_cents is not None and not rules.allow_specific_amount:
+        raise _refuse(
+            SpecificAmountNotAllowed,
+            "Only the purchase total can be spent.",
+            ask.path,
+            "specific amounts not allowed",
+        )
+
+
+def spend_on_purchase(
+    session: Session,
+    runtime: Runtime,
+    *,
+    contact: Contact,
+    purchase: Event,
+    event_id: str,
+    performed_on: datetime,
+    ask: SpendAsk,
+) -> MadeSpend:
+    """Redeem funds against ``purchase`` for the request ``event_id`` (a spend request,
+    or the purchase itself). Raises a 422 DomainError, writing nothing, when refused."""
+    _check_rules(runtime, contact, purchase, performed_on, ask)
+    rules = runtime.rulesets.definition.spend_requests
+    remaining = (purchase.amount_cents or 0) - spent_cents(session, purchase.id)
+    requested = ask.requested_cents if ask.requested_cents is not None else remaining
+    if requested > remaining:
+        raise _refuse(
+            SpendExceedsPurchase,
+            f"Only {from_cents(max(remaining, 0))} of the purchase is left to spend against.",
+            ask.path,
+            f"more than the {from_cents(max(remaining, 0))} left of the purchase",
+        )
+    low = to_cents(rules.min_amount) if rules.min_amount is not None else 1
+    high = to_cents(rules.max_amount) if rules.max_amount is not None else None
+    if requested < low or (high is not None and requested > high):
+        raise _refuse(
+            SpendAmountOutOfRange,
+            f"Spend {from_cents(requested)} is outside {from_cents(low)}..{from_cents(high) if high else 'no maximum'}.",
+            ask.path,
+            "outside the allowed spend range",
+        )
+    if (
+        ask.otp is not None
+        and ask.otp.spend_amount_cents is not None
+        and ask.otp.spend_amount_cents != requested
+    ):
+        raise _refuse(
+            OtpSpendMismatch,
+            f"The OTP was issued for a spend of {from_cents(ask.otp.spend_amount_cents)}, not {from_cents(requested)}.",
+            ask.path,
+            "differs from the OTP's spend amount",
+        )
+    now = runtime.now()
+    wallet = locked_wallet(session, contact.id)
+    available = available_cents(session, wallet, now, ask.excluding_estimate)
+    amount = requested
+    if available < requested:
+        if rules.reject_if_not_covered or ask.only_if_fully_covered or available < low:
+            raise _refuse(
+                InsufficientFunds,
+                f"Available {from_cents(max(available, 0))}, requested {from_cents(requested)}.",
+                ask.path,
+                "not covered by available funds",
+            )
+        amount = available
+    assert wallet.id is not None
+    return debit(
+        session,
+        runtime,
+        wallet_id=wallet.id,
+        contact_id=contact.id,
+        purchase=purchase,
+        event_id=event_id,
+        amount_cents=amount,
+        requested_cents=ask.requested_cents,
+        instant=False,
+        excluding_estimate=ask.excluding_estimate,
+        now=now,
+    )
+
+
+class MadeSpend(NamedTuple):
+    """A spend as written (the row of ``spends``)."""
+
+    id: str
+    event_id: str
+    purchase_event_id: str
+    contact_id: str
+    requested_cents: int | None
+    amount_cents: int
+    instant: bool
+    reduction: str
+    ledger_entry_id: int
+
+
+@cache
+def _insert_spend() -> Any:
+    """Built once per process, on first use (building costs more than running)."""
+    return insert(Spend.__table__)  # type: ignore[attr-defined]
+
+
+def debit(
+    session: Session,
+    runtime: Runtime,
+    *,
+    wallet_id: int,
+    contact_id: str,
+    purchase: Event,
+    event_id: str,
+    amount_cents: int,
+    requested_cents: int | None,
+    instant: bool,
+    now: datetime,
+    excluding_estimate: str | None = None,
+) -> MadeSpend:
+    """The spend record and its ledger debit; the conditional update decides."""
+    spend_id = str(uuid.uuid4())
+    try:
+        entry = post_entry(
+            session,
+            wallet_id=wallet_id,
+            kind="spend",
+            amount_cents=-amount_cents,
+            event_id=event_id,
+            spend_id=spend_id,
+            funds_checked_at=now,
+            excluding_estimate=excluding_estimate,
+        )
+    except InsufficientBalance:
+        raise InsufficientFunds("Available funds changed; the spend is not covered.") from None
+    unit = runtime.rulesets.unit(purchase.performed_by_unit or "")
+    spend = MadeSpend(
+        id=spend_id,
+        event_id=event_id,
+        purchase_event_id=purchase.id,
+        contact_id=contact_id,
+        requested_cents=requested_cents,
+        amount_cents=amount_cents,
+        instant=instant,
+        reduction=unit.reduction if unit is not None else "front_end",
+        ledger_entry_id=entry.id,
+    )
+    session.connection().execute(_insert_spend(), spend._asdict() | {"created_at": utcnow()})
+    metrics().spends.labels(instant=str(instant).lower()).inc()
+    return spend
+
+
+def instant_spends(
+    session: Session,
+    runtime: Runtime,
+    purchase: Event,
+    awards: list[MadeAward],
+    already_spent_cents: int,
+) -> list[MadeSpend]:
+    """Awards of ``instant_spend`` offers are spent at once on the same purchase, like a
+    discount (capped by what is left of the purchase after ``already_spent_cents``, the
+    spends this purchase made before; skipped for blocked contacts). No wallet lock or
+    read first: the conditional debit decides, as for every debit."""
+    spends: list[MadeSpend] = []
+    left = (purchase.amount_cents or 0) - already_spent_cents
+    for award in awards:
+        if not award.instant_spend:
+            continue
+        contact = session.get(Contact, award.contact_id)
+        if contact is None or contact.spend_blocked:
+            continue
+        amount = min(award.amount_cents, left)
+        if amount <= 0:
+            continue
+        spends.append(
+            debit(
+                session,
+                runtime,
+                wallet_id=award.wallet_id,
+                contact_id=contact.id,
+                purchase=purchase,
+                event_id=purchase.id,
+                amount_cents=amount,
+                requested_cents=award.amount_cents,
+                instant=True,
+                now=runtime.now(),
+            )
+        )
+        left -= amount
+    return spends

@@ -1,0 +1,1 @@
+"""Deciding awards for events: facts, evaluation on intake, windows; decides, never writes."""

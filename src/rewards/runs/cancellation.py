@@ -1,0 +1,104 @@
+"""Cancelling an event a run evaluated: its aggregate award is reversed as a whole and
+the periods it touched become pending again."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from rewards.db.run_tables import AggregateAward, AggregateLink, EvaluatedEvent
+from rewards.db.tables import Award, Contact, Event, Wallet, WalletTransaction
+from rewards.runs import aggregates
+from rewards.runtime.context import Runtime
+
+
+def evaluated_by_run(session: Session, event_number: int) -> bool:
+    """Whether an evaluation run evaluated the event (for the event view's ``evaluated``:
+    evaluated on intake, or by a run)."""
+    return session.get(EvaluatedEvent, event_number) is not None
+
+
+def on_event_cancelled(session: Session, runtime: Runtime, event: Event) -> list[WalletTransaction]:
+    """Cancellation hook (intake.events.cancel_event calls it before reversing the
+    event's own ledger entries): every aggregate award the event contributed to is
+    reversed as a whole, its links are deleted, and the other contributing purchases go
+    back to pending, so the next run aggregates them again without the cancelled one.
+    Returns the reversal entries it wrote."""
+    if event.type != "purchase" or event.number is None:
+        return []
+    # Same lock as a run's aggregate chunk and awards_in_window (PostgreSQL row lock).
+    session.execute(select(Contact.id).where(Contact.id == event.contact_id).with_for_update())
+    L = AggregateLink.__table__.c  # type: ignore[attr-defined]
+    award_ids = sorted(
+        set(session.scalars(select(L.award_id).where(L.event_number == event.number)))
+    )
+    now = runtime.now()
+    reversals: list[WalletTransaction] = []
+    for award_id in award_ids:
+        award = session.get(Award, award_id)
+        aggregate = session.get(AggregateAward, award_id)
+        assert award is not None and aggregate is not None
+        entry = session.get(WalletTransaction, award.ledger_entry_id)
+        already = session.scalar(
+            select(WalletTransaction.id).where(
+                WalletTransaction.reverses_id == award.ledger_entry_id
+            )  # type: ignore[arg-type]
+        )
+        if entry is not None and already is None:
+            reversals.append(_reverse(session, entry, event.id, award.id, now))
+        aggregate.reversed_at = now
+        aggregate.reversed_by_event_id = event.id
+        # The other purchases of that period are unrewarded again: the period is pending.
+        aggregates.repend(session, {(aggregate.contact_id, aggregate.period, aggregate.period_key)})
+        session.execute(
+            AggregateLink.__table__.delete().where(L.award_id == award_id)  # type: ignore[attr-defined]
+        )
+    _touch_own_periods(session, event)
+    session.flush()
+    return reversals
+
+
+def _touch_own_periods(session: Session, event: Event) -> None:
+    """The cancelled purchase's own periods, when pending, count a change: a run that
+    decided them outside its write transaction (the read-ahead process) must decide
+    them again without it."""
+    mark = session.get(EvaluatedEvent, event.number)
+    if mark is None:  # never evaluated by a run: part of no aggregate
+        return
+    aggregates.touch_pending(
+        session,
+        {
+            (event.contact_id, period, aggregates.key_of(period, mark.local_day, mark.local_week))
+            for period in aggregates.PERIODS  # whatever rulesets the running run has
+        },
+    )
+
+
+def _reverse(
+    session: Session, entry: WalletTransaction, event_id: str, award_id: str, now: datetime
+) -> WalletTransaction:
+    """An award_reversal of ``entry`` naming the award (ledger.post_entry's two steps:
+    the balance moves with one UPDATE ... RETURNING, then the entry is appended)."""
+    W = Wallet.__table__.c  # type: ignore[attr-defined]
+    balance_after = session.execute(
+        update(Wallet.__table__)  # type: ignore[attr-defined]
+        .where(W.id == entry.wallet_id)
+        .values(balance_cents=W.balance_cents - entry.amount_cents)
+        .returning(W.balance_cents)
+    ).scalar_one()
+    reversal = WalletTransaction(
+        wallet_id=entry.wallet_id,
+        kind="award_reversal",
+        amount_cents=-entry.amount_cents,
+        balance_after_cents=balance_after,
+        event_id=event_id,
+        offer_id=entry.offer_id,
+        reverses_id=entry.id,
+        award_id=award_id,
+        created_at=now,
+    )
+    session.add(reversal)
+    session.flush()
+    return reversal

@@ -1,0 +1,40 @@
+"""What services need besides the session: settings, the loaded rulesets, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from rewards.schemas import SchemaRegistry
+from rewards.runtime.ratelimit import RateLimiter
+from rewards.settings import Settings
+
+if TYPE_CHECKING:
+    from rewards.engine import Evaluator, Rulesets
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    """Shared by every request of one process. The evaluator (and the rulesets it
+    carries) is replaced as a whole on reload by one reference assignment: a request that
+    takes ``runtime.evaluator`` once sees exactly one ruleset version."""
+
+    settings: Settings
+    evaluator: Evaluator
+    schemas: SchemaRegistry
+    clock: Callable[[], datetime] = _utcnow
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    reload_errors: tuple[str, ...] = ()  # of the last refused reload, as file:line: message
+
+    @property
+    def rulesets(self) -> Rulesets:
+        return self.evaluator.rulesets
+
+    def now(self) -> datetime:
+        return self.clock()
