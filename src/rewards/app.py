@@ -30,9 +30,9 @@ from rewards.api.runs import run_handlers
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
-from rewards.schemas import shared_registry
 from rewards.runtime import background
 from rewards.runtime.context import Runtime
+from rewards.schemas import shared_registry
 from rewards.settings import Settings
 
 log = logging.getLogger("rewards")

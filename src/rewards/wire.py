@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from rewards.engine.explain import Explanation
+from rewards.domain.decisions import Explanation
 
 
 class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -28,11 +28,12 @@ from sqlmodel import Session
 
 from rewards.db.tables import Contact, Event
 from rewards.domain import purchase as purchase_math
+from rewards.domain.decisions import Explanation
 from rewards.domain.money import from_cents
 from rewards.domain.payment_medium import automate
 from rewards.engine import EventFacts, KpiValue, PeriodTotals, ProductLine, Rulesets
 from rewards.engine.evaluator import Evaluator
-from rewards.engine.explain import Explanation, explain
+from rewards.engine.explain import explain
 from rewards.engine.model import AGGREGATE_CLASSIFICATIONS
 from rewards.errors import (
     ClassificationNotAllowed,
@@ -43,9 +44,9 @@ from rewards.errors import (
     ValidationFailed,
     refusal,
 )
-from rewards.schemas import SchemaRegistry
 from rewards.offers.evaluation import NOT_EVALUATED, build_facts, count_awards_in_windows
 from rewards.runtime.context import Runtime
+from rewards.schemas import SchemaRegistry
 from rewards.wire import (
     EVENT_BODIES,
     AchievementIn,

@@ -8,14 +8,14 @@ from litestar import post
 from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
+from rewards.analyst import simulation
+from rewards.analyst.simulation import SimulationIn
 from rewards.api.auth import admin_only
 from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep
 from rewards.api.docs import BODY, problems, request_schema
-from rewards.engine.explain import Explanation
+from rewards.domain.decisions import Explanation
 from rewards.runtime import reload
-from rewards.analyst import simulation
-from rewards.analyst.simulation import SimulationIn
 
 
 @post(

@@ -7,10 +7,10 @@ from typing import Annotated
 from litestar import get
 from litestar.params import QueryParameter
 
+from rewards.analyst import analytics
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import problems
 from rewards.api.events import RFC3339
-from rewards.analyst import analytics
 from rewards.wire import AnalyticsSummary
 
 

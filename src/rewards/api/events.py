@@ -11,13 +11,13 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter, SkipValidation
 
+from rewards.analyst import simulation
 from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
 from rewards.intake import events
 from rewards.money import returns
-from rewards.analyst import simulation
 from rewards.wire import (
     EVENT_BODIES,
     BulkItemIn,

@@ -9,12 +9,12 @@ from litestar import Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import PathParameter, SkipValidation
 
+from rewards import runs
 from rewards.api.auth import admin_only
 from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.db.database import Database
-from rewards import runs
 from rewards.runs import EvaluationRunIn, EvaluationRunOut
 
 RunId = Annotated[str, PathParameter(description="The run's id (UUID).")]

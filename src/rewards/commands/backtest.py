@@ -141,9 +141,9 @@ def render_table(result: Any, current: Path, new: Path, zone: str) -> str:
 def run_backtest(args: argparse.Namespace) -> int:
     from sqlalchemy import text
 
+    from rewards.analyst.backtest import backtest
     from rewards.db.database import Database
     from rewards.engine import RulesetLoadError, load_rulesets
-    from rewards.analyst.backtest import backtest
 
     settings = Settings.from_env()
     current_dir: Path = args.current or settings.rulesets_dir

@@ -58,8 +58,8 @@ def register(commands: Any) -> None:
 
 def _runtime(settings: Settings) -> Any:
     from rewards.engine import Evaluator, load_rulesets
-    from rewards.schemas import SchemaRegistry
     from rewards.runtime.context import Runtime
+    from rewards.schemas import SchemaRegistry
 
     return Runtime(
         settings=settings,
@@ -70,8 +70,8 @@ def _runtime(settings: Settings) -> Any:
 
 def _worker_process(run_id: str, chunk_size: int) -> None:
     """Another worker of the run, in its own process (its own engine thread)."""
-    from rewards.db.database import Database
     from rewards import runs
+    from rewards.db.database import Database
 
     settings = Settings.from_env()
     database = Database(settings.database_url)
@@ -170,9 +170,9 @@ def summary(run: Any, currency: str, elapsed: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rewards import runs
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
-    from rewards import runs
 
     if args.workers < 1 or args.workers > 16:
         print("rewards evaluate: --workers must be 1..16", file=sys.stderr)

@@ -82,10 +82,10 @@ def _text(out: TextIO, where: str, item: Any, result: Any) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from rewards.analyst.simulation import read_simulations, simulate
     from rewards.engine import Evaluator, RulesetLoadError, load_rulesets
     from rewards.errors import DomainError
     from rewards.schemas import SchemaRegistry
-    from rewards.analyst.simulation import read_simulations, simulate
 
     folder: Path = args.rulesets or Settings.from_env().rulesets_dir
     try:

@@ -32,3 +32,12 @@ def has_at_most_two_decimals(amount: Decimal) -> bool:
     """True when the amount is exact in cents (no sub-cent digits)."""
     exponent = amount.as_tuple().exponent
     return isinstance(exponent, int) and (exponent >= -2 or amount == amount.quantize(CENT))
+
+
+def money_text(cents: int) -> str:
+    """Cents as the decimal string stored inside ``Event.details`` (exact in JSON)."""
+    return str(from_cents(cents))
+
+
+def decimal_text(value: Decimal) -> str:
+    return str(value)

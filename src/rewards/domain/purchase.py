@@ -9,12 +9,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from rewards.domain.money import from_cents, quantize, to_cents
 from rewards.errors import FieldError, TotalsMismatch, ValidationFailed
-from rewards.wire import ProductLineIn
 
 QUANTITY_STEP = Decimal("0.001")
+
+
+class ProductLineIn(Protocol):
+    """A purchase line as sent (the request body's product line)."""
+
+    @property
+    def sku(self) -> str: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def net_amount(self) -> Decimal: ...
+    @property
+    def vat_amount(self) -> Decimal: ...
+    @property
+    def total_amount(self) -> Decimal | None: ...
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,11 @@ Public surface: ``load_rulesets`` reads, validates and compiles a ruleset folder
 by ``EventFacts``. Importing this package does no work (no engine host, no threads).
 """
 
-from rewards.engine.evaluator import AwardDecision, AwardLine, Evaluator
+from rewards.domain.decisions import AwardDecision, AwardLine
+from rewards.engine.evaluator import Evaluator
 from rewards.engine.facts import EventFacts, KpiValue, PeriodTotals, ProductLine
-from rewards.engine.loader import RulesetLoadError, RulesetProblem, Rulesets, load_rulesets
+from rewards.engine.loader import load_rulesets
+from rewards.engine.rulesets import RulesetLoadError, RulesetProblem, Rulesets
 
 __all__ = [
     "AwardDecision",

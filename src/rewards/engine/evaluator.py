@@ -34,11 +34,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Literal
-
-import msgspec
 
 from rewards.domain.awards import choose_exclusive, event_award, line_awards
+from rewards.domain.decisions import AwardDecision, AwardLine, Beneficiary, Mode
 from rewards.domain.money import from_cents
 from rewards.engine.adapter import EngineHost, Hit, call
 from rewards.engine.compiler import (
@@ -52,28 +50,9 @@ from rewards.engine.compiler import (
     prepare,
 )
 from rewards.engine.facts import EventFacts
-from rewards.engine.loader import Rulesets
+from rewards.engine.rulesets import Rulesets
 
-Mode = Literal["immediate", "batch", "all"]
-Beneficiary = Literal["contact", "referred", "referrer"]
 _MODES = ("immediate", "batch", "all")
-
-
-class AwardLine(msgspec.Struct, kw_only=True, frozen=True):
-    index: int  # position of the line in the event's products
-    sku: str
-    amount: Decimal
-
-
-class AwardDecision(msgspec.Struct, kw_only=True, frozen=True):
-    offer_id: str
-    offer_name: str
-    classification: str
-    ruleset_version: str
-    amount: Decimal  # 2 decimals, > 0
-    lines: list[AwardLine] | None = None  # per-line classifications only
-    instant_spend: bool = False
-    beneficiary: Beneficiary = "contact"
 
 
 class _Candidate:

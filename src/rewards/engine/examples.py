@@ -20,9 +20,10 @@ from typing import Any
 from rewards.domain.money import quantize
 from rewards.engine.adapter import EngineError, EngineHost
 from rewards.engine.compiler import CompileError
+from rewards.engine.evaluator import Evaluator
 from rewards.engine.facts import EventFacts, KpiValue, PeriodTotals, ProductLine
-from rewards.engine.loader import RulesetProblem, Rulesets
 from rewards.engine.model import CLASSIFICATION_EVENT_TYPES, Definition, Example, Offer
+from rewards.engine.rulesets import RulesetProblem, Rulesets
 from rewards.engine.sources import Path_, Position, format_path
 
 
@@ -189,7 +190,6 @@ def check_rulesets(
     rulesets: Rulesets, display: Callable[[str], str], *, run_examples: bool = True
 ) -> list[RulesetProblem]:
     """Create the engine host (reporting offers it refuses) and run every example."""
-    from rewards.engine.evaluator import Evaluator
 
     try:
         rulesets.host  # noqa: B018

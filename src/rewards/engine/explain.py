@@ -19,14 +19,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from typing import Literal
 
-import msgspec
-
+from rewards.domain.decisions import AwardDecision, Explanation, FailedCondition, Mode, OfferOutcome
 from rewards.engine import globs
-from rewards.engine.evaluator import AwardDecision, Evaluator, Mode
+from rewards.engine.evaluator import Evaluator
 from rewards.engine.facts import EventFacts
-from rewards.engine.loader import Rulesets
 from rewards.engine.model import (
     AGGREGATE_CLASSIFICATIONS,
     PER_LINE_CLASSIFICATIONS,
@@ -35,40 +32,9 @@ from rewards.engine.model import (
     ProductCondition,
     Range,
 )
+from rewards.engine.rulesets import Rulesets
 
 _CENT = Decimal("0.01")
-Status = Literal["applied", "not_applied"]
-
-
-class FailedCondition(msgspec.Struct, kw_only=True, frozen=True):
-    """One condition the event does not meet: its key and what was found."""
-
-    condition: str  # the condition key, e.g. transaction_amount, segments, schedule
-    message: str  # e.g. "transaction_amount 42.00 < min 50.00"
-
-
-class OfferOutcome(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """What one offer did with the event."""
-
-    offer_id: str
-    offer_name: str
-    classification: str
-    evaluation: str  # immediate | batch
-    status: Status
-    amount: Decimal | None = None  # applied: what the offer awards (referrals: both parts)
-    failed: list[FailedCondition] = []  # not_applied: every condition the event fails
-    note: str | None = None  # not_applied without a failed condition: why
-
-
-class Explanation(msgspec.Struct, kw_only=True, frozen=True):
-    """The awards of one event and, per offer of its type, why it did or did not apply."""
-
-    ruleset_version: str
-    event_type: str
-    mode: str
-    awards: list[AwardDecision]
-    total_awarded: Decimal
-    offers: list[OfferOutcome]
 
 
 def explain(

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 import msgspec
 
 from rewards.engine import globs
+from rewards.engine.examples import check_rulesets
 from rewards.engine.model import (
     AGGREGATE_CLASSIFICATIONS,
     CLASSIFICATION_EVENT_TYPES,
@@ -35,37 +34,12 @@ from rewards.engine.model import (
     Offer,
     Range,
     RulesetFile,
-    Unit,
 )
+from rewards.engine.rulesets import RulesetLoadError, RulesetProblem, Rulesets
 from rewards.engine.schema import condition_keys, definition_schema, ruleset_schema
 from rewards.engine.sources import Path_, Position, SourceMap, format_path, parse
 
-if TYPE_CHECKING:
-    from rewards.engine.adapter import EngineHost
-    from rewards.engine.compiler import CompiledRulesets
-
 DEFINITION_FILE = "definition.yaml"
-
-
-@dataclass(frozen=True)
-class RulesetProblem:
-    """One mistake in a ruleset file, with its 1-based position."""
-
-    file: str
-    line: int
-    column: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
-
-
-class RulesetLoadError(Exception):
-    """The folder was refused; ``errors`` holds every problem found, in file order."""
-
-    def __init__(self, errors: list[RulesetProblem]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(str(error) for error in errors))
 
 
 @dataclass
@@ -84,109 +58,6 @@ class _Source:
 
     def report(self, position: Position, message: str) -> None:
         self.problems.append(RulesetProblem(self.display, position.line, position.column, message))
-
-
-class Rulesets:
-    """One loaded, validated and compiled ruleset folder (immutable once built).
-
-    ``version`` identifies the exact file contents; every award records it. The engine
-    host is created on first use (loading with examples creates it at once); a reload
-    builds a new ``Rulesets`` with its own host and the caller swaps the reference.
-    """
-
-    def __init__(
-        self,
-        *,
-        path: Path,
-        version: str,
-        loaded_at: datetime,
-        files: list[str],
-        definition: Definition,
-        offers: list[Offer],
-        sources: dict[str, SourceMap] | None = None,
-    ) -> None:
-        self.path = path
-        self.version = version
-        self.loaded_at = loaded_at
-        self.files = files
-        self.definition = definition
-        self.offers = offers
-        self._sources = sources or {}
-        self._units = {unit.code: unit for unit in definition.units}
-        self._groups = {unit.group for unit in definition.units}
-        self._classification_types = {
-            item.code: frozenset(item.types) for item in definition.event_classifications
-        }
-        self._offers_by_id = {offer.id: offer for offer in offers}
-        self._host: EngineHost | None = None
-        self._host_lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"<Rulesets {self.version} files={len(self.files)} offers={len(self.offers)}>"
-
-    # --- helpers for the service layer ---
-
-    @cached_property
-    def time_zone(self) -> ZoneInfo:
-        return ZoneInfo(self.definition.time_zone)
-
-    def offer(self, offer_id: str) -> Offer | None:
-        return self._offers_by_id.get(offer_id)
-
-    def offers_for_event_type(self, event_type: str) -> list[Offer]:
-        """Offers whose classification evaluates this event type, in file order."""
-        return [
-            o for o in self.offers if event_type in CLASSIFICATION_EVENT_TYPES[o.classification]
-        ]
-
-    def award_windows(self, event_type: str) -> dict[str, int]:
-        """offer id -> window_days, for the offers of this event type that have max_awards.
-
-        The service counts the contact's awards of each such offer whose event was
-        performed within the window before ``performed_on`` and passes the counts as
-        ``EventFacts.awards_in_window``.
-        """
-        return {
-            o.id: o.conditions.max_awards.window_days
-            for o in self.offers_for_event_type(event_type)
-            if o.conditions.max_awards is not None
-        }
-
-    def unit(self, code: str) -> Unit | None:
-        return self._units.get(code)
-
-    def classification_allowed(self, code: str, event_type: str) -> bool:
-        """Whether the event classification ``code`` is declared for ``event_type``."""
-        return event_type in self._classification_types.get(code, ())
-
-    def source_position(self, offer_id: str) -> tuple[str, int, int] | None:
-        """(file, line, column) where the offer is written, for messages and tooling."""
-        offer = self._offers_by_id.get(offer_id)
-        if offer is None:
-            return None
-        sources = self._sources.get(offer.ruleset_file)
-        index = [o.id for o in self.offers if o.ruleset_file == offer.ruleset_file].index(offer_id)
-        position = sources.value(("offers", index)) if sources else Position(1, 1)
-        return offer.ruleset_file, position.line, position.column
-
-    # --- engine ---
-
-    @cached_property
-    def compiled(self) -> CompiledRulesets:
-        from rewards.engine.compiler import compile_rulesets
-
-        return compile_rulesets(self.definition, self.offers)
-
-    @property
-    def host(self) -> EngineHost:
-        """The engine host of this set, created (on the engine thread) on first use."""
-        if self._host is None:
-            from rewards.engine.adapter import EngineHost
-
-            with self._host_lock:
-                if self._host is None:
-                    self._host = EngineHost(self.compiled.rulesets)
-        return self._host
 
 
 def _folder_files(folder: Path) -> list[str]:
@@ -302,8 +173,6 @@ def load_rulesets(path: str | Path, *, run_examples: bool = True) -> Rulesets:
         offers=offers,
         sources=sources,
     )
-    from rewards.engine.examples import check_rulesets
-
     problems.extend(check_rulesets(rulesets, display, run_examples=run_examples))
     if problems:
         raise RulesetLoadError(_ordered(problems))

@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from rewards.db.pages import decode_cursor, encode_cursor
 from rewards.db.tables import Contact, GiftCard, Otp, Wallet, WalletTransaction
 from rewards.domain.money import from_cents, to_cents
 from rewards.errors import (
@@ -21,9 +22,8 @@ from rewards.errors import (
     WalletNotFound,
 )
 from rewards.money.ledger import open_reservations
-from rewards.db.pages import decode_cursor, encode_cursor
-from rewards.runtime.ratelimit import CALLER, OTP_ISSUE_PER_CONTACT, OTP_ISSUE_PER_KEY
 from rewards.runtime.context import Runtime
+from rewards.runtime.ratelimit import CALLER, OTP_ISSUE_PER_CONTACT, OTP_ISSUE_PER_KEY
 from rewards.wire import (
     ContactCreate,
     ContactOut,

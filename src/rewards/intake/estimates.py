@@ -23,9 +23,9 @@ from rewards.errors import (
     EstimateUnknown,
     FieldError,
 )
+from rewards.intake.identify import identify
 from rewards.money import spending
 from rewards.offers.evaluation import awards_in_window, build_facts
-from rewards.intake.identify import identify
 from rewards.runtime.context import Runtime
 from rewards.wire import (
     AwardOut,

@@ -17,7 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from rewards import runs
 from rewards.db.ids import time_ordered_id
+from rewards.db.pages import decode_cursor, encode_cursor
 from rewards.db.tables import (
     Contact,
     Event,
@@ -47,15 +49,13 @@ from rewards.errors import (
     refusal,
 )
 from rewards.intake import estimates
-from rewards.offers import evaluation
-from rewards import runs
-from rewards.money import spending
-from rewards.intake.identify import Identified, consume_otp, identify
-from rewards.money.ledger import reverse_event_entries
-from rewards.runtime.metrics import metrics
-from rewards.db.pages import decode_cursor, encode_cursor
-from rewards.runtime.context import Runtime
 from rewards.intake.answers import decimal_text, money, render_event
+from rewards.intake.identify import Identified, consume_otp, identify
+from rewards.money import spending
+from rewards.money.ledger import reverse_event_entries
+from rewards.offers import evaluation
+from rewards.runtime.context import Runtime
+from rewards.runtime.metrics import metrics
 from rewards.wire import (
     EVENT_BODIES,
     AchievementIn,

@@ -12,8 +12,8 @@ from sqlmodel import Session
 
 from rewards.db.tables import Contact, GiftCard, Otp, Wallet
 from rewards.errors import ContactNotFound, FieldError, OtpInvalid
-from rewards.runtime.ratelimit import CALLER, OTP_USE_PER_CONTACT, OTP_USE_PER_KEY
 from rewards.runtime.context import Runtime
+from rewards.runtime.ratelimit import CALLER, OTP_USE_PER_CONTACT, OTP_USE_PER_KEY
 from rewards.wire import ContactIdentifier
 
 

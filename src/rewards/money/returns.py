@@ -23,9 +23,9 @@ from rewards.errors import (
     ReturnExceedsPurchase,
     ValidationFailed,
 )
+from rewards.intake.answers import event_wallet
 from rewards.money.ledger import partly_reversed_cents, post_entry
 from rewards.runtime.context import Runtime
-from rewards.intake.answers import event_wallet
 from rewards.wire import ReturnedLineOut, ReturnIn, ReturnOut, ReversalOut
 
 

@@ -31,10 +31,10 @@ from rewards.errors import (
     SpendNotApplicable,
     SpendWindowExpired,
 )
-from rewards.offers.evaluation import MadeAward
 from rewards.money.ledger import InsufficientBalance, open_reservations, post_entry
-from rewards.runtime.metrics import metrics
+from rewards.offers.evaluation import MadeAward
 from rewards.runtime.context import Runtime
+from rewards.runtime.metrics import metrics
 
 
 @dataclass(frozen=True)

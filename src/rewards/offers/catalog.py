@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from rewards.runtime import reload
 from rewards.db.pages import decode_cursor, encode_cursor
+from rewards.runtime import reload
 from rewards.runtime.context import Runtime
 from rewards.wire import OfferOut, OfferPage, RulesetsOut, ValidityOut
 

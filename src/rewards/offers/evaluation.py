@@ -23,8 +23,8 @@ from rewards.db.types import utcnow
 from rewards.domain.money import to_cents
 from rewards.engine import AwardDecision, EventFacts, KpiValue, ProductLine
 from rewards.money.ledger import post_entry
-from rewards.runtime.metrics import metrics
 from rewards.runtime.context import Runtime
+from rewards.runtime.metrics import metrics
 
 NOT_EVALUATED = frozenset({"spend_request"})  # spend requests never earn
 

@@ -66,8 +66,8 @@ from rewards.db.run_tables import AggregateAward, AggregateLink, AggregatePendin
 from rewards.db.tables import Event
 from rewards.domain.money import to_cents
 from rewards.engine import globs
-from rewards.engine.loader import Rulesets
 from rewards.engine.model import AGGREGATE_CLASSIFICATIONS, WEEKDAYS, Offer, Range
+from rewards.engine.rulesets import Rulesets
 
 PERIODS = ("day", "week", "month", "year")
 _MEASURE = {

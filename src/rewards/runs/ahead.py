@@ -21,7 +21,7 @@ import msgspec
 from rewards.db.database import Database
 from rewards.db.run_tables import EvaluationRun
 from rewards.engine import AwardDecision, Evaluator
-from rewards.engine.loader import Rulesets
+from rewards.engine.rulesets import Rulesets
 from rewards.runs import aggregates
 from rewards.runs.deciding import (
     Decided,

@@ -30,10 +30,10 @@ from rewards.engine.compiler import (
     prepare,
     prepare_fact,
 )
-from rewards.engine.loader import Rulesets
 from rewards.engine.model import AGGREGATE_CLASSIFICATIONS, EVENT_TYPES, Offer
-from rewards.runs import aggregates
+from rewards.engine.rulesets import Rulesets
 from rewards.offers.evaluation import build_facts
+from rewards.runs import aggregates
 from rewards.runs.records import (
     EventRecord,
     event_columns,

@@ -15,8 +15,8 @@ import logging
 import threading
 import weakref
 
-from rewards.db.database import Database
 from rewards import runs
+from rewards.db.database import Database
 from rewards.runtime.context import Runtime
 
 log = logging.getLogger("rewards.scheduler")

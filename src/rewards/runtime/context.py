@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from rewards.schemas import SchemaRegistry
 from rewards.runtime.ratelimit import RateLimiter
+from rewards.schemas import SchemaRegistry
 from rewards.settings import Settings
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ import threading
 from rewards.db.database import Database
 from rewards.engine.loader import folder_version
 from rewards.errors import DomainError
-from rewards.runtime.reload import reload_rulesets
 from rewards.runtime.context import Runtime
+from rewards.runtime.reload import reload_rulesets
 
 log = logging.getLogger("rewards.rulesets")
 
