@@ -315,11 +315,11 @@ def engine_only(database, runtime, chunk: int = 1000) -> tuple[float, int]:
 def measured_run(connection, url: str, args: argparse.Namespace) -> None:
     """The evaluation run, in its own process like ``rewards evaluate`` (the data
     generation's memory is not the run's): sends back its figures."""
+    from rewards import runs
     from rewards.db.database import Database
     from rewards.engine import Evaluator, load_rulesets
-    from rewards.schemas import SchemaRegistry
-    from rewards import runs
     from rewards.runtime.context import Runtime
+    from rewards.schemas import SchemaRegistry
     from rewards.settings import Settings
 
     database = Database(url)
@@ -425,12 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.now is None:
         args.now = datetime.now(UTC)
 
+    from rewards import runs
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
     from rewards.engine import Evaluator, load_rulesets
-    from rewards.schemas import SchemaRegistry
-    from rewards import runs
     from rewards.runtime.context import Runtime
+    from rewards.schemas import SchemaRegistry
     from rewards.settings import Settings
 
     if args.chunk_size is None:

@@ -148,9 +148,9 @@ def run_scenario(scenario: str, reloads: int) -> dict[str, object]:
     import gc
 
     from rewards.engine import Evaluator, adapter, load_rulesets
-    from rewards.schemas import SchemaRegistry
-    from rewards.runtime.reload import reload_rulesets
     from rewards.runtime.context import Runtime
+    from rewards.runtime.reload import reload_rulesets
+    from rewards.schemas import SchemaRegistry
     from rewards.settings import Settings
 
     if scenario == "unshared":

@@ -30,7 +30,8 @@ from rewards.api.runs import run_handlers
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
-from rewards.runtime import background
+from rewards.runs import scheduler
+from rewards.runtime import watcher
 from rewards.runtime.context import Runtime
 from rewards.schemas import shared_registry
 from rewards.settings import Settings
@@ -58,11 +59,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def on_startup() -> None:
         if settings.auto_migrate:
             upgrade(database.write_engine)
-        background.start(runtime, database)
+        # Work beside requests: hot reload of the rulesets folder, scheduled runs.
+        watcher.start(runtime, database)
+        scheduler.start(runtime, database)
         log.info("rewards ready: rulesets %s", runtime.rulesets.version)
 
     def on_shutdown() -> None:
-        background.stop(runtime, database)
+        scheduler.stop(runtime, database)
+        watcher.stop(runtime, database)
         database.dispose()
 
     v1 = Router(

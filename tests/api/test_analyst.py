@@ -19,10 +19,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import func, select
 
+from rewards.analyst import simulation
 from rewards.db.tables import Award, Event
 from rewards.engine.loader import folder_version
 from rewards.runtime import reload as reload_service
-from rewards.analyst import simulation
 from rewards.runtime import watcher
 from rewards.runtime.context import Runtime
 from tests.conftest import BOTH, INTEGRATOR_KEY, ROOT, moment

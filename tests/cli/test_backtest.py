@@ -15,10 +15,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import func, select
 
+from rewards.analyst.backtest import backtest
 from rewards.cli import main
 from rewards.db.tables import Award, Event, WalletTransaction
 from rewards.engine import load_rulesets
-from rewards.analyst.backtest import backtest
 from tests.conftest import BOTH, ROOT
 
 Client = TestClient[Litestar]

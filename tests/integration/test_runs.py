@@ -23,12 +23,11 @@ import pytest
 from litestar import Litestar
 from sqlalchemy import func, select
 
+from rewards import runs
 from rewards.db.run_tables import EvaluatedEvent, EvaluationRun
 from rewards.db.tables import Award, Event, Wallet, WalletTransaction
 from rewards.domain.money import to_cents
-from rewards.intake import contacts
-from rewards.intake import events
-from rewards import runs
+from rewards.intake import contacts, events
 from rewards.offers.evaluation import awards_in_window
 from rewards.runs.deciding import Item
 from rewards.runs.records import EVENT_COLUMNS, read_records

@@ -18,11 +18,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import select
 
+from rewards import runs
 from rewards.db.run_tables import AggregateLink, EvaluationRun, RunPartition
 from rewards.db.tables import Award, Event, WalletTransaction
-from rewards.runs import aggregates
-from rewards import runs
-from rewards.runs import ahead
+from rewards.runs import aggregates, ahead
 from rewards.runs.writing import Worker
 from tests.conftest import BOTH
 from tests.integration.test_runs import RUN_RULESETS, T0, World

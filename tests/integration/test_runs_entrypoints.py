@@ -14,10 +14,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import select
 
+from rewards import runs
 from rewards.cli import main
 from rewards.commands.evaluate import ProgressBar
 from rewards.db.run_tables import EvaluationRun
-from rewards import runs
 from rewards.runs import scheduler
 from rewards.settings import Settings
 from tests.integration.test_runs import RUN_RULESETS, World

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer
+from sqlalchemy import BigInteger, Integer, Table
 from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import SQLModel
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
@@ -46,3 +47,11 @@ def sqlite_text(value: datetime) -> str:
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(" ", "microseconds")[:26]
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model, for statements built once (``table_of(Wallet).c``).
+    SQLModel sets ``__table__`` when the class is created but does not declare it, so
+    type checkers do not see it."""
+    table: Table = getattr(model, "__table__")  # noqa: B009 - undeclared attribute, see above
+    return table

@@ -5,50 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cache
 from typing import Any, Protocol
 
 import msgspec
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlmodel import Session
 
-from rewards.db.tables import Award, Event, Spend, Wallet
-from rewards.db.types import UTCDateTime
+from rewards.db.tables import Award, Event, Spend
 from rewards.domain.money import from_cents
-from rewards.money.ledger import open_reservations
-from rewards.wire import AwardOut, EventOut, EventWallet, LineAwardOut, SpendOut
-
-
-def money(cents: int) -> str:
-    """Amounts inside ``Event.details`` are decimal strings (exact in JSON columns)."""
-    return str(from_cents(cents))
-
-
-def decimal_text(value: Decimal) -> str:
-    return str(value)
-
-
-@cache
-def _wallet_of_contact() -> Any:
-    """Code, balance and open reservations of a contact's wallet in one statement, built
-    once per process (on first use)."""
-    wallets = Wallet.__table__  # type: ignore[attr-defined]
-    return select(
-        wallets.c.code,
-        wallets.c.balance_cents,
-        open_reservations(wallets.c.id, bindparam("now", type_=UTCDateTime())),
-    ).where(wallets.c.contact_id == bindparam("contact"))
-
-
-def event_wallet(session: Session, contact_id: str, now: datetime) -> EventWallet:
-    code, balance, reserved = (
-        session.connection()
-        .execute(_wallet_of_contact(), {"contact": contact_id, "now": now})
-        .one()
-    )
-    return EventWallet(
-        code=code, balance=from_cents(balance), available=from_cents(balance - int(reserved))
-    )
+from rewards.money.wallets import event_wallet
+from rewards.wire import AwardOut, EventOut, LineAwardOut, SpendOut
 
 
 class AwardLike(Protocol):

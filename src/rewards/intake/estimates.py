@@ -24,6 +24,7 @@ from rewards.errors import (
     FieldError,
 )
 from rewards.intake.identify import identify
+from rewards.intake.purchases import purchase_details  # shared with real purchases
 from rewards.money import spending
 from rewards.offers.evaluation import awards_in_window, build_facts
 from rewards.runtime.context import Runtime
@@ -59,8 +60,6 @@ def _render(estimate: Estimate, now: datetime) -> EstimateOut:
 
 
 def create_estimate(session: Session, runtime: Runtime, body: EstimateIn) -> EstimateOut:
-    from rewards.intake.events import purchase_details  # shared with real purchases
-
     now = runtime.now()
     performed_on = body.performed_on or now
     contact = identify(session, runtime, body.contact, "/contact").contact

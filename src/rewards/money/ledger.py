@@ -5,6 +5,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -14,6 +15,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
+from rewards.db.bulk import BulkInsert
 from rewards.db.tables import Estimate, Wallet, WalletTransaction
 from rewards.db.types import utcnow
 
@@ -109,9 +111,11 @@ def post_entry(
     reverses_id: int | None = None,
     funds_checked_at: datetime | None = None,
     excluding_estimate: str | None = None,
+    created_at: datetime | None = None,
 ) -> Entry:
     """Append one entry (signed amount) and move the balance in lock-step.
 
+    ``created_at`` defaults to the wall clock (a run's reversal passes its own clock).
     With ``funds_checked_at`` the update only happens while balance minus the open
     reservations at that moment (except ``excluding_estimate``, the one being consumed)
     covers the debit; otherwise :class:`InsufficientBalance` and nothing changes.
@@ -146,7 +150,8 @@ def post_entry(
         "spend_id": spend_id,
         "reverses_id": reverses_id,
     }
-    entry_id = connection.execute(statements.append, row | {"created_at": utcnow()}).scalar_one()
+    stamp = {"created_at": created_at or utcnow()}
+    entry_id = connection.execute(statements.append, row | stamp).scalar_one()
     return Entry(id=entry_id, **row)
 
 
@@ -195,3 +200,86 @@ def reverse_event_entries(session: Session, event_id: str) -> list[Entry]:
             )
         )
     return reversals
+
+
+class Credit(NamedTuple):
+    """One credit of a bulk: ``cents`` (> 0) to the wallet of ``contact_id``."""
+
+    contact_id: str
+    cents: int
+    event_id: str
+    offer_id: str
+    award_id: str
+
+
+_LEDGER_COLUMNS = (
+    "id", "wallet_id", "kind", "amount_cents", "balance_after_cents", "event_id", "offer_id",
+    "reverses_id", "award_id", "spend_id", "created_at",
+)  # fmt: skip
+
+
+class BulkCredits:
+    """Award credits of many wallets at once, for evaluation runs: each wallet locked and
+    read once, the entries in one multi-row insert (ids taken up front), each balance
+    moved once by the sum. Built once per run worker (statements and bind processors)."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.postgres = dialect.name == "postgresql"
+        self.entries = BulkInsert(dialect, WalletTransaction.__table__, _LEDGER_COLUMNS)  # type: ignore[attr-defined]
+        wallets = Wallet.__table__.c  # type: ignore[attr-defined]
+        self.wallets = wallets
+        self.move = (
+            update(Wallet.__table__)  # type: ignore[attr-defined]
+            .where(wallets.id == bindparam("wallet"))
+            .values(balance_cents=wallets.balance_cents + bindparam("delta"))
+        )
+
+    def _entry_ids(self, session: Session, count: int) -> list[int]:
+        """Ids for ``count`` new entries: from the sequence on PostgreSQL; on SQLite the
+        write transaction is exclusive, so the next rowids are ours."""
+        if self.postgres:
+            sequence = func.pg_get_serial_sequence("wallet_transactions", "id")
+            return list(
+                session.scalars(
+                    select(func.nextval(sequence)).select_from(func.generate_series(1, count))
+                )
+            )
+        top = session.scalar(select(func.max(WalletTransaction.id))) or 0
+        return list(range(top + 1, top + 1 + count))
+
+    def post(self, session: Session, credits: Sequence[Credit], now: datetime) -> list[int]:
+        """Append an ``award`` entry per credit, in order, and move the balances: the
+        entry ids, in the order of ``credits``."""
+        if not credits:
+            return []
+        w = self.wallets
+        contacts = sorted({credit.contact_id for credit in credits})
+        wallets: dict[str, list[int]] = {}  # contact -> [wallet id, balance, balance before]
+        for start in range(0, len(contacts), 1000):
+            rows = session.execute(
+                select(w.contact_id, w.id, w.balance_cents)
+                .where(w.contact_id.in_(contacts[start : start + 1000]))
+                .order_by(w.id)
+                .with_for_update()
+            )
+            for contact_id, wallet_id, balance in rows.fetchall():
+                wallets[contact_id] = [wallet_id, balance, balance]
+        entry_ids = self._entry_ids(session, len(credits))
+        rows_out = []
+        for credit, entry_id in zip(credits, entry_ids, strict=True):
+            wallet = wallets[credit.contact_id]
+            wallet[1] += credit.cents
+            rows_out.append(
+                (entry_id, wallet[0], "award", credit.cents, wallet[1], credit.event_id,
+                 credit.offer_id, None, credit.award_id, None, now)
+            )  # fmt: skip
+        self.entries.run(session, rows_out)
+        session.execute(
+            self.move,
+            [
+                {"wallet": wallet_id, "delta": after - before}
+                for wallet_id, after, before in wallets.values()
+                if after != before
+            ],
+        )
+        return entry_ids

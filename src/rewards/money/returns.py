@@ -23,8 +23,8 @@ from rewards.errors import (
     ReturnExceedsPurchase,
     ValidationFailed,
 )
-from rewards.intake.answers import event_wallet
 from rewards.money.ledger import partly_reversed_cents, post_entry
+from rewards.money.wallets import event_wallet
 from rewards.runtime.context import Runtime
 from rewards.wire import ReturnedLineOut, ReturnIn, ReturnOut, ReversalOut
 

@@ -31,8 +31,8 @@ from rewards.errors import (
     SpendNotApplicable,
     SpendWindowExpired,
 )
+from rewards.money.awards import MadeAward
 from rewards.money.ledger import InsufficientBalance, open_reservations, post_entry
-from rewards.offers.evaluation import MadeAward
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
 

@@ -2,27 +2,21 @@
 
 Facts are built from the event and the database (contact segments, awards already given
 in each offer's ``max_awards`` window); the rules engine decides the matching offers and
-amounts; each award is written with its ledger credit in the caller's transaction. The
-unique (offer, event, beneficiary) constraint makes a second award impossible.
+amounts. Nothing here writes: ``money.awards`` writes each award with its ledger credit
+in the caller's transaction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import select
 from sqlmodel import Session
 
-from rewards.db.ids import time_ordered_id
-from rewards.db.tables import Award, Contact, Event, Wallet
-from rewards.db.types import utcnow
-from rewards.domain.money import to_cents
+from rewards.db.tables import Award, Contact, Event
 from rewards.engine import AwardDecision, EventFacts, KpiValue, ProductLine
-from rewards.money.ledger import post_entry
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
 
@@ -108,103 +102,13 @@ def count_awards_in_windows(
     return counts
 
 
-def _beneficiary(event: Event, decision: AwardDecision) -> str:
+def beneficiary_of(event: Event, decision: AwardDecision) -> str:
+    """The contact an award goes to (a referral's awards go to either party)."""
     if decision.beneficiary == "referred":
         return str(event.details["referred_contact_id"])
     if decision.beneficiary == "referrer":
         return str(event.details["referrer_contact_id"])
     return event.contact_id
-
-
-class MadeAward(NamedTuple):
-    """An award as written (the row of ``awards``), plus its beneficiary's wallet."""
-
-    id: str
-    event_id: str
-    offer_id: str
-    offer_name: str
-    classification: str
-    beneficiary: str
-    contact_id: str
-    wallet_id: int
-    amount_cents: int
-    lines: list[dict[str, Any]] | None
-    instant_spend: bool
-    ledger_entry_id: int
-
-
-@dataclass(frozen=True)
-class _Statements:
-    wallet_of: Any  # the wallet id of a contact
-    insert_award: Any
-
-
-@cache
-def _statements() -> _Statements:
-    """Built once per process, on first use (building costs more than running)."""
-    wallets = Wallet.__table__  # type: ignore[attr-defined]
-    return _Statements(
-        wallet_of=select(wallets.c.id).where(wallets.c.contact_id == bindparam("contact")),
-        insert_award=insert(Award.__table__),  # type: ignore[attr-defined]
-    )
-
-
-def wallet_id_of(session: Session, contact_id: str) -> int:
-    wallet_id: int = (
-        session.connection().execute(_statements().wallet_of, {"contact": contact_id}).scalar_one()
-    )
-    return wallet_id
-
-
-def persist_award(
-    session: Session, event: Event, decision: AwardDecision, wallet_id: int | None = None
-) -> MadeAward:
-    """One award record and its ledger credit, in the caller's transaction
-    (``wallet_id``: the beneficiary's wallet when the caller knows it)."""
-    contact_id = _beneficiary(event, decision)
-    if wallet_id is None:
-        wallet_id = wallet_id_of(session, contact_id)
-    amount = to_cents(decision.amount)
-    award_id = time_ordered_id()
-    entry = post_entry(
-        session,
-        wallet_id=wallet_id,
-        kind="award",
-        amount_cents=amount,
-        event_id=event.id,
-        offer_id=decision.offer_id,
-        award_id=award_id,
-    )
-    award = MadeAward(
-        id=award_id,
-        event_id=event.id,
-        offer_id=decision.offer_id,
-        offer_name=decision.offer_name,
-        classification=decision.classification,
-        beneficiary=decision.beneficiary,
-        contact_id=contact_id,
-        wallet_id=wallet_id,
-        amount_cents=amount,
-        lines=[
-            {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
-            for line in decision.lines
-        ]
-        if decision.lines is not None
-        else None,
-        instant_spend=decision.instant_spend,
-        ledger_entry_id=entry.id,
-    )
-    row = award._asdict()
-    del row["wallet_id"]
-    row |= {
-        "ruleset_version": decision.ruleset_version,
-        "performed_on": event.performed_on,
-        "created_at": utcnow(),
-    }
-    session.connection().execute(_statements().insert_award, row)
-    metrics().awards.labels(offer_id=decision.offer_id).inc()
-    metrics().awarded_cents.inc(amount)
-    return award
 
 
 def evaluates_on_intake(event_type: str, process_immediately: bool) -> bool:
@@ -213,11 +117,19 @@ def evaluates_on_intake(event_type: str, process_immediately: bool) -> bool:
     return process_immediately and event_type not in NOT_EVALUATED
 
 
-def evaluate_on_intake(
+class Decided(NamedTuple):
+    """An award decided for an event, with the contact it goes to."""
+
+    decision: AwardDecision
+    contact_id: str
+
+
+def decide_on_intake(
     session: Session, runtime: Runtime, event: Event, contact: Contact
-) -> list[MadeAward] | None:
-    """Evaluate immediate offers for ``event`` (of ``contact``) when it asks for it (or
-    its type is always immediate): the awards made, or None when no evaluation took place."""
+) -> list[Decided] | None:
+    """The immediate offers' awards for ``event`` (of ``contact``) when it asks for
+    evaluation (or its type is always immediate), or None when no evaluation takes place.
+    Decides only: ``money.awards`` writes them."""
     if not evaluates_on_intake(event.type, event.process_immediately):
         return None
     evaluator = runtime.evaluator  # one ruleset version for the whole evaluation
@@ -226,11 +138,4 @@ def evaluate_on_intake(
     )
     with metrics().engine_seconds.time():
         decisions = evaluator.evaluate(facts, mode="immediate")
-    wallets: dict[str, int] = {}
-    awards = []
-    for decision in decisions:
-        beneficiary = _beneficiary(event, decision)
-        if beneficiary not in wallets:
-            wallets[beneficiary] = wallet_id_of(session, beneficiary)
-        awards.append(persist_award(session, event, decision, wallets[beneficiary]))
-    return awards
+    return [Decided(decision, beneficiary_of(event, decision)) for decision in decisions]

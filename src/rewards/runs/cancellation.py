@@ -3,13 +3,12 @@ the periods it touched become pending again."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlmodel import Session
 
 from rewards.db.run_tables import AggregateAward, AggregateLink, EvaluatedEvent
-from rewards.db.tables import Award, Contact, Event, Wallet, WalletTransaction
+from rewards.db.tables import Award, Contact, Event, WalletTransaction
+from rewards.money.ledger import Entry, post_entry
 from rewards.runs import aggregates
 from rewards.runtime.context import Runtime
 
@@ -20,7 +19,7 @@ def evaluated_by_run(session: Session, event_number: int) -> bool:
     return session.get(EvaluatedEvent, event_number) is not None
 
 
-def on_event_cancelled(session: Session, runtime: Runtime, event: Event) -> list[WalletTransaction]:
+def on_event_cancelled(session: Session, runtime: Runtime, event: Event) -> list[Entry]:
     """Cancellation hook (intake.events.cancel_event calls it before reversing the
     event's own ledger entries): every aggregate award the event contributed to is
     reversed as a whole, its links are deleted, and the other contributing purchases go
@@ -35,7 +34,7 @@ def on_event_cancelled(session: Session, runtime: Runtime, event: Event) -> list
         set(session.scalars(select(L.award_id).where(L.event_number == event.number)))
     )
     now = runtime.now()
-    reversals: list[WalletTransaction] = []
+    reversals: list[Entry] = []
     for award_id in award_ids:
         award = session.get(Award, award_id)
         aggregate = session.get(AggregateAward, award_id)
@@ -47,7 +46,19 @@ def on_event_cancelled(session: Session, runtime: Runtime, event: Event) -> list
             )  # type: ignore[arg-type]
         )
         if entry is not None and already is None:
-            reversals.append(_reverse(session, entry, event.id, award.id, now))
+            reversals.append(
+                post_entry(
+                    session,
+                    wallet_id=entry.wallet_id,
+                    kind="award_reversal",
+                    amount_cents=-entry.amount_cents,
+                    event_id=event.id,
+                    offer_id=entry.offer_id,
+                    award_id=award.id,
+                    reverses_id=entry.id,
+                    created_at=now,
+                )
+            )
         aggregate.reversed_at = now
         aggregate.reversed_by_event_id = event.id
         # The other purchases of that period are unrewarded again: the period is pending.
@@ -74,31 +85,3 @@ def _touch_own_periods(session: Session, event: Event) -> None:
             for period in aggregates.PERIODS  # whatever rulesets the running run has
         },
     )
-
-
-def _reverse(
-    session: Session, entry: WalletTransaction, event_id: str, award_id: str, now: datetime
-) -> WalletTransaction:
-    """An award_reversal of ``entry`` naming the award (ledger.post_entry's two steps:
-    the balance moves with one UPDATE ... RETURNING, then the entry is appended)."""
-    W = Wallet.__table__.c  # type: ignore[attr-defined]
-    balance_after = session.execute(
-        update(Wallet.__table__)  # type: ignore[attr-defined]
-        .where(W.id == entry.wallet_id)
-        .values(balance_cents=W.balance_cents - entry.amount_cents)
-        .returning(W.balance_cents)
-    ).scalar_one()
-    reversal = WalletTransaction(
-        wallet_id=entry.wallet_id,
-        kind="award_reversal",
-        amount_cents=-entry.amount_cents,
-        balance_after_cents=balance_after,
-        event_id=event_id,
-        offer_id=entry.offer_id,
-        reverses_id=entry.id,
-        award_id=award_id,
-        created_at=now,
-    )
-    session.add(reversal)
-    session.flush()
-    return reversal

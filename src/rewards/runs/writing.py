@@ -9,17 +9,17 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-import msgspec
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from rewards.db.bulk import BulkInsert
 from rewards.db.database import Database, committing
 from rewards.db.ids import TimeOrderedIds
 from rewards.db.run_tables import (
@@ -30,9 +30,9 @@ from rewards.db.run_tables import (
     RunOfferTotal,
     RunPartition,
 )
-from rewards.db.tables import Award, Contact, Event, Wallet, WalletTransaction
-from rewards.db.types import UTCDateTime, sqlite_text
+from rewards.db.tables import Contact, Event
 from rewards.domain.money import to_cents
+from rewards.money.awards import BatchAward, BulkAwards
 from rewards.runs import aggregates
 from rewards.runs.ahead import (
     AheadFailed,
@@ -55,7 +55,6 @@ from rewards.runtime.context import Runtime
 log = logging.getLogger("rewards.runs")
 
 _E = Event.__table__.c  # type: ignore[attr-defined]
-_W = Wallet.__table__.c  # type: ignore[attr-defined]
 
 WAL_PAGES = 250_000  # SQLite: the run's commits checkpoint only a WAL this big (~1 GB)
 
@@ -68,87 +67,6 @@ _LOCK_REFUSED = {"55P03", "40P01"}  # PostgreSQL: lock timeout, deadlock
 LOCK_TIMEOUT_MS = 200  # PostgreSQL: a run waits at most this long for a lock, then retries
 
 
-def _processor(column_type: Any, dialect: Any) -> Callable[[Any], Any] | None:
-    """The bind processor of a column: SQLAlchemy's, but for UTC datetimes on SQLite a
-    direct formatting of the same text (``types.sqlite_text``, several times faster)."""
-    if isinstance(column_type, UTCDateTime) and dialect.name == "sqlite":
-        return sqlite_text
-    processor: Callable[[Any], Any] | None = column_type._cached_bind_processor(dialect)
-    return processor
-
-
-class _Insert:
-    """Many rows into one table, in the session's transaction: the SQL and the columns'
-    bind processors are looked up once per worker, rows are tuples in ``columns`` order.
-    SQLite's ``executemany`` straight on the driver, PostgreSQL's ``COPY`` (SQLAlchemy's
-    per-row parameter building costs more than the database's insert)."""
-
-    def __init__(
-        self, dialect: Any, table: Any, columns: Sequence[str], ready: Sequence[str] = ()
-    ) -> None:
-        processors = [
-            None if name in ready else _processor(table.c[name].type, dialect) for name in columns
-        ]
-        # Only the columns whose values need converting (datetimes, JSON) are touched;
-        # ``ready`` ones come converted (JSON text).
-        self.processed = [(i, p) for i, p in enumerate(processors) if p is not None]
-        quote = dialect.identifier_preparer.quote
-        names = ", ".join(quote(name) for name in columns)
-        self.copy = dialect.name == "postgresql"
-        if self.copy:
-            self.sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
-        else:
-            marks = ", ".join("?" for _ in columns)
-            self.sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
-
-    def _process(self, rows: list[tuple[Any, ...]]) -> list[Any]:
-        if not self.processed:
-            return rows
-        # Each distinct datetime converted once (every row of a chunk has the same
-        # created_at); lists (JSON) are not hashable and are converted each time.
-        done: list[dict[Any, Any]] = [{} for _ in self.processed]
-        result = []
-        for row in rows:
-            values = list(row)
-            for (i, process), memo in zip(self.processed, done, strict=True):
-                value = values[i]
-                if value is None:
-                    continue
-                if type(value) is datetime:
-                    found = memo.get(value)
-                    if found is None:
-                        found = memo[value] = process(value)
-                    values[i] = found
-                else:
-                    values[i] = process(value)
-            result.append(tuple(values))
-        return result
-
-    def run(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        connection = session.connection()
-        values = self._process(rows)
-        if self.copy:
-            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(self.sql) as copy:
-                for row in values:
-                    copy.write_row(row)
-            return
-        connection.exec_driver_sql(self.sql, values)
-
-
-_encode_lines = msgspec.json.Encoder().encode  # awards.lines, stored as JSON text
-
-_LEDGER_COLUMNS = (
-    "id", "wallet_id", "kind", "amount_cents", "balance_after_cents", "event_id", "offer_id",
-    "reverses_id", "award_id", "spend_id", "created_at",
-)  # fmt: skip
-_AWARD_COLUMNS = (
-    "id", "event_id", "offer_id", "offer_name", "classification", "beneficiary", "contact_id",
-    "amount_cents", "lines", "instant_spend", "ruleset_version", "performed_on",
-    "ledger_entry_id", "created_at",
-)  # fmt: skip
 _AGGREGATE_COLUMNS = (
     "award_id", "run_id", "offer_id", "contact_id", "period", "period_key",
     "total_amount_cents", "event_count", "quantity_milli", "reversed_at",
@@ -164,11 +82,9 @@ class _Inserts:
     """The run's bulk inserts, built once per worker."""
 
     def __init__(self, dialect: Any) -> None:
-        self.ledger = _Insert(dialect, WalletTransaction.__table__, _LEDGER_COLUMNS)  # type: ignore[attr-defined]
-        self.awards = _Insert(dialect, Award.__table__, _AWARD_COLUMNS, ready=("lines",))  # type: ignore[attr-defined]
-        self.aggregates = _Insert(dialect, AggregateAward.__table__, _AGGREGATE_COLUMNS)  # type: ignore[attr-defined]
-        self.marks = _Insert(dialect, EvaluatedEvent.__table__, _MARK_COLUMNS)  # type: ignore[attr-defined]
-        self.links = _Insert(dialect, AggregateLink.__table__, _LINK_COLUMNS)  # type: ignore[attr-defined]
+        self.aggregates = BulkInsert(dialect, AggregateAward.__table__, _AGGREGATE_COLUMNS)  # type: ignore[attr-defined]
+        self.marks = BulkInsert(dialect, EvaluatedEvent.__table__, _MARK_COLUMNS)  # type: ignore[attr-defined]
+        self.links = BulkInsert(dialect, AggregateLink.__table__, _LINK_COLUMNS)  # type: ignore[attr-defined]
 
 
 # Per-event phase: decided chunks that are ready one after the other are written in one
@@ -301,11 +217,7 @@ class Worker:
         self.postgres = database.write_engine.dialect.name == "postgresql"
         # Statements built once per worker (building one costs more than running it).
         self.inserts = _Inserts(database.write_engine.dialect)
-        self.wallet_update = (
-            update(Wallet.__table__)  # type: ignore[attr-defined]
-            .where(_W.id == bindparam("wallet"))
-            .values(balance_cents=_W.balance_cents + bindparam("delta"))
-        )
+        self.awards = BulkAwards(database.write_engine.dialect)
         self.chunks = 0
         # Increasing (the indexes on award ids append); random bits from a generator
         # seeded by the system's (a system call per id cost the run seconds).
@@ -356,91 +268,35 @@ class Worker:
                 .with_for_update()
             )
 
-    def _ledger_ids(self, session: Session, count: int) -> list[int]:
-        """Ids for ``count`` new ledger entries, taken up front so the entries go in with
-        one multi-row insert: from the sequence on PostgreSQL; on SQLite the write
-        transaction is exclusive, so the next rowids are ours."""
-        if self.postgres:
-            sequence = func.pg_get_serial_sequence("wallet_transactions", "id")
-            return list(
-                session.scalars(
-                    select(func.nextval(sequence)).select_from(func.generate_series(1, count))
-                )
-            )
-        top = session.scalar(select(func.max(WalletTransaction.id))) or 0
-        return list(range(top + 1, top + 1 + count))
-
     def _persist(self, session: Session, awards: list[NewAward]) -> list[tuple[NewAward, str, int]]:
-        """Awards with their ledger credits, in bulk: the rows evaluation.persist_award
-        writes, plus the aggregate award rows. Returns (award, award id, cents) each."""
+        """Awards with their ledger credits, in bulk (``money.awards.BulkAwards``), plus
+        the aggregate award rows. Returns (award, award id, cents) each."""
         paid = [(a, to_cents(a.decision.amount)) for a in awards]
         paid = [(a, cents) for a, cents in paid if cents > 0]
         if not paid:
             return []
-        awards = [a for a, _ in paid]
         now = self.runtime.now()
-        contacts = sorted({a.beneficiary_id for a in awards})
-        wallets: dict[str, list[int]] = {}  # contact -> [wallet id, balance, balance before]
-        for start in range(0, len(contacts), 1000):
-            rows = session.execute(
-                select(_W.contact_id, _W.id, _W.balance_cents)
-                .where(_W.contact_id.in_(contacts[start : start + 1000]))
-                .order_by(_W.id)
-                .with_for_update()
-            )
-            for contact_id, wallet_id, balance in rows.fetchall():
-                wallets[contact_id] = [wallet_id, balance, balance]
-        entry_ids = self._ledger_ids(session, len(awards))
         run_id = self.run.id
-        ledger_rows = []
-        award_rows = []
+        batch = []
         aggregate_rows = []
         written = []
-        for (award, cents), entry_id in zip(paid, entry_ids, strict=True):
-            decision = award.decision
-            event = award.event
-            contact_id = award.beneficiary_id
-            wallet = wallets[contact_id]
-            wallet[1] += cents
+        for award, cents in paid:
             award_id = self.award_ids.next()
-            offer_id = decision.offer_id
-            ledger_rows.append(
-                (entry_id, wallet[0], "award", cents, wallet[1], event.id, offer_id,
-                 None, award_id, None, now)
-            )  # fmt: skip
-            lines = (
-                None
-                if decision.lines is None
-                else _encode_lines(
-                    [
-                        {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
-                        for line in decision.lines
-                    ]
-                ).decode()
-            )
+            event = award.event
             # instant_spend False: the purchase is over, a run credits the wallet.
-            award_rows.append(
-                (award_id, event.id, offer_id, decision.offer_name, decision.classification,
-                 decision.beneficiary, contact_id, cents, lines, False,
-                 decision.ruleset_version, event.performed_on, entry_id, now)
+            batch.append(
+                BatchAward(award_id, event.id, event.performed_on, award.decision,
+                           award.beneficiary_id, cents)
             )  # fmt: skip
             group = award.group
             if group is not None:
                 aggregate_rows.append(
-                    (award_id, run_id, offer_id, group.contact_id, award.period, group.key,
-                     group.total_cents, group.count, group.quantity_milli, None, None, now)
+                    (award_id, run_id, award.decision.offer_id, group.contact_id, award.period,
+                     group.key, group.total_cents, group.count, group.quantity_milli, None,
+                     None, now)
                 )  # fmt: skip
             written.append((award, award_id, cents))
-        self.inserts.ledger.run(session, ledger_rows)
-        self.inserts.awards.run(session, award_rows)
-        session.execute(
-            self.wallet_update,
-            [
-                {"wallet": wallet_id, "delta": after - before}
-                for wallet_id, after, before in wallets.values()
-                if after != before
-            ],
-        )
+        self.awards.write(session, batch, now)
         self.inserts.aggregates.run(session, aggregate_rows)
         return written
 

@@ -1,0 +1,187 @@
+"""Awards written: the award rows and their ledger credits (``ledger`` moves the
+balances). One award at a time on intake (``write_awards``), in bulk for evaluation runs
+(``BulkAwards``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, NamedTuple
+
+import msgspec
+from sqlalchemy import bindparam, insert, select
+from sqlmodel import Session
+
+from rewards.db.bulk import BulkInsert
+from rewards.db.ids import time_ordered_id
+from rewards.db.tables import Award, Event, Wallet
+from rewards.db.types import utcnow
+from rewards.domain.decisions import AwardDecision
+from rewards.domain.money import to_cents
+from rewards.money.ledger import BulkCredits, Credit, post_entry
+from rewards.offers.evaluation import Decided
+from rewards.runtime.metrics import metrics
+
+
+class MadeAward(NamedTuple):
+    """An award as written (the row of ``awards``), plus its beneficiary's wallet."""
+
+    id: str
+    event_id: str
+    offer_id: str
+    offer_name: str
+    classification: str
+    beneficiary: str
+    contact_id: str
+    wallet_id: int
+    amount_cents: int
+    lines: list[dict[str, Any]] | None
+    instant_spend: bool
+    ledger_entry_id: int
+
+
+@dataclass(frozen=True)
+class _Statements:
+    wallet_of: Any  # the wallet id of a contact
+    insert_award: Any
+
+
+@cache
+def _statements() -> _Statements:
+    """Built once per process, on first use (building costs more than running)."""
+    wallets = Wallet.__table__  # type: ignore[attr-defined]
+    return _Statements(
+        wallet_of=select(wallets.c.id).where(wallets.c.contact_id == bindparam("contact")),
+        insert_award=insert(Award.__table__),  # type: ignore[attr-defined]
+    )
+
+
+def wallet_id_of(session: Session, contact_id: str) -> int:
+    wallet_id: int = (
+        session.connection().execute(_statements().wallet_of, {"contact": contact_id}).scalar_one()
+    )
+    return wallet_id
+
+
+def write_award(
+    session: Session,
+    event: Event,
+    decision: AwardDecision,
+    contact_id: str,
+    wallet_id: int | None = None,
+) -> MadeAward:
+    """One award record and its ledger credit to ``contact_id``, in the caller's
+    transaction (``wallet_id``: the beneficiary's wallet when the caller knows it). The
+    unique (offer, event, beneficiary) constraint makes a second award impossible."""
+    if wallet_id is None:
+        wallet_id = wallet_id_of(session, contact_id)
+    amount = to_cents(decision.amount)
+    award_id = time_ordered_id()
+    entry = post_entry(
+        session,
+        wallet_id=wallet_id,
+        kind="award",
+        amount_cents=amount,
+        event_id=event.id,
+        offer_id=decision.offer_id,
+        award_id=award_id,
+    )
+    award = MadeAward(
+        id=award_id,
+        event_id=event.id,
+        offer_id=decision.offer_id,
+        offer_name=decision.offer_name,
+        classification=decision.classification,
+        beneficiary=decision.beneficiary,
+        contact_id=contact_id,
+        wallet_id=wallet_id,
+        amount_cents=amount,
+        lines=[
+            {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
+            for line in decision.lines
+        ]
+        if decision.lines is not None
+        else None,
+        instant_spend=decision.instant_spend,
+        ledger_entry_id=entry.id,
+    )
+    row = award._asdict()
+    del row["wallet_id"]
+    row |= {
+        "ruleset_version": decision.ruleset_version,
+        "performed_on": event.performed_on,
+        "created_at": utcnow(),
+    }
+    session.connection().execute(_statements().insert_award, row)
+    metrics().awards.labels(offer_id=decision.offer_id).inc()
+    metrics().awarded_cents.inc(amount)
+    return award
+
+
+def write_awards(session: Session, event: Event, decided: list[Decided]) -> list[MadeAward]:
+    """Every award decided for ``event``, in order, each beneficiary's wallet looked up once."""
+    wallets: dict[str, int] = {}
+    awards = []
+    for decision, contact_id in decided:
+        if contact_id not in wallets:
+            wallets[contact_id] = wallet_id_of(session, contact_id)
+        awards.append(write_award(session, event, decision, contact_id, wallets[contact_id]))
+    return awards
+
+
+class BatchAward(NamedTuple):
+    """An award of an evaluation run, decided and not yet written."""
+
+    id: str
+    event_id: str
+    performed_on: datetime
+    decision: AwardDecision
+    contact_id: str  # the beneficiary
+    cents: int  # > 0
+
+
+_encode_lines = msgspec.json.Encoder().encode  # awards.lines, stored as JSON text
+
+_AWARD_COLUMNS = (
+    "id", "event_id", "offer_id", "offer_name", "classification", "beneficiary", "contact_id",
+    "amount_cents", "lines", "instant_spend", "ruleset_version", "performed_on",
+    "ledger_entry_id", "created_at",
+)  # fmt: skip
+
+
+class BulkAwards:
+    """The awards of an evaluation run's chunk with their ledger credits, in bulk: the
+    rows ``write_award`` writes one at a time. Built once per run worker."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.credits = BulkCredits(dialect)
+        self.rows = BulkInsert(dialect, Award.__table__, _AWARD_COLUMNS, ready=("lines",))  # type: ignore[attr-defined]
+
+    def write(self, session: Session, awards: Sequence[BatchAward], now: datetime) -> None:
+        entry_ids = self.credits.post(
+            session,
+            [Credit(a.contact_id, a.cents, a.event_id, a.decision.offer_id, a.id) for a in awards],
+            now,
+        )
+        rows = []
+        for award, entry_id in zip(awards, entry_ids, strict=True):
+            decision = award.decision
+            lines = (
+                None
+                if decision.lines is None
+                else _encode_lines(
+                    [
+                        {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
+                        for line in decision.lines
+                    ]
+                ).decode()
+            )
+            # instant_spend False: the purchase is over, a run credits the wallet.
+            rows.append(
+                (award.id, award.event_id, decision.offer_id, decision.offer_name,
+                 decision.classification, decision.beneficiary, award.contact_id, award.cents,
+                 lines, False, decision.ruleset_version, award.performed_on, entry_id, now)
+            )  # fmt: skip
+        self.rows.run(session, rows)
