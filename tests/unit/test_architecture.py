@@ -1,10 +1,14 @@
-"""The import graph of ``src/rewards``: no module takes part in an import cycle.
+"""The shape of ``src/rewards``: no module takes part in an import cycle, and only the
+ledger writes balances and ledger rows.
 
 Every import counts, also those inside functions and under ``TYPE_CHECKING`` (grimp
 reads them all). Upward imports between the layers are checked by import-linter's
 contracts (``[tool.importlinter]`` in pyproject.toml, run by ``make lint``)."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import grimp
 
@@ -75,3 +79,41 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     graph.add_import(importer="pkg.b", imported="pkg.a")
     graph.add_import(importer="pkg.b", imported="pkg.c")
     assert _cycles(graph) == [["pkg.a", "pkg.b"]]
+
+
+SOURCE = Path(__file__).resolve().parents[2] / "src" / "rewards"
+LEDGER = SOURCE / "money" / "ledger.py"
+
+# What writing balances or ledger rows looks like in this code base: a balance set in an
+# UPDATE, a ledger row built, inserted or bulk-inserted.
+_MONEY_WRITES = re.compile(
+    r"values\(\s*balance_cents\s*="
+    r"|(?<!class )WalletTransaction\("
+    r"|insert\(\s*(?:table_of\()?WalletTransaction"
+    r"|BulkInsert\([^)]*WalletTransaction"
+)
+
+
+def _money_writers() -> list[str]:
+    return sorted(
+        str(path.relative_to(SOURCE))
+        for path in SOURCE.rglob("*.py")
+        if "migrations" not in path.parts and _MONEY_WRITES.search(path.read_text())
+    )
+
+
+def test_only_the_ledger_writes_balances_and_ledger_rows() -> None:
+    assert _money_writers() == ["money/ledger.py"]
+    assert LEDGER.exists()
+
+
+def test_the_money_write_pattern_finds_each_way_of_writing() -> None:
+    for text in (
+        "update(wallets).values(balance_cents=w.balance_cents + 1)",
+        "session.add(WalletTransaction(wallet_id=1))",
+        "insert(WalletTransaction.__table__)",
+        "insert(table_of(WalletTransaction))",
+        "BulkInsert(dialect, table_of(WalletTransaction), COLUMNS)",
+    ):
+        assert _MONEY_WRITES.search(text), text
+    assert not _MONEY_WRITES.search("select(WalletTransaction.amount_cents)")
