@@ -22,8 +22,10 @@ install: $(STAMP) ## create .venv and install rewards with its dev extras
 run: install ## serve on http://127.0.0.1:8000 (SQLite file rewards.db, shipped rulesets/)
 	$(BIN)/rewards serve --host 127.0.0.1 --port 8000
 
-lint: install ## ruff
+lint: install ## ruff, the import layers (import-linter) and mypy
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 test: install lint ## the whole suite (PostgreSQL tests run when REWARDS_TEST_POSTGRES_URL is set)
 	$(BIN)/python -m pytest

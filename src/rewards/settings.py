@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 ROLES = ("admin", "integrator")
 _REPO_RULESETS = Path(__file__).resolve().parents[2] / "rulesets"
@@ -71,5 +72,5 @@ class Settings:
             supervised=(env.get("REWARDS_SUPERVISED", "0") == "1"),
         )
 
-    def with_changes(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def with_changes(self, **changes: Any) -> Settings:
+        return replace(self, **changes)

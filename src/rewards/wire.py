@@ -322,9 +322,12 @@ class EventPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+ReversalKind = Literal["award_reversal", "spend_reversal"]
+
+
 class ReversalOut(msgspec.Struct, kw_only=True):
     id: int
-    kind: Literal["award_reversal", "spend_reversal"]
+    kind: ReversalKind
     amount: Decimal
     balance_after: Decimal
     reverses_id: int | None  # the entry reversed whole; None for a partial (return) reversal

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Event, Spend, Wallet, WalletTransaction
 from rewards.domain.money import from_cents
@@ -35,28 +35,31 @@ def summary(
     end = parse_timestamp("to", end_text)
     events = session.execute(
         select(
-            Event.type,
-            func.sum(case((Event.state == "posted", 1), else_=0)),
-            func.sum(case((Event.state == "cancelled", 1), else_=0)),
+            col(Event.type),
+            func.sum(case((col(Event.state) == "posted", 1), else_=0)),
+            func.sum(case((col(Event.state) == "cancelled", 1), else_=0)),
         )
         .where(*_window(Event.performed_on, start, end))
-        .group_by(Event.type)
-        .order_by(Event.type)
+        .group_by(col(Event.type))
+        .order_by(col(Event.type))
     ).all()
     by_offer = session.execute(
-        select(Award.offer_id, func.count(), func.sum(Award.amount_cents))
+        select(col(Award.offer_id), func.count(), func.sum(Award.amount_cents))
         .where(*_window(Award.performed_on, start, end))
-        .group_by(Award.offer_id)
-        .order_by(Award.offer_id)
+        .group_by(col(Award.offer_id))
+        .order_by(col(Award.offer_id))
     ).all()
     reversed_cents = session.scalar(
         select(func.coalesce(func.sum(WalletTransaction.amount_cents), 0))
-        .join(Event, Event.id == WalletTransaction.event_id)
-        .where(WalletTransaction.kind == "award_reversal", *_window(Event.performed_on, start, end))
+        .join(Event, col(Event.id) == WalletTransaction.event_id)
+        .where(
+            col(WalletTransaction.kind) == "award_reversal",
+            *_window(Event.performed_on, start, end),
+        )
     )
     spends = session.execute(
         select(func.count(), func.coalesce(func.sum(Spend.amount_cents), 0))
-        .join(Event, Event.id == Spend.event_id)
+        .join(Event, col(Event.id) == Spend.event_id)
         .where(*_window(Event.performed_on, start, end))
     ).one()
     liability = session.scalar(select(func.coalesce(func.sum(Wallet.balance_cents), 0)))

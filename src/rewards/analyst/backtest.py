@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import msgspec
-from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlalchemy import ColumnElement, func, select
+from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Contact, Event
 from rewards.engine import AwardDecision, Evaluator, Rulesets
@@ -120,16 +120,16 @@ def _load_history(session: Session, replays: list[_Replay], start: datetime) -> 
         return
     longest = max(days for r in replays for days in r.windows.values())
     rows = session.execute(
-        select(Award.contact_id, Award.offer_id, Award.performed_on)
-        .join(Event, Event.id == Award.event_id)
+        select(col(Award.contact_id), col(Award.offer_id), col(Award.performed_on))
+        .join(Event, col(Event.id) == Award.event_id)
         .where(
-            Award.offer_id.in_(sorted(offer_ids)),  # type: ignore[attr-defined]
-            Award.beneficiary != "referred",
-            Award.performed_on >= start - timedelta(days=longest),  # type: ignore[operator]
-            Award.performed_on < start,  # type: ignore[operator]
-            Event.state == "posted",
+            col(Award.offer_id).in_(sorted(offer_ids)),
+            col(Award.beneficiary) != "referred",
+            col(Award.performed_on) >= start - timedelta(days=longest),
+            col(Award.performed_on) < start,
+            col(Event.state) == "posted",
         )
-        .order_by(Award.performed_on)
+        .order_by(col(Award.performed_on))
     ).all()
     for contact_id, offer_id, performed_on in rows:
         for replay in replays:
@@ -137,12 +137,12 @@ def _load_history(session: Session, replays: list[_Replay], start: datetime) -> 
                 replay.history.setdefault((contact_id, offer_id), []).append(performed_on)
 
 
-def _window(start: datetime, end: datetime) -> list:
+def _window(start: datetime, end: datetime) -> list[ColumnElement[bool]]:
     return [
-        Event.performed_on >= start,  # type: ignore[operator]
-        Event.performed_on < end,  # type: ignore[operator]
-        Event.state == "posted",
-        Event.type.not_in(sorted(NOT_EVALUATED)),  # type: ignore[attr-defined]
+        col(Event.performed_on) >= start,
+        col(Event.performed_on) < end,
+        col(Event.state) == "posted",
+        col(Event.type).not_in(sorted(NOT_EVALUATED)),
     ]
 
 
@@ -154,10 +154,12 @@ def _events(session: Session, start: datetime, end: datetime) -> Iterator[list[E
         if after is not None:
             moment, number = after
             query = query.where(
-                (Event.performed_on > moment)  # type: ignore[operator]
-                | ((Event.performed_on == moment) & (Event.number > number))  # type: ignore[operator]
+                (col(Event.performed_on) > moment)
+                | ((col(Event.performed_on) == moment) & (col(Event.number) > number))
             )
-        chunk = list(session.scalars(query.order_by(Event.performed_on, Event.number).limit(CHUNK)))
+        chunk = list(
+            session.scalars(query.order_by(col(Event.performed_on), col(Event.number)).limit(CHUNK))
+        )
         if not chunk:
             return
         yield chunk
@@ -192,7 +194,7 @@ def backtest(
         missing = sorted({e.contact_id for e in chunk} - segments.keys())
         if missing:
             for contact_id, contact_segments in session.execute(
-                select(Contact.id, Contact.segments).where(Contact.id.in_(missing))  # type: ignore[attr-defined]
+                select(col(Contact.id), col(Contact.segments)).where(col(Contact.id).in_(missing))
             ):
                 segments[contact_id] = list(contact_segments or [])
         for event in chunk:

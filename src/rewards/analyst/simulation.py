@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Contact, Event
 from rewards.domain import purchase as purchase_math
@@ -276,7 +276,7 @@ def explain_event(session: Session, runtime: Runtime, event_id: str) -> Explanat
     """Why each offer did or did not apply to a recorded event, under the rulesets serving
     now (``GET /v1/events/{id}?explain=true``). Reads only. Every per-event offer (mode
     ``all``: immediate and batch) is explained; the period aggregates are left to runs."""
-    event = session.scalars(select(Event).where(Event.id == event_id)).first()
+    event = session.scalars(select(Event).where(col(Event.id) == event_id)).first()
     if event is None:
         raise EventNotFound(f"No event with id {event_id!r}.")
     evaluator = runtime.evaluator

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -91,15 +92,15 @@ def run_simulate(args: argparse.Namespace) -> int:
     try:
         rulesets = load_rulesets(folder)
     except RulesetLoadError as error:
-        for problem in error.errors:
-            print(problem, file=sys.stderr)
+        for mistake in error.errors:
+            print(mistake, file=sys.stderr)
         print(f"{folder}: refused: {len(error.errors)} problem(s)", file=sys.stderr)
         return 1
     schemas = SchemaRegistry()
     evaluator = Evaluator(rulesets)
     out = sys.stdout
     simulated = refused = earning = 0
-    total = 0
+    total: Decimal | int = 0
     name = "<stdin>" if args.events == "-" else args.events
     try:
         items = list(read_simulations(_lines(args.events), schemas))

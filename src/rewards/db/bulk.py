@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from sqlalchemy import Table
 from sqlmodel import Session
 
 from rewards.db.types import UTCDateTime, sqlite_text
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def _processor(column_type: Any, dialect: Any) -> Callable[[Any], Any] | None:
@@ -28,7 +32,7 @@ class BulkInsert:
     per-row parameter building costs more than the database's insert)."""
 
     def __init__(
-        self, dialect: Any, table: Any, columns: Sequence[str], ready: Sequence[str] = ()
+        self, dialect: Any, table: Table, columns: Sequence[str], ready: Sequence[str] = ()
     ) -> None:
         processors = [
             None if name in ready else _processor(table.c[name].type, dialect) for name in columns
@@ -74,7 +78,9 @@ class BulkInsert:
         connection = session.connection()
         values = self._process(rows)
         if self.copy:
-            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            # ``copy`` is only set on PostgreSQL, whose driver is psycopg 3.
+            driver = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
+            cursor = driver.cursor()
             with cursor.copy(self.sql) as copy:
                 for row in values:
                     copy.write_row(row)

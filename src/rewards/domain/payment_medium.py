@@ -4,14 +4,58 @@ fill in what the event left out, then the identifier is cut down before it is sa
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol
+
+# Read-only views of the ruleset definition's ``payment_medium`` (engine.model structs).
+
+
+class LengthRange(Protocol):
+    @property
+    def min(self) -> int | None: ...
+    @property
+    def max(self) -> int | None: ...
 
 
 class Condition(Protocol):
-    length: Any
-    begins_with: str | None
-    ends_with: str | None
-    regex: str | None
+    @property
+    def length(self) -> LengthRange | None: ...
+    @property
+    def begins_with(self) -> str | None: ...
+    @property
+    def ends_with(self) -> str | None: ...
+    @property
+    def regex(self) -> str | None: ...
+
+
+class BrandRule(Protocol):
+    @property
+    def brand(self) -> str: ...
+    @property
+    def when(self) -> Condition: ...
+
+
+class TypeRule(Protocol):
+    @property
+    def type(self) -> str: ...
+    @property
+    def when(self) -> Condition: ...
+
+
+class IdentifierAdjustment(Protocol):
+    @property
+    def keep(self) -> str: ...
+    @property
+    def characters(self) -> int | None: ...
+
+
+class Rules(Protocol):
+    @property
+    def brand_rules(self) -> Sequence[BrandRule]: ...
+    @property
+    def type_rules(self) -> Sequence[TypeRule]: ...
+    @property
+    def identifier_adjustment(self) -> IdentifierAdjustment: ...
 
 
 def matches(condition: Condition, identifier: str) -> bool:
@@ -40,7 +84,7 @@ def adjust_identifier(identifier: str, keep: str, characters: int | None) -> str
     return identifier
 
 
-def automate(medium: dict[str, Any], rules: Any) -> dict[str, Any]:
+def automate(medium: dict[str, Any], rules: Rules) -> dict[str, Any]:
     """Brand/type from the first matching rule when missing, then the adjustment."""
     identifier = medium.get("identifier")
     if identifier is None:

@@ -48,13 +48,31 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import durable_rules_engine as _c
 import msgspec
 from durable import engine as _durable
 
 from rewards.engine.compiler import SESSION
+
+if TYPE_CHECKING:
+
+    class _Engine(Protocol):
+        """The calls this module makes into durable-rules' C extension (which ships no
+        type information): handles and states are ints, facts and messages JSON text."""
+
+        def assert_fact(self, handle: int, fact: str, /) -> tuple[int, int]: ...
+        def assert_facts(self, handle: int, facts: str, /) -> tuple[int, int]: ...
+        def retract_fact(self, handle: int, fact: str, /) -> tuple[int, int]: ...
+        def retract_facts(self, handle: int, facts: str, /) -> tuple[int, int]: ...
+        def start_action_for_state(self, handle: int, state: int, /) -> tuple[str, str] | None: ...
+        def complete_and_start_action(self, handle: int, state: int, /) -> str | None: ...
+        def abandon_action(self, handle: int, state: int, /) -> None: ...
+        def delete_ruleset(self, handle: int, /) -> None: ...
+
+    _c: _Engine
+else:
+    import durable_rules_engine as _c
 
 T = TypeVar("T")
 
@@ -133,7 +151,7 @@ _NO_HITS: list[Hit] = []  # returned, never changed
 _STOCK_HITS: list[Hit] = []
 
 
-class _Host(_durable.Host):
+class _Host(_durable.Host):  # type: ignore[misc]  # durable-rules has no stubs: Host is Any
     """durable-rules host without timer threads whose actions only record hits."""
 
     def __init__(self) -> None:
@@ -204,7 +222,9 @@ def _ends_in_or(test: Any) -> bool:
     if "$or" in test:
         return True
     conditions = test.get("$and")
-    return bool(conditions) and _ends_in_or(conditions[-1])
+    if not conditions:
+        return False
+    return _ends_in_or(conditions[-1])
 
 
 def _unsafe_item_test(condition: Any) -> bool:
@@ -437,4 +457,5 @@ class EngineHost:
 
     def facts_left(self, ruleset: str) -> list[Any]:
         """Facts still asserted in our session (always empty between evaluations)."""
-        return self._entries[ruleset].host.get_facts(ruleset, SESSION)
+        facts: list[Any] = self._entries[ruleset].host.get_facts(ruleset, SESSION)
+        return facts

@@ -492,7 +492,7 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
     compiled: list[CompiledOffer | None] = [None] * len(offers)
     by_rule: dict[tuple[str, str], CompiledOffer] = {}
     windows: dict[str, list[tuple[str, str]]] = {}
-    aggregates: dict[str, int] = {}
+    aggregates: dict[str, str] = {}
     event_rulesets: dict[str, list[str]] = {}
     aggregate_rulesets: dict[str, list[str]] = {}
     by_classification: dict[str, list[tuple[int, Offer]]] = {}
@@ -536,7 +536,7 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
                             "all": [{"m": line_condition(offer)}],
                             "run": rule,
                         }
-                        by_rule[(lines, rule)] = compiled[n]  # type: ignore[assignment]
+                        by_rule[(lines, rule)] = by_rule[(name, rule)]  # the chunk's offer
                 line_rulesets[name] = [
                     f"{name}{LINES_SUFFIX}" + ("" if i == 0 else f"_{i + 1}")
                     for i in range(len(_chunks(chunk, _line_paths)))

@@ -252,7 +252,9 @@ class Evaluator:
         version = self.rulesets.version
 
         def decision(
-            amount: Decimal, beneficiary: Beneficiary = "contact", **extra: object
+            amount: Decimal,
+            beneficiary: Beneficiary = "contact",
+            lines: list[AwardLine] | None = None,
         ) -> AwardDecision:
             return AwardDecision(
                 offer_id=offer.id,
@@ -260,9 +262,9 @@ class Evaluator:
                 classification=offer.classification,
                 ruleset_version=version,
                 amount=amount,
+                lines=lines,
                 instant_spend=award.instant_spend,
                 beneficiary=beneficiary,
-                **extra,  # type: ignore[arg-type]
             )
 
         if offer.classification == "referral":

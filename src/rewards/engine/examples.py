@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from rewards.domain.decisions import AwardDecision
 from rewards.domain.money import quantize
 from rewards.engine.adapter import EngineError, EngineHost
 from rewards.engine.compiler import CompileError
@@ -128,7 +129,7 @@ def example_facts(definition: Definition, offer: Offer, event: dict[str, Any]) -
 
 
 def check_example_outcome(
-    rulesets: Rulesets, evaluator: Any, offer: Offer, example: Example
+    rulesets: Rulesets, evaluator: Evaluator, offer: Offer, example: Example
 ) -> str | None:
     """None when the example holds, else what went wrong (``ExampleError``: a bad event)."""
     facts = example_facts(rulesets.definition, offer, example.event)
@@ -170,7 +171,13 @@ def check_example_outcome(
     return "; ".join(problems) or None
 
 
-def _why(rulesets: Rulesets, evaluator: Any, offer: Offer, facts: EventFacts, mine: list) -> str:
+def _why(
+    rulesets: Rulesets,
+    evaluator: Evaluator,
+    offer: Offer,
+    facts: EventFacts,
+    mine: list[AwardDecision],
+) -> str:
     if mine:
         return ""
     matched = evaluator.matched_offers(facts, aggregates=offer.classification in _AGGREGATES)

@@ -60,16 +60,20 @@ def explain(
         by_offer.setdefault(decision.offer_id, []).append(decision)
     outcomes = []
     for offer in rulesets.offers_for_event_type(facts.event_type):
-        common = {
-            "offer_id": offer.id,
-            "offer_name": offer.name,
-            "classification": offer.classification,
-            "evaluation": offer.evaluation or "immediate",
-        }
+        evaluation = offer.evaluation or "immediate"
         mine = by_offer.get(offer.id)
         if mine:
             amount = sum((d.amount for d in mine), Decimal("0.00"))
-            outcomes.append(OfferOutcome(**common, status="applied", amount=amount))
+            outcomes.append(
+                OfferOutcome(
+                    offer_id=offer.id,
+                    offer_name=offer.name,
+                    classification=offer.classification,
+                    evaluation=evaluation,
+                    status="applied",
+                    amount=amount,
+                )
+            )
             continue
         failed: list[FailedCondition] = []
         note = None
@@ -84,7 +88,17 @@ def explain(
                 note = "the rules engine did not match this event (no failed condition found)"
         else:
             note = _why_matched_offer_earned_nothing(offer, mode, decisions, rulesets)
-        outcomes.append(OfferOutcome(**common, status="not_applied", failed=failed, note=note))
+        outcomes.append(
+            OfferOutcome(
+                offer_id=offer.id,
+                offer_name=offer.name,
+                classification=offer.classification,
+                evaluation=evaluation,
+                status="not_applied",
+                failed=failed,
+                note=note,
+            )
+        )
     return Explanation(
         ruleset_version=rulesets.version,
         event_type=facts.event_type,
@@ -275,16 +289,16 @@ def failed_conditions(rulesets: Rulesets, offer: Offer, facts: EventFacts) -> li
         for message in _range_failures("amount", amount, c.amount):
             fail("amount", message)
     if c.event_classifications:
-        wanted = _names(c.event_classifications)
+        names = _names(c.event_classifications)
         if facts.classification is None:
             fail(
                 "event_classifications",
-                f"event_classifications: no classification (needs {wanted})",
+                f"event_classifications: no classification (needs {names})",
             )
         elif facts.classification not in c.event_classifications:
             fail(
                 "event_classifications",
-                f"event_classifications: {facts.classification} not in {wanted}",
+                f"event_classifications: {facts.classification} not in {names}",
             )
     for target in c.kpis or []:
         declared = next((k for k in rulesets.definition.kpis if k.code == target.kpi), None)
@@ -334,12 +348,12 @@ def failed_conditions(rulesets: Rulesets, offer: Offer, facts: EventFacts) -> li
         if totals is None:
             fail("period", f"period: no period totals given for this {c.period} offer")
         else:
-            for key, value, show in (
+            for key, measured, show in (
                 ("total_amount", _cents(totals.total_amount), None),
                 ("count", Decimal(totals.count), str(totals.count)),
                 ("quantity", _cents(totals.quantity), None),
             ):
-                for message in _range_failures(key, value, getattr(c, key), show):
+                for message in _range_failures(key, measured, getattr(c, key), show):
                     fail(key, message)
     return failed
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
@@ -30,16 +30,20 @@ from rewards.engine.model import (
     AGGREGATE_CLASSIFICATIONS,
     CLASSIFICATION_EVENT_TYPES,
     CLASSIFICATIONS,
+    BrandRule,
     Definition,
     Offer,
     Range,
     RulesetFile,
+    TypeRule,
 )
 from rewards.engine.rulesets import RulesetLoadError, RulesetProblem, Rulesets
 from rewards.engine.schema import condition_keys, definition_schema, ruleset_schema
 from rewards.engine.sources import Path_, Position, SourceMap, format_path, parse
 
 DEFINITION_FILE = "definition.yaml"
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -200,8 +204,8 @@ def _parse(name: str, shown: str, content: bytes, problems: list[RulesetProblem]
         return None
     data, sources, errors = parse(text)
     source = _Source(name, shown, sources, problems, data)
-    for error in errors:
-        source.report(error.position, error.message)
+    for problem in errors:
+        source.report(problem.position, problem.message)
     if data is None or errors:
         return None
     if not isinstance(data, dict):
@@ -225,7 +229,7 @@ def _ruleset_validator() -> jsonschema.protocols.Validator:
     return _VALIDATORS["ruleset"]
 
 
-def _validator(schema: dict) -> jsonschema.protocols.Validator:
+def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     cls = jsonschema.Draft202012Validator  # the schemas are checked by the tests, not here
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
@@ -237,7 +241,9 @@ def _validate(source: _Source, validator: jsonschema.protocols.Validator) -> boo
         valid = False
         path = tuple(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
+            # the schema holding additionalProperties is an object schema (a mapping)
+            schema = cast("Mapping[str, Any]", error.schema)
+            allowed = set(schema.get("properties", {}))
             for key in error.instance:
                 if key not in allowed:
                     source.error((*path, key), _unknown_key(path, key, source), at_key=True)
@@ -265,7 +271,7 @@ def _unknown_key(path: Path_, key: str, source: _Source) -> str:
 _ALL_CONDITION_KEYS = frozenset(k for c in CLASSIFICATIONS for k in condition_keys(c))
 
 
-def _convert(source: _Source, kind: type) -> Any:
+def _convert(source: _Source, kind: type[_T]) -> _T | None:
     try:
         return msgspec.convert(source.data, kind)
     except msgspec.ValidationError as error:  # the schema should have caught it
@@ -296,7 +302,11 @@ def _check_definition(definition: Definition, source: _Source) -> None:
     )
     _unique(source, ("kpis",), [k.code for k in definition.kpis], "KPI")
     medium = definition.payment_medium
-    for key, rules in (("brand_rules", medium.brand_rules), ("type_rules", medium.type_rules)):
+    rule_lists: tuple[tuple[str, Sequence[BrandRule | TypeRule]], ...] = (
+        ("brand_rules", medium.brand_rules),
+        ("type_rules", medium.type_rules),
+    )
+    for key, rules in rule_lists:
         for index, rule in enumerate(rules):
             path = ("payment_medium", key, index, "when")
             when = rule.when

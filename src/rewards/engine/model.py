@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -42,9 +42,9 @@ Classification = Literal[
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Evaluation = Literal["immediate", "batch"]
 
-EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
-CLASSIFICATIONS: tuple[str, ...] = Classification.__args__  # type: ignore[attr-defined]
-WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)
 
 #: The event types each classification evaluates (DOMAIN.md, classification table).
 CLASSIFICATION_EVENT_TYPES: dict[str, tuple[str, ...]] = {
@@ -69,34 +69,37 @@ AGGREGATE_CLASSIFICATIONS = frozenset(
 
 
 class Model(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """Base of every ruleset struct: unknown fields refused, immutable (subclasses add kw_only)."""
+    """Base of every ruleset struct: unknown fields refused, immutable.
+
+    Subclasses repeat ``kw_only`` (msgspec applies it per class) and ``frozen`` (msgspec
+    inherits it; mypy's dataclass_transform reading needs it spelt out)."""
 
 
 # --- definition.yaml ---------------------------------------------------------------
 
 
-class Unit(Model, kw_only=True):
+class Unit(Model, kw_only=True, frozen=True):
     code: str
     group: str
     reduction: Literal["front_end", "back_end"]
 
 
-class EventClassification(Model, kw_only=True):
+class EventClassification(Model, kw_only=True, frozen=True):
     code: str
     types: list[EventType]
 
 
-class Kpi(Model, kw_only=True):
+class Kpi(Model, kw_only=True, frozen=True):
     code: str
     products: list[str] = []  # empty: every product counts
 
 
-class LengthRange(Model, kw_only=True):
+class LengthRange(Model, kw_only=True, frozen=True):
     min: int | None = None
     max: int | None = None
 
 
-class MediumCondition(Model, kw_only=True):
+class MediumCondition(Model, kw_only=True, frozen=True):
     """A payment medium identifier condition: simple (length/begins/ends) or ``regex``."""
 
     length: LengthRange | None = None
@@ -105,28 +108,28 @@ class MediumCondition(Model, kw_only=True):
     regex: str | None = None
 
 
-class BrandRule(Model, kw_only=True):
+class BrandRule(Model, kw_only=True, frozen=True):
     brand: str
     when: MediumCondition
 
 
-class TypeRule(Model, kw_only=True):
+class TypeRule(Model, kw_only=True, frozen=True):
     type: str
     when: MediumCondition
 
 
-class IdentifierAdjustment(Model, kw_only=True):
+class IdentifierAdjustment(Model, kw_only=True, frozen=True):
     keep: Literal["all", "first", "last"] = "all"
     characters: int | None = None
 
 
-class PaymentMediumRules(Model, kw_only=True):
+class PaymentMediumRules(Model, kw_only=True, frozen=True):
     brand_rules: list[BrandRule] = []
     type_rules: list[TypeRule] = []
     identifier_adjustment: IdentifierAdjustment = IdentifierAdjustment()
 
 
-class SpendRequestRules(Model, kw_only=True):
+class SpendRequestRules(Model, kw_only=True, frozen=True):
     allow_specific_amount: bool = True
     min_amount: Decimal | None = None
     max_amount: Decimal | None = None
@@ -135,7 +138,7 @@ class SpendRequestRules(Model, kw_only=True):
     applicable_classifications: list[str] = []  # empty: every purchase classification
 
 
-class Definition(Model, kw_only=True):
+class Definition(Model, kw_only=True, frozen=True):
     currency: str = "EUR"
     time_zone: str = "UTC"
     exchange_rates: dict[str, Decimal] = {}
@@ -151,49 +154,49 @@ class Definition(Model, kw_only=True):
 # --- <classification>.yaml ---------------------------------------------------------
 
 
-class Range(Model, kw_only=True):
+class Range(Model, kw_only=True, frozen=True):
     """Inclusive range; either end optional."""
 
     min: Decimal | None = None
     max: Decimal | None = None
 
 
-class Segments(Model, kw_only=True):
+class Segments(Model, kw_only=True, frozen=True):
     include: list[str] = []
     exclude: list[str] = []
 
 
-class PaymentMediumCondition(Model, kw_only=True):
+class PaymentMediumCondition(Model, kw_only=True, frozen=True):
     brands: list[str] = []
     types: list[str] = []
 
 
-class HourWindow(Model, kw_only=True):
+class HourWindow(Model, kw_only=True, frozen=True):
     from_: str = msgspec.field(name="from")  # "HH:MM", inclusive
     until: str  # "HH:MM", exclusive
 
 
-class Schedule(Model, kw_only=True):
+class Schedule(Model, kw_only=True, frozen=True):
     days: list[Weekday] = []  # empty: every day
     hours: list[HourWindow] = []  # empty: all day
 
 
-class ProductCondition(Model, kw_only=True):
+class ProductCondition(Model, kw_only=True, frozen=True):
     sku: str  # glob: * any run, ? one character, [a-z0-9] one of a set
     amount: Range | None = None  # line total range
 
 
-class KpiTarget(Model, kw_only=True):
+class KpiTarget(Model, kw_only=True, frozen=True):
     kpi: str
     min: Decimal
 
 
-class MaxAwards(Model, kw_only=True):
+class MaxAwards(Model, kw_only=True, frozen=True):
     count: int
     window_days: int
 
 
-class Conditions(Model, kw_only=True):
+class Conditions(Model, kw_only=True, frozen=True):
     segments: Segments | None = None
     units: list[str] | None = None
     payment_medium: PaymentMediumCondition | None = None
@@ -213,11 +216,11 @@ class Conditions(Model, kw_only=True):
     max_awards: MaxAwards | None = None
 
 
-class ReferralPart(Model, kw_only=True):
+class ReferralPart(Model, kw_only=True, frozen=True):
     amount: Decimal
 
 
-class Award(Model, kw_only=True):
+class Award(Model, kw_only=True, frozen=True):
     """``amount`` or ``percentage`` (+ ``max``), or for referrals ``referred``/``referrer``."""
 
     amount: Decimal | None = None
@@ -228,23 +231,23 @@ class Award(Model, kw_only=True):
     referrer: ReferralPart | None = None
 
 
-class Validity(Model, kw_only=True):
+class Validity(Model, kw_only=True, frozen=True):
     from_: date | None = msgspec.field(default=None, name="from")
     until: date | None = None
 
 
-class ExpectLine(Model, kw_only=True):
+class ExpectLine(Model, kw_only=True, frozen=True):
     index: int
     amount: Decimal
 
 
-class Expect(Model, kw_only=True):
+class Expect(Model, kw_only=True, frozen=True):
     award: Decimal
     referrer: Decimal | None = None
     lines: list[ExpectLine] | None = None
 
 
-class Example(Model, kw_only=True):
+class Example(Model, kw_only=True, frozen=True):
     """An event and what this offer must award for it (see docs/rulesets.md)."""
 
     event: dict[str, Any]
@@ -253,7 +256,7 @@ class Example(Model, kw_only=True):
     description: str | None = None
 
 
-class Offer(Model, kw_only=True):
+class Offer(Model, kw_only=True, frozen=True):
     id: str
     name: str
     description: str | None = None
@@ -269,6 +272,6 @@ class Offer(Model, kw_only=True):
     ruleset_file: str = ""
 
 
-class RulesetFile(Model, kw_only=True):
+class RulesetFile(Model, kw_only=True, frozen=True):
     classification: Classification
     offers: list[Offer] = []

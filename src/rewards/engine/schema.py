@@ -41,7 +41,9 @@ PERCENTAGE_CLASSIFICATIONS = frozenset(
 )
 
 
-def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict:
+def _obj(
+    properties: dict[str, Any], required: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
         "properties": properties,
@@ -53,7 +55,7 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra:
     return schema
 
 
-def _strings(min_items: int = 1) -> dict:
+def _strings(min_items: int = 1) -> dict[str, Any]:
     return {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": min_items}
 
 
@@ -62,12 +64,12 @@ _MONEY = {"type": "number", "minimum": 0}
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 
 
-def _range(minimum: float | None = None) -> dict:
+def _range(minimum: float | None = None) -> dict[str, Any]:
     bound = {"type": "number"} if minimum is None else {"type": "number", "minimum": minimum}
     return _obj({"min": bound, "max": bound}, minProperties=1)
 
 
-def _condition_properties() -> dict[str, dict]:
+def _condition_properties() -> dict[str, dict[str, Any]]:
     return {
         "segments": _obj({"include": _strings(), "exclude": _strings()}, minProperties=1),
         "units": _strings(),
@@ -161,7 +163,7 @@ def condition_keys(classification: str) -> list[str]:
     return keys
 
 
-def _award(classification: str) -> dict:
+def _award(classification: str) -> dict[str, Any]:
     if classification == "referral":
         part = _obj({"amount": _POSITIVE}, ["amount"])
         return _obj({"referred": part, "referrer": part}, ["referred"])
@@ -174,7 +176,7 @@ def _award(classification: str) -> dict:
     return _obj(properties, minProperties=1)
 
 
-def _payment_medium_event() -> dict:
+def _payment_medium_event() -> dict[str, Any]:
     return _obj(
         {
             "brand": {"type": "string"},
@@ -184,7 +186,7 @@ def _payment_medium_event() -> dict:
     )
 
 
-def example_event_properties(classification: str) -> dict[str, dict]:
+def example_event_properties(classification: str) -> dict[str, dict[str, Any]]:
     """Fields an example event of this classification may carry (API body names)."""
     types = CLASSIFICATION_EVENT_TYPES[classification]
     properties: dict[str, Any] = {
@@ -267,7 +269,7 @@ def example_event_properties(classification: str) -> dict[str, dict]:
     return properties
 
 
-def _example(classification: str) -> dict:
+def _example(classification: str) -> dict[str, Any]:
     expect_properties: dict[str, Any] = {"award": _MONEY}
     if classification == "referral":
         expect_properties["referrer"] = _MONEY
@@ -289,7 +291,7 @@ def _example(classification: str) -> dict:
     )
 
 
-def _offer(classification: str) -> dict:
+def _offer(classification: str) -> dict[str, Any]:
     allowed = condition_keys(classification)
     evaluation = (
         ["batch"] if classification in AGGREGATE_CLASSIFICATIONS else ["immediate", "batch"]
@@ -321,7 +323,7 @@ def _offer(classification: str) -> dict:
     )
 
 
-def ruleset_schema() -> dict:
+def ruleset_schema() -> dict[str, Any]:
     """Schema of one ``<classification>.yaml`` file."""
     return {
         "$schema": DRAFT,
@@ -351,7 +353,7 @@ def ruleset_schema() -> dict:
     }
 
 
-def _medium_condition() -> dict:
+def _medium_condition() -> dict[str, Any]:
     return _obj(
         {
             "length": _obj(
@@ -369,7 +371,7 @@ def _medium_condition() -> dict:
     )
 
 
-def definition_schema() -> dict:
+def definition_schema() -> dict[str, Any]:
     """Schema of ``definition.yaml``."""
     code = {"type": "string", "minLength": 1}
     return {
@@ -464,7 +466,7 @@ SCHEMA_FILES = {
 }
 
 
-def render(schema: dict) -> str:
+def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 

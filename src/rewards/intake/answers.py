@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import msgspec
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Event, Spend
 from rewards.domain.money import from_cents
@@ -18,18 +18,31 @@ from rewards.wire import AwardOut, EventOut, LineAwardOut, SpendOut
 
 
 class AwardLike(Protocol):
-    offer_id: str
-    offer_name: str
-    classification: str
-    amount_cents: int
-    contact_id: str
-    lines: list[dict[str, Any]] | None
+    """An ``Award`` row or a ``MadeAward`` (read-only members: a NamedTuple fits)."""
+
+    @property
+    def offer_id(self) -> str: ...
+    @property
+    def offer_name(self) -> str: ...
+    @property
+    def classification(self) -> str: ...
+    @property
+    def amount_cents(self) -> int: ...
+    @property
+    def contact_id(self) -> str: ...
+    @property
+    def lines(self) -> list[dict[str, Any]] | None: ...
 
 
 class SpendLike(Protocol):
-    id: str
-    amount_cents: int
-    instant: bool
+    """A ``Spend`` row or a ``MadeSpend``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def amount_cents(self) -> int: ...
+    @property
+    def instant(self) -> bool: ...
 
 
 def award_out(award: AwardLike) -> AwardOut:
@@ -55,16 +68,16 @@ def spend_out(spend: SpendLike) -> SpendOut:
 def awards_of(session: Session, event: Event) -> list[AwardOut]:
     """Awards the event earned, in the order they were made."""
     awards = session.scalars(
-        select(Award).where(Award.event_id == event.id).order_by(Award.ledger_entry_id)
+        select(Award).where(col(Award.event_id) == event.id).order_by(col(Award.ledger_entry_id))
     ).all()
     return [award_out(award) for award in awards]
 
 
 def spends_of(session: Session, event: Event) -> list[SpendOut]:
     """A purchase: every spend against it; a spend request: the spend it made."""
-    column = Spend.purchase_event_id if event.type == "purchase" else Spend.event_id
+    column = col(Spend.purchase_event_id) if event.type == "purchase" else col(Spend.event_id)
     spends = session.scalars(
-        select(Spend).where(column == event.id).order_by(Spend.ledger_entry_id)
+        select(Spend).where(column == event.id).order_by(col(Spend.ledger_entry_id))
     ).all()
     return [spend_out(spend) for spend in spends]
 

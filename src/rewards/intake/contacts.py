@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.pages import decode_cursor, encode_cursor
 from rewards.db.tables import Contact, GiftCard, Otp, Wallet, WalletTransaction
@@ -60,12 +60,14 @@ def wallet_out(session: Session, wallet: Wallet, now: datetime) -> WalletOut:
 
 
 def _wallet_of(session: Session, contact_id: str) -> Wallet:
-    return session.scalars(select(Wallet).where(Wallet.contact_id == contact_id)).one()
+    return session.scalars(select(Wallet).where(col(Wallet.contact_id) == contact_id)).one()
 
 
 def contact_out(session: Session, contact: Contact, now: datetime) -> ContactOut:
     cards = session.scalars(
-        select(GiftCard.number).where(GiftCard.contact_id == contact.id).order_by(GiftCard.number)
+        select(col(GiftCard.number))
+        .where(col(GiftCard.contact_id) == contact.id)
+        .order_by(col(GiftCard.number))
     ).all()
     return ContactOut(
         id=contact.id,
@@ -89,19 +91,21 @@ def _refuse_taken(
     if (
         code is not None
         and session.scalars(
-            select(Contact.id).where(Contact.code == code, Contact.id != contact_id)
+            select(col(Contact.id)).where(col(Contact.code) == code, col(Contact.id) != contact_id)
         ).first()
     ):
         problems.append(FieldError(path="/code", message="already used by another contact"))
     if (
         cim is not None
         and session.scalars(
-            select(Contact.id).where(Contact.cim == cim, Contact.id != contact_id)
+            select(col(Contact.id)).where(col(Contact.cim) == cim, col(Contact.id) != contact_id)
         ).first()
     ):
         problems.append(FieldError(path="/cim", message="already used by another contact"))
     for i, card in enumerate(cards):
-        owner = session.scalars(select(GiftCard.contact_id).where(GiftCard.number == card)).first()
+        owner = session.scalars(
+            select(col(GiftCard.contact_id)).where(col(GiftCard.number) == card)
+        ).first()
         if owner is not None and owner != contact_id:
             problems.append(
                 FieldError(path=f"/gift_cards/{i}", message="already used by another contact")
@@ -146,7 +150,7 @@ def get_contact(session: Session, runtime: Runtime, contact_id: str) -> ContactO
 
 
 def _contact(session: Session, contact_id: str, *, for_update: bool = False) -> Contact:
-    query = select(Contact).where(Contact.id == contact_id)
+    query = select(Contact).where(col(Contact.id) == contact_id)
     contact = session.scalars(query.with_for_update() if for_update else query).first()
     if contact is None:
         raise ContactNotFoundById(f"No contact with id {contact_id!r}.")
@@ -159,7 +163,7 @@ def update_contact(
     contact = _contact(session, contact_id, for_update=True)
     if body.gift_cards is not None:
         _refuse_taken(session, contact.id, None, None, body.gift_cards)
-        session.execute(delete(GiftCard).where(GiftCard.contact_id == contact.id))
+        session.execute(delete(GiftCard).where(col(GiftCard.contact_id) == contact.id))
         session.add_all(GiftCard(number=card, contact_id=contact.id) for card in body.gift_cards)
     if body.name is not None:
         contact.name = body.name
@@ -190,7 +194,9 @@ def issue_otp(session: Session, runtime: Runtime, contact_id: str, body: OtpRequ
     while True:
         code = f"{secrets.randbelow(1_000_000):06d}"
         clash = session.scalars(
-            select(Otp.id).where(Otp.code == code, Otp.used_at.is_(None), Otp.expires_at > now)  # type: ignore[union-attr,operator]
+            select(col(Otp.id)).where(
+                col(Otp.code) == code, col(Otp.used_at).is_(None), col(Otp.expires_at) > now
+            )
         ).first()
         if clash is None:
             break
@@ -208,7 +214,7 @@ def issue_otp(session: Session, runtime: Runtime, contact_id: str, body: OtpRequ
 
 
 def _wallet_by_code(session: Session, code: str) -> Wallet:
-    wallet = session.scalars(select(Wallet).where(Wallet.code == code)).first()
+    wallet = session.scalars(select(Wallet).where(col(Wallet.code) == code)).first()
     if wallet is None:
         raise WalletNotFound(f"No wallet with code {code!r}.")
     return wallet
@@ -227,14 +233,14 @@ def wallet_transactions(
 ) -> LedgerPage:
     wallet = _wallet_by_code(session, code)
     before = decode_cursor(cursor)
-    query = select(WalletTransaction).where(WalletTransaction.wallet_id == wallet.id)
+    query = select(WalletTransaction).where(col(WalletTransaction.wallet_id) == wallet.id)
     if before is not None:
-        query = query.where(WalletTransaction.id < before)  # type: ignore[operator]
-    rows = session.scalars(query.order_by(WalletTransaction.id.desc()).limit(limit + 1)).all()  # type: ignore[union-attr]
+        query = query.where(col(WalletTransaction.id) < before)
+    rows = session.scalars(query.order_by(col(WalletTransaction.id).desc()).limit(limit + 1)).all()
     items = [
         LedgerEntry(
             id=row.id or 0,
-            kind=row.kind,  # type: ignore[arg-type]
+            kind=row.kind,  # type: ignore[arg-type]  # str column of these kinds only; no per-row cast
             amount=from_cents(row.amount_cents),
             balance_after=from_cents(row.balance_after_cents),
             event_id=row.event_id,

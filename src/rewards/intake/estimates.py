@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Estimate, Event
 from rewards.domain.money import from_cents, to_cents
@@ -170,11 +170,13 @@ def approve_estimate(session: Session, runtime: Runtime, estimate_id: str) -> Es
     """The consumer approves; 409 once expired or consumed (approving twice is fine)."""
     estimate = _estimate(session, estimate_id)
     now = runtime.now()
-    changed = session.execute(
+    changed = session.exec(
         update(Estimate)
         .where(
-            Estimate.id == estimate.id, Estimate.consumed_at.is_(None), Estimate.expires_at > now
-        )  # type: ignore[union-attr,operator]
+            col(Estimate.id) == estimate.id,
+            col(Estimate.consumed_at).is_(None),
+            col(Estimate.expires_at) > now,
+        )
         .values(approved_at=estimate.approved_at or now)
     ).rowcount
     session.refresh(estimate)
@@ -213,9 +215,9 @@ def usable(session: Session, runtime: Runtime, estimate_id: str, contact_id: str
 
 def consume(session: Session, runtime: Runtime, estimate: Estimate, purchase_id: str) -> None:
     """Mark the estimate used by ``purchase_id``; a concurrent second use gets a 409."""
-    changed = session.execute(
+    changed = session.exec(
         update(Estimate)
-        .where(Estimate.id == estimate.id, Estimate.consumed_at.is_(None))  # type: ignore[union-attr]
+        .where(col(Estimate.id) == estimate.id, col(Estimate.consumed_at).is_(None))
         .values(consumed_at=runtime.now(), consumed_by=purchase_id)
     ).rowcount
     if changed != 1:

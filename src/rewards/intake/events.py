@@ -8,12 +8,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Insert, Select, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards import runs
 from rewards.db.ids import time_ordered_id
@@ -24,6 +24,7 @@ from rewards.db.tables import (
     Spend,
     StatementPeriod,
 )
+from rewards.db.types import table_of
 from rewards.domain.money import from_cents
 from rewards.errors import (
     AlreadyCancelled,
@@ -39,7 +40,7 @@ from rewards.intake.identify import consume_otp
 from rewards.intake.prepare import PREPARE
 from rewards.money import spending
 from rewards.money.awards import write_awards
-from rewards.money.ledger import reverse_event_entries
+from rewards.money.ledger import Entry, reverse_event_entries
 from rewards.offers import evaluation
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
@@ -53,12 +54,14 @@ from rewards.wire import (
     EventOut,
     EventPage,
     ProblemOut,
+    ReversalKind,
     ReversalOut,
 )
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 InvalidParameter = refusal("invalid_parameters", "Invalid request parameters", 400)
 _encoder = msgspec.json.Encoder(decimal_format="string")
+_EVENT_TABLE = table_of(Event)
 
 
 @dataclass(frozen=True)
@@ -87,22 +90,22 @@ def _replay(session: Session, runtime: Runtime, existing: Event, digest: str) ->
 
 
 @cache
-def _event_by_external_reference() -> Any:
+def _event_by_external_reference() -> Select[Event]:
     """Built once per process on first use (building costs about as much as running)."""
     return select(Event).where(
-        Event.external_system == bindparam("system"),
-        Event.external_reference == bindparam("reference"),
+        col(Event.external_system) == bindparam("system"),
+        col(Event.external_reference) == bindparam("reference"),
     )
 
 
 @cache
-def _insert_lines() -> Any:
-    return insert(EventLine.__table__)  # type: ignore[attr-defined]
+def _insert_lines() -> Insert:
+    return insert(table_of(EventLine))
 
 
 @cache
 def _insert_event_statement(dialect_name: str) -> Any:
-    table = Event.__table__  # type: ignore[attr-defined]
+    table = _EVENT_TABLE
     dialect = postgresql if dialect_name == "postgresql" else sqlite
     return (
         dialect.insert(table)
@@ -115,7 +118,7 @@ def _insert_event(session: Session, event: Event) -> bool:
     """INSERT the event row (Core, no ORM flush or savepoint) and set its ``number``;
     False when the unique (external_system, external_reference) already holds a row: a
     concurrent twin committed first (PostgreSQL waits for it), so the caller replays."""
-    columns = Event.__table__.columns  # type: ignore[attr-defined]
+    columns = _EVENT_TABLE.columns
     row = {
         column.name: getattr(event, column.name) for column in columns if column.name != "number"
     }
@@ -231,7 +234,7 @@ def record_bulk(session: Session, runtime: Runtime, items: list[BulkItemIn]) -> 
 
 
 def _event(session: Session, event_id: str) -> Event:
-    event = session.scalars(select(Event).where(Event.id == event_id)).first()
+    event = session.scalars(select(Event).where(col(Event.id) == event_id)).first()
     if event is None:
         raise EventNotFound(f"No event with id {event_id!r}.")
     return event
@@ -273,18 +276,18 @@ def list_events(
     performed_to = parse_timestamp("performed_to", where.performed_to)
     query = select(Event)
     if where.type:
-        query = query.where(Event.type == where.type)
+        query = query.where(col(Event.type) == where.type)
     if where.contact_id:
-        query = query.where(Event.contact_id == where.contact_id)
+        query = query.where(col(Event.contact_id) == where.contact_id)
     if where.state:
-        query = query.where(Event.state == where.state)
+        query = query.where(col(Event.state) == where.state)
     if performed_from:
-        query = query.where(Event.performed_on >= performed_from)  # type: ignore[operator]
+        query = query.where(col(Event.performed_on) >= performed_from)
     if performed_to:
-        query = query.where(Event.performed_on < performed_to)  # type: ignore[operator]
+        query = query.where(col(Event.performed_on) < performed_to)
     if (before := decode_cursor(cursor)) is not None:
-        query = query.where(Event.number < before)  # type: ignore[operator]
-    rows = session.scalars(query.order_by(Event.number.desc()).limit(limit + 1)).all()  # type: ignore[union-attr]
+        query = query.where(col(Event.number) < before)
+    rows = session.scalars(query.order_by(col(Event.number).desc()).limit(limit + 1)).all()
     now = runtime.now()
     items = [render_event(session, row, now) for row in rows[:limit]]
     return EventPage(
@@ -307,9 +310,11 @@ def cancel_event(session: Session, runtime: Runtime, event_id: str) -> Cancelled
     if event.type == "purchase":
         dependants = session.scalars(
             select(Event)
-            .join(Spend, Spend.event_id == Event.id)
+            .join(Spend, col(Spend.event_id) == Event.id)
             .where(
-                Spend.purchase_event_id == event.id, Event.id != event.id, Event.state == "posted"
+                col(Spend.purchase_event_id) == event.id,
+                col(Event.id) != event.id,
+                col(Event.state) == "posted",
             )
         ).all()
         for dependant in dependants:
@@ -320,7 +325,7 @@ def cancel_event(session: Session, runtime: Runtime, event_id: str) -> Cancelled
         reversals=[
             ReversalOut(
                 id=entry.id or 0,
-                kind=entry.kind,  # type: ignore[arg-type]
+                kind=cast("ReversalKind", entry.kind),  # reversals only, see reverse_event_entries
                 amount=from_cents(entry.amount_cents),
                 balance_after=from_cents(entry.balance_after_cents),
                 reverses_id=entry.reverses_id,
@@ -331,15 +336,15 @@ def cancel_event(session: Session, runtime: Runtime, event_id: str) -> Cancelled
     )
 
 
-def _cancel(session: Session, event: Event, now: datetime) -> list[Any]:
-    changed = session.execute(
+def _cancel(session: Session, event: Event, now: datetime) -> list[Entry]:
+    changed = session.exec(
         update(Event)
-        .where(Event.id == event.id, Event.state == "posted")
+        .where(col(Event.id) == event.id, col(Event.state) == "posted")
         .values(state="cancelled", cancelled_at=now)
     ).rowcount
     if changed != 1:
         raise AlreadyCancelled(f"Event {event.id} is already cancelled.")
     session.refresh(event)
     if event.type == "financial_statement":
-        session.execute(delete(StatementPeriod).where(StatementPeriod.event_id == event.id))
+        session.execute(delete(StatementPeriod).where(col(StatementPeriod.event_id) == event.id))
     return reverse_event_entries(session, event.id)

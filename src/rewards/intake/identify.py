@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
 
-from sqlalchemy import bindparam, select, update
-from sqlmodel import Session
+from sqlalchemy import BindParameter, Select, bindparam, select, update
+from sqlmodel import Session, col
 
 from rewards.db.tables import Contact, GiftCard, Otp, Wallet
 from rewards.errors import ContactNotFound, FieldError, OtpInvalid
@@ -24,20 +23,20 @@ class Identified:
 
 
 @cache
-def _contact_queries() -> dict[str, Any]:
+def _contact_queries() -> dict[str, Select[Contact]]:
     """The contact by each kind of identifier (``:value``), built once per process on
     first use: building a query costs about as much as running it."""
-    value = bindparam("value")
+    value: BindParameter[str] = bindparam("value")
     return {
         "wallet_code": select(Contact)
-        .join(Wallet, Wallet.contact_id == Contact.id)
-        .where(Wallet.code == value),
-        "contact_id": select(Contact).where(Contact.id == value),
-        "contact_code": select(Contact).where(Contact.code == value),
-        "cim": select(Contact).where(Contact.cim == value),
+        .join(Wallet, col(Wallet.contact_id) == Contact.id)
+        .where(col(Wallet.code) == value),
+        "contact_id": select(Contact).where(col(Contact.id) == value),
+        "contact_code": select(Contact).where(col(Contact.code) == value),
+        "cim": select(Contact).where(col(Contact.cim) == value),
         "gift_card": select(Contact)
-        .join(GiftCard, GiftCard.contact_id == Contact.id)
-        .where(GiftCard.number == value),
+        .join(GiftCard, col(GiftCard.contact_id) == Contact.id)
+        .where(col(GiftCard.number) == value),
     }
 
 
@@ -62,7 +61,9 @@ def identify(
     query = _contact_queries().get(kind)
     if query is None:  # otp
         otp = session.scalars(
-            select(Otp).where(Otp.code == value, Otp.used_at.is_(None), Otp.expires_at > now)  # type: ignore[union-attr,operator]
+            select(Otp).where(
+                col(Otp.code) == value, col(Otp.used_at).is_(None), col(Otp.expires_at) > now
+            )
         ).first()
         if otp is None:
             raise OtpInvalid(
@@ -85,9 +86,9 @@ def consume_otp(session: Session, identified: Identified, path: str, now: dateti
     """Mark the identifying OTP used; a concurrent use of the same OTP loses (422)."""
     if identified.otp is None:
         return
-    used = session.execute(
+    used = session.exec(
         update(Otp)
-        .where(Otp.id == identified.otp.id, Otp.used_at.is_(None))  # type: ignore[union-attr,arg-type]
+        .where(col(Otp.id) == identified.otp.id, col(Otp.used_at).is_(None))
         .values(used_at=now)
     ).rowcount
     if used != 1:

@@ -16,7 +16,7 @@ import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Contact, Event, PurchaseClassification, Sku, StatementPeriod
 from rewards.domain import purchase as purchase_math
@@ -162,18 +162,20 @@ def _prepare_referral(session: Session, runtime: Runtime, body: ReferralIn) -> D
             errors=[FieldError(path="/referred", message="same contact as referred_by")],
         )
     # Serialise referrals of one referrer (PostgreSQL row lock; SQLite writers are serial).
-    session.execute(select(Contact.id).where(Contact.id == referrer.contact.id).with_for_update())
+    session.execute(
+        select(col(Contact.id)).where(col(Contact.id) == referrer.contact.id).with_for_update()
+    )
     start, end = _business_day_bounds(runtime, body.performed_on)
     count = (
         session.scalar(
             select(func.count())
             .select_from(Event)
             .where(
-                Event.type == "referral",
-                Event.state == "posted",
-                Event.contact_id == referrer.contact.id,
-                Event.performed_on >= start,
-                Event.performed_on < end,  # type: ignore[operator]
+                col(Event.type) == "referral",
+                col(Event.state) == "posted",
+                col(Event.contact_id) == referrer.contact.id,
+                col(Event.performed_on) >= start,
+                col(Event.performed_on) < end,
             )
         )
         or 0
@@ -298,7 +300,7 @@ def _prepare_web(session: Session, runtime: Runtime, body: WebIn) -> Draft:
 def _prepare_spend_request(session: Session, runtime: Runtime, body: SpendRequestIn) -> Draft:
     check_classification(runtime, "spend_request", body.classification)
     draft = _contact(session, runtime, body)
-    purchase = session.scalars(select(Event).where(Event.id == body.purchase_event_id)).first()
+    purchase = session.scalars(select(Event).where(col(Event.id) == body.purchase_event_id)).first()
     where = [
         FieldError(path="/purchase_event_id", message="no purchase of this contact with this id")
     ]

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from rewards.db.bulk import BulkInsert
 from rewards.db.ids import time_ordered_id
 from rewards.db.tables import Award, Event, Wallet
-from rewards.db.types import utcnow
+from rewards.db.types import table_of, utcnow
 from rewards.domain.decisions import AwardDecision
 from rewards.domain.money import to_cents
 from rewards.money.ledger import BulkCredits, Credit, post_entry
@@ -51,10 +51,10 @@ class _Statements:
 @cache
 def _statements() -> _Statements:
     """Built once per process, on first use (building costs more than running)."""
-    wallets = Wallet.__table__  # type: ignore[attr-defined]
+    wallets = table_of(Wallet)
     return _Statements(
         wallet_of=select(wallets.c.id).where(wallets.c.contact_id == bindparam("contact")),
-        insert_award=insert(Award.__table__),  # type: ignore[attr-defined]
+        insert_award=insert(table_of(Award)),
     )
 
 
@@ -157,7 +157,7 @@ class BulkAwards:
 
     def __init__(self, dialect: Any) -> None:
         self.credits = BulkCredits(dialect)
-        self.rows = BulkInsert(dialect, Award.__table__, _AWARD_COLUMNS, ready=("lines",))  # type: ignore[attr-defined]
+        self.rows = BulkInsert(dialect, table_of(Award), _AWARD_COLUMNS, ready=("lines",))
 
     def write(self, session: Session, awards: Sequence[BatchAward], now: datetime) -> None:
         entry_ids = self.credits.post(

@@ -11,13 +11,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, bindparam, func, insert, select, update
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.bulk import BulkInsert
 from rewards.db.tables import Estimate, Wallet, WalletTransaction
-from rewards.db.types import utcnow
+from rewards.db.types import table_of, utcnow
 
 REVERSAL_OF = {"award": "award_reversal", "spend": "spend_reversal"}
 
@@ -26,15 +26,19 @@ class InsufficientBalance(Exception):
     """A debit would take the wallet's available funds below zero (nothing was written)."""
 
 
-def open_reservations(wallet_id: int, now: datetime, excluding_estimate: str | None = None):  # type: ignore[no-untyped-def]
+def open_reservations(
+    wallet_id: int | ColumnElement[int],
+    now: datetime | ColumnElement[datetime],
+    excluding_estimate: str | None = None,
+) -> ScalarSelect[int]:
     """SQL: the cents held by the wallet's unexpired, unconsumed estimate reservations."""
     query = select(func.coalesce(func.sum(Estimate.reserved_cents), 0)).where(
-        Estimate.wallet_id == wallet_id,
-        Estimate.consumed_at.is_(None),  # type: ignore[union-attr]
-        Estimate.expires_at > now,  # type: ignore[operator]
+        col(Estimate.wallet_id) == wallet_id,
+        col(Estimate.consumed_at).is_(None),
+        col(Estimate.expires_at) > now,
     )
     if excluding_estimate is not None:
-        query = query.where(Estimate.id != excluding_estimate)
+        query = query.where(col(Estimate.id) != excluding_estimate)
     return query.scalar_subquery()
 
 
@@ -65,9 +69,9 @@ class _Statements:
 def _statements() -> _Statements:
     """Built once per process, on first use: building a statement and computing its cache
     key costs more than running it (docs/performance.md)."""
-    wallets = Wallet.__table__  # type: ignore[attr-defined]
-    estimates = Estimate.__table__  # type: ignore[attr-defined]
-    ledger = WalletTransaction.__table__  # type: ignore[attr-defined]
+    wallets = table_of(Wallet)
+    estimates = table_of(Estimate)
+    ledger = table_of(WalletTransaction)
     move = (
         update(wallets)
         .where(wallets.c.id == bindparam("wallet"))
@@ -159,8 +163,8 @@ def partly_reversed_cents(session: Session, award_id: str) -> int:
     """Cents of an award already reversed by returns (negative or zero)."""
     total = session.scalar(
         select(func.coalesce(func.sum(WalletTransaction.amount_cents), 0)).where(
-            WalletTransaction.award_id == award_id,
-            WalletTransaction.kind == "award_reversal",
+            col(WalletTransaction.award_id) == award_id,
+            col(WalletTransaction.kind) == "award_reversal",
         )
     )
     return int(total or 0)
@@ -169,15 +173,15 @@ def partly_reversed_cents(session: Session, award_id: str) -> int:
 def reverse_event_entries(session: Session, event_id: str) -> list[Entry]:
     """Reverse what is left of every award and spend entry the event caused (returns may
     already have reversed part of an award). ``reverses_id`` is unique: at most once."""
-    reversed_ids = select(WalletTransaction.reverses_id).where(
-        WalletTransaction.reverses_id.is_not(None)  # type: ignore[union-attr]
+    reversed_ids = select(col(WalletTransaction.reverses_id)).where(
+        col(WalletTransaction.reverses_id).is_not(None)
     )
     entries = session.scalars(
         select(WalletTransaction)
-        .where(WalletTransaction.event_id == event_id)
-        .where(WalletTransaction.kind.in_(tuple(REVERSAL_OF)))  # type: ignore[attr-defined]
-        .where(WalletTransaction.id.not_in(reversed_ids))  # type: ignore[union-attr]
-        .order_by(WalletTransaction.id)  # type: ignore[arg-type]
+        .where(col(WalletTransaction.event_id) == event_id)
+        .where(col(WalletTransaction.kind).in_(tuple(REVERSAL_OF)))
+        .where(col(WalletTransaction.id).not_in(reversed_ids))
+        .order_by(col(WalletTransaction.id))
     ).all()
     reversals = []
     for entry in entries:
@@ -225,11 +229,11 @@ class BulkCredits:
 
     def __init__(self, dialect: Any) -> None:
         self.postgres = dialect.name == "postgresql"
-        self.entries = BulkInsert(dialect, WalletTransaction.__table__, _LEDGER_COLUMNS)  # type: ignore[attr-defined]
-        wallets = Wallet.__table__.c  # type: ignore[attr-defined]
+        self.entries = BulkInsert(dialect, table_of(WalletTransaction), _LEDGER_COLUMNS)
+        wallets = table_of(Wallet).c
         self.wallets = wallets
         self.move = (
-            update(Wallet.__table__)  # type: ignore[attr-defined]
+            update(table_of(Wallet))
             .where(wallets.id == bindparam("wallet"))
             .values(balance_cents=wallets.balance_cents + bindparam("delta"))
         )

@@ -11,7 +11,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Contact, Event, EventLine, ReturnedLine, Wallet
 from rewards.domain.money import from_cents, quantize, to_cents
@@ -31,9 +31,9 @@ from rewards.wire import ReturnedLineOut, ReturnIn, ReturnOut, ReversalOut
 
 def _returned_milli(session: Session, event_id: str) -> dict[int, int]:
     rows = session.execute(
-        select(ReturnedLine.line_no, func.sum(ReturnedLine.quantity_milli))
-        .where(ReturnedLine.event_id == event_id)
-        .group_by(ReturnedLine.line_no)
+        select(col(ReturnedLine.line_no), func.sum(ReturnedLine.quantity_milli))
+        .where(col(ReturnedLine.event_id) == event_id)
+        .group_by(col(ReturnedLine.line_no))
     ).all()
     return {line_no: int(total) for line_no, total in rows}
 
@@ -76,7 +76,9 @@ def _share(amount_cents: int, part: int, whole: int) -> int:
 
 
 def return_products(session: Session, runtime: Runtime, event_id: str, body: ReturnIn) -> ReturnOut:
-    event = session.scalars(select(Event).where(Event.id == event_id).with_for_update()).first()
+    event = session.scalars(
+        select(Event).where(col(Event.id) == event_id).with_for_update()
+    ).first()
     if event is None:
         raise EventNotFound(f"No event with id {event_id!r}.")
     if event.type != "purchase":
@@ -85,7 +87,9 @@ def return_products(session: Session, runtime: Runtime, event_id: str, body: Ret
         raise EventCancelled(f"Event {event.id} is cancelled.")
     lines = list(
         session.scalars(
-            select(EventLine).where(EventLine.event_id == event.id).order_by(EventLine.line_no)
+            select(EventLine)
+            .where(col(EventLine.event_id) == event.id)
+            .order_by(col(EventLine.line_no))
         )
     )
     by_no = {line.line_no: line for line in lines}
@@ -104,7 +108,7 @@ def return_products(session: Session, runtime: Runtime, event_id: str, body: Ret
     )
     reversals = []
     for award in session.scalars(
-        select(Award).where(Award.event_id == event.id).order_by(Award.ledger_entry_id)
+        select(Award).where(col(Award.event_id) == event.id).order_by(col(Award.ledger_entry_id))
     ):
         if award.lines is not None:
             target = sum(
@@ -125,8 +129,9 @@ def return_products(session: Session, runtime: Runtime, event_id: str, body: Ret
         if due <= 0:
             continue
         wallet_id = session.scalars(
-            select(Wallet.id).where(Wallet.contact_id == award.contact_id)
+            select(col(Wallet.id)).where(col(Wallet.contact_id) == award.contact_id)
         ).one()
+        assert wallet_id is not None  # a primary key
         entry = post_entry(
             session,
             wallet_id=wallet_id,

@@ -15,12 +15,13 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Contact, Event, Otp, Spend, Wallet, WalletTransaction
-from rewards.db.types import utcnow
+from rewards.db.types import table_of, utcnow
 from rewards.domain.money import from_cents, to_cents
 from rewards.errors import (
+    DomainError,
     FieldError,
     InsufficientFunds,
     OtpSpendMismatch,
@@ -48,19 +49,19 @@ class SpendAsk:
     excluding_estimate: str | None = None  # a consumed estimate's own reservation
 
 
-def _refuse(error: type[Exception], detail: str, path: str, message: str) -> Exception:
-    return error(detail, errors=[FieldError(path=path, message=message)])  # type: ignore[call-arg]
+def _refuse(error: type[DomainError], detail: str, path: str, message: str) -> DomainError:
+    return error(detail, errors=[FieldError(path=path, message=message)])
 
 
 def spent_cents(session: Session, purchase_id: str) -> int:
     """Cents spent against a purchase and not given back (reversed)."""
-    reversed_entries = select(WalletTransaction.reverses_id).where(
-        WalletTransaction.reverses_id.is_not(None)
-    )  # type: ignore[union-attr]
+    reversed_entries = select(col(WalletTransaction.reverses_id)).where(
+        col(WalletTransaction.reverses_id).is_not(None)
+    )
     total = session.scalar(
         select(func.coalesce(func.sum(Spend.amount_cents), 0)).where(
-            Spend.purchase_event_id == purchase_id,
-            Spend.ledger_entry_id.not_in(reversed_entries),  # type: ignore[attr-defined]
+            col(Spend.purchase_event_id) == purchase_id,
+            col(Spend.ledger_entry_id).not_in(reversed_entries),
         )
     )
     return int(total or 0)
@@ -77,7 +78,7 @@ def available_cents(
 def locked_wallet(session: Session, contact_id: str) -> Wallet:
     """The contact's wallet, row-locked until the transaction ends (PostgreSQL)."""
     wallet = session.scalars(
-        select(Wallet).where(Wallet.contact_id == contact_id).with_for_update()
+        select(Wallet).where(col(Wallet.contact_id) == contact_id).with_for_update()
     ).one()
     session.refresh(wallet)
     return wallet
@@ -210,7 +211,7 @@ class MadeSpend(NamedTuple):
 @cache
 def _insert_spend() -> Any:
     """Built once per process, on first use (building costs more than running)."""
-    return insert(Spend.__table__)  # type: ignore[attr-defined]
+    return insert(table_of(Spend))
 
 
 def debit(

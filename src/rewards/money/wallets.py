@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from rewards.db.tables import Wallet
-from rewards.db.types import UTCDateTime
+from rewards.db.types import UTCDateTime, table_of
 from rewards.domain.money import from_cents
 from rewards.money.ledger import open_reservations
 from rewards.wire import EventWallet
@@ -21,7 +21,7 @@ from rewards.wire import EventWallet
 def _wallet_of_contact() -> Any:
     """Code, balance and open reservations of a contact's wallet in one statement, built
     once per process (on first use)."""
-    wallets = Wallet.__table__  # type: ignore[attr-defined]
+    wallets = table_of(Wallet)
     return select(
         wallets.c.code,
         wallets.c.balance_cents,

@@ -8,12 +8,12 @@ in the caller's transaction.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Contact, Event
 from rewards.engine import AwardDecision, EventFacts, KpiValue, ProductLine
@@ -23,10 +23,30 @@ from rewards.runtime.metrics import metrics
 NOT_EVALUATED = frozenset({"spend_request"})  # spend requests never earn
 
 
+class FactSource(Protocol):
+    """What ``build_facts`` reads of an event: an ``Event`` row, or the ``EventRecord``
+    an evaluation run reads straight from SQL."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def performed_on(self) -> datetime: ...
+    @property
+    def classification(self) -> str | None: ...
+    @property
+    def performed_by_unit(self) -> str | None: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
+
+
 def build_facts(
-    session: Session, event: Event, segments: list[str], awards_in_window: dict[str, int]
+    session: Session | None,
+    event: FactSource,
+    segments: list[str],
+    awards_in_window: dict[str, int],
 ) -> EventFacts:
-    """The flat, stateless description of ``event`` the engine evaluates."""
+    """The flat, stateless description of ``event`` the engine evaluates (it reads no
+    database: ``session`` may be None)."""
     details: dict[str, Any] = event.details
     medium = details.get("payment_medium") or {}
     return EventFacts(
@@ -68,7 +88,9 @@ def awards_in_window(session: Session, runtime: Runtime, event: Event) -> dict[s
     # Serialise award decisions of one contact: a row lock on PostgreSQL; SQLite writers
     # are serial already (and would run the SELECT for nothing: it has no FOR UPDATE).
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(Contact.id).where(Contact.id == event.contact_id).with_for_update())
+        session.execute(
+            select(col(Contact.id)).where(col(Contact.id) == event.contact_id).with_for_update()
+        )
     return count_awards_in_windows(session, windows, event)
 
 
@@ -81,18 +103,18 @@ def count_awards_in_windows(
         return {}
     since = event.performed_on - timedelta(days=max(windows.values()))
     conditions = [
-        Award.contact_id == event.contact_id,
-        Award.offer_id.in_(tuple(windows)),  # type: ignore[attr-defined]
-        Award.beneficiary != "referred",
-        Award.performed_on > since,  # type: ignore[operator]
-        Award.performed_on <= event.performed_on,  # type: ignore[operator]
-        Event.state == "posted",
+        col(Award.contact_id) == event.contact_id,
+        col(Award.offer_id).in_(tuple(windows)),
+        col(Award.beneficiary) != "referred",
+        col(Award.performed_on) > since,
+        col(Award.performed_on) <= event.performed_on,
+        col(Event.state) == "posted",
     ]
     if excluding_own:
-        conditions.append(Award.event_id != event.id)
+        conditions.append(col(Award.event_id) != event.id)
     rows = session.execute(
-        select(Award.offer_id, Award.performed_on)
-        .join(Event, Event.id == Award.event_id)
+        select(col(Award.offer_id), col(Award.performed_on))
+        .join(Event, col(Event.id) == Award.event_id)
         .where(*conditions)
     ).all()
     counts: dict[str, int] = {}

@@ -64,6 +64,7 @@ from sqlmodel import Session
 
 from rewards.db.run_tables import AggregateAward, AggregateLink, AggregatePending, EvaluatedEvent
 from rewards.db.tables import Event
+from rewards.db.types import table_of
 from rewards.domain.money import to_cents
 from rewards.engine import globs
 from rewards.engine.model import AGGREGATE_CLASSIFICATIONS, WEEKDAYS, Offer, Range
@@ -76,10 +77,10 @@ _MEASURE = {
     "loyalty_item_quantity": "quantity",
 }
 
-m = EvaluatedEvent.__table__.alias("m")  # type: ignore[attr-defined]
-e = Event.__table__.alias("e")  # type: ignore[attr-defined]
-_links = AggregateLink.__table__  # type: ignore[attr-defined]
-_aggregate_awards = AggregateAward.__table__  # type: ignore[attr-defined]
+m = table_of(EvaluatedEvent).alias("m")
+e = table_of(Event).alias("e")
+_links = table_of(AggregateLink)
+_aggregate_awards = table_of(AggregateAward)
 
 
 # ---- business time -------------------------------------------------------------------
@@ -259,7 +260,7 @@ def contribution_filter(offer: Offer, rulesets: Rulesets) -> list[ColumnElement[
 
 # ---- pending work ---------------------------------------------------------------------
 
-_pending = AggregatePending.__table__  # type: ignore[attr-defined]
+_pending = table_of(AggregatePending)
 
 
 def mark_pending(session: Session, pairs: set[tuple[str, str, int]]) -> None:
@@ -765,7 +766,7 @@ def reversed_events(session: Session, offer: Offer, piece: Slice) -> set[int]:
     another), found through the partial index of reversed aggregate awards."""
     from rewards.db.tables import Award
 
-    awards = Award.__table__  # type: ignore[attr-defined]
+    awards = table_of(Award)
     a = _aggregate_awards.c
     query = (
         select(e.c.number)

@@ -4,10 +4,11 @@ the periods it touched become pending again."""
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.run_tables import AggregateAward, AggregateLink, EvaluatedEvent
 from rewards.db.tables import Award, Contact, Event, WalletTransaction
+from rewards.db.types import table_of
 from rewards.money.ledger import Entry, post_entry
 from rewards.runs import aggregates
 from rewards.runtime.context import Runtime
@@ -28,8 +29,11 @@ def on_event_cancelled(session: Session, runtime: Runtime, event: Event) -> list
     if event.type != "purchase" or event.number is None:
         return []
     # Same lock as a run's aggregate chunk and awards_in_window (PostgreSQL row lock).
-    session.execute(select(Contact.id).where(Contact.id == event.contact_id).with_for_update())
-    L = AggregateLink.__table__.c  # type: ignore[attr-defined]
+    session.execute(
+        select(col(Contact.id)).where(col(Contact.id) == event.contact_id).with_for_update()
+    )
+    links = table_of(AggregateLink)
+    L = links.c
     award_ids = sorted(
         set(session.scalars(select(L.award_id).where(L.event_number == event.number)))
     )
@@ -41,9 +45,9 @@ def on_event_cancelled(session: Session, runtime: Runtime, event: Event) -> list
         assert award is not None and aggregate is not None
         entry = session.get(WalletTransaction, award.ledger_entry_id)
         already = session.scalar(
-            select(WalletTransaction.id).where(
-                WalletTransaction.reverses_id == award.ledger_entry_id
-            )  # type: ignore[arg-type]
+            select(col(WalletTransaction.id)).where(
+                col(WalletTransaction.reverses_id) == award.ledger_entry_id
+            )
         )
         if entry is not None and already is None:
             reversals.append(
@@ -63,9 +67,7 @@ def on_event_cancelled(session: Session, runtime: Runtime, event: Event) -> list
         aggregate.reversed_by_event_id = event.id
         # The other purchases of that period are unrewarded again: the period is pending.
         aggregates.repend(session, {(aggregate.contact_id, aggregate.period, aggregate.period_key)})
-        session.execute(
-            AggregateLink.__table__.delete().where(L.award_id == award_id)  # type: ignore[attr-defined]
-        )
+        session.execute(links.delete().where(L.award_id == award_id))
     _touch_own_periods(session, event)
     session.flush()
     return reversals

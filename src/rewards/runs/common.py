@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import msgspec
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.run_tables import EvaluationRun, RunOfferTotal
 from rewards.domain.money import from_cents
@@ -114,7 +114,9 @@ def get_run(session: Session, run_id: str) -> EvaluationRunOut:
     if run is None:
         raise RunNotFound(f"No evaluation run with id {run_id!r}.")
     offers = session.scalars(
-        select(RunOfferTotal).where(RunOfferTotal.run_id == run_id).order_by(RunOfferTotal.offer_id)  # type: ignore[arg-type]
+        select(RunOfferTotal)
+        .where(col(RunOfferTotal.run_id) == run_id)
+        .order_by(col(RunOfferTotal.offer_id))
     ).all()
     return run_out(run, list(offers))
 

@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from rewards.db.database import Database
 from rewards.db.run_tables import EvaluationRun, RunPartition
 from rewards.db.tables import Event
+from rewards.db.types import table_of
 from rewards.runs.common import (
     CHUNK_SIZE,
     CONTACTS_PER_CHUNK,
@@ -66,8 +68,8 @@ def start_run(
         session.execute(
             update(EvaluationRun)
             .where(
-                EvaluationRun.running_lock == 1,  # type: ignore[arg-type]
-                EvaluationRun.heartbeat_at < now - STALE_AFTER,  # type: ignore[arg-type,operator]
+                col(EvaluationRun.running_lock) == 1,
+                col(EvaluationRun.heartbeat_at) < now - STALE_AFTER,
             )
             .values(
                 status="failed",
@@ -93,7 +95,7 @@ def start_run(
                 session.add(run)
         except IntegrityError:
             running = session.scalars(
-                select(EvaluationRun).where(EvaluationRun.running_lock == 1)  # type: ignore[arg-type]
+                select(EvaluationRun).where(col(EvaluationRun.running_lock) == 1)
             ).first()
             detail = (
                 f"Evaluation run {running.id} is running since {running.started_at.isoformat()}."
@@ -105,7 +107,7 @@ def start_run(
         run.events_total = int(
             session.scalar(
                 select(func.count())
-                .select_from(Event.__table__)  # type: ignore[attr-defined]
+                .select_from(table_of(Event))
                 .where(*pending_events_filter(as_of))
             )
             or 0
@@ -118,19 +120,19 @@ def _fail(database: Database, run_id: str, error: str, now: datetime) -> None:
     with database.transaction() as session:
         session.execute(
             update(EvaluationRun)
-            .where(EvaluationRun.id == run_id, EvaluationRun.status == "running")  # type: ignore[arg-type]
+            .where(col(EvaluationRun.id) == run_id, col(EvaluationRun.status) == "running")
             .values(status="failed", running_lock=None, finished_at=now, error=error[:1000])
         )
 
 
 def _finish_if_complete(database: Database, run_id: str, now: datetime) -> None:
-    P = RunPartition.__table__.c  # type: ignore[attr-defined]
+    P = table_of(RunPartition).c
     with database.transaction() as session:
         session.execute(
             update(EvaluationRun)
             .where(
-                EvaluationRun.id == run_id,  # type: ignore[arg-type]
-                EvaluationRun.status == "running",  # type: ignore[arg-type]
+                col(EvaluationRun.id) == run_id,
+                col(EvaluationRun.status) == "running",
                 ~exists().where(P.run_id == run_id, P.state != "done"),
             )
             .values(status="finished", running_lock=None, finished_at=now, heartbeat_at=now)
@@ -139,9 +141,12 @@ def _finish_if_complete(database: Database, run_id: str, now: datetime) -> None:
 
 def _claim(database: Database, run_id: str, worker: str, now: datetime) -> int | None:
     """A partition of the run for this worker: a pending one, or one whose worker died."""
-    P = RunPartition.__table__.c  # type: ignore[attr-defined]
+    partitions = table_of(RunPartition)
+    P = partitions.c
     with database.transaction() as session:
-        status = session.scalar(select(EvaluationRun.status).where(EvaluationRun.id == run_id))  # type: ignore[arg-type]
+        status = session.scalar(
+            select(col(EvaluationRun.status)).where(col(EvaluationRun.id) == run_id)
+        )
         if status != "running":
             raise RunAborted(f"run {run_id} is {status}")
         query = (
@@ -161,7 +166,7 @@ def _claim(database: Database, run_id: str, worker: str, now: datetime) -> int |
         if partition is None:
             return None
         session.execute(
-            update(RunPartition.__table__)  # type: ignore[attr-defined]
+            update(partitions)
             .where(P.run_id == run_id, P.partition == partition)
             .values(state="running", worker=worker, heartbeat_at=now)
         )

@@ -13,14 +13,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, select, tuple_
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.database import Database
 from rewards.db.run_tables import EvaluationRun
 from rewards.db.tables import Award, Contact, Event
+from rewards.db.types import table_of
+from rewards.domain.decisions import Mode
 from rewards.domain.money import from_cents
 from rewards.engine import AwardDecision, Evaluator, PeriodTotals
 from rewards.engine.compiler import (
@@ -45,7 +47,11 @@ from rewards.runs.records import (
 
 log = logging.getLogger("rewards.runs")
 
-_E = Event.__table__.c  # type: ignore[attr-defined]
+_E = table_of(Event).c
+
+# The mode an item is decided in; "": items rebuilt from the read-ahead wire, which are
+# only re-checked (max_awards counts), never decided.
+ItemMode = Mode | Literal[""]
 
 SEGMENT_CACHE = 200_000  # contacts whose segments a worker keeps
 
@@ -74,7 +80,7 @@ class Item:
     period group (its latest purchase with the period totals of one offer)."""
 
     event: EventRecord
-    mode: str
+    mode: ItemMode
     offer: str | None = None  # aggregate items: the only offer they decide
     totals: PeriodTotals | None = None
     group: aggregates.Group | None = None
@@ -450,7 +456,9 @@ class Reader:
             return awards
         taken: dict[str, set[str]] = defaultdict(set)
         rows = session.execute(
-            select(Award.event_id, Award.offer_id).where(Award.event_id.in_(candidates))  # type: ignore[attr-defined]
+            select(col(Award.event_id), col(Award.offer_id)).where(
+                col(Award.event_id).in_(candidates)
+            )
         )
         for event_id, offer_id in rows:
             offer = self.offers.get(offer_id)
@@ -582,8 +590,8 @@ class Reader:
             cache.clear()
         for start in range(0, len(missing), 1000):
             rows = session.execute(
-                select(Contact.id, Contact.segments).where(
-                    Contact.id.in_(missing[start : start + 1000])  # type: ignore[attr-defined]
+                select(col(Contact.id), col(Contact.segments)).where(
+                    col(Contact.id).in_(missing[start : start + 1000])
                 )
             )
             for contact_id, segments in rows:
@@ -603,13 +611,13 @@ class Reader:
         longest = max(d for item in windowed for d in windows[item.event.type].values())
         since = min(item.event.performed_on for item in windowed) - timedelta(days=longest)
         until = max(item.event.performed_on for item in windowed)
-        awards = Award.__table__.c  # type: ignore[attr-defined]
+        awards = table_of(Award).c
         found: dict[tuple[str, str], list[datetime]] = defaultdict(list)
         contacts = sorted({item.event.contact_id for item in windowed})
         for start in range(0, len(contacts), 500):
             rows = session.execute(
                 select(awards.contact_id, awards.offer_id, awards.performed_on)
-                .join(Event.__table__, _E.id == awards.event_id)  # type: ignore[attr-defined]
+                .join(table_of(Event), _E.id == awards.event_id)
                 .where(
                     awards.contact_id.in_(contacts[start : start + 500]),
                     awards.offer_id.in_(offers),
@@ -701,7 +709,8 @@ class Decider:
                 seen[item.event.contact_id] += 1
         chunk_awards: dict[tuple[str, str], list[datetime]] = defaultdict(list)
         for wave in sorted({item.wave for item in items}):
-            by_kind: dict[tuple[str, bool], list[tuple[int, PreparedEvent]]] = defaultdict(list)
+            by_kind: dict[tuple[ItemMode, bool], list[tuple[int, PreparedEvent]]]
+            by_kind = defaultdict(list)
             with self._time("facts"):
                 for index, item in enumerate(items):
                     if item.wave != wave:
@@ -714,10 +723,11 @@ class Decider:
                     prepared = self._prepare(item, segments, counts)
                     by_kind[(item.mode, item.offer is not None)].append((index, prepared))
             for (mode, aggregate), pairs in by_kind.items():
+                assert mode, "items without a mode are only re-checked, never decided"
                 with self._time("engine"):
                     decided = self.evaluator.evaluate_prepared(
                         [prepared for _, prepared in pairs],
-                        mode=mode,  # type: ignore[arg-type]
+                        mode=mode,
                         aggregates=aggregate,
                     )
                 for (index, _), decisions in zip(pairs, decided, strict=True):
@@ -748,7 +758,7 @@ class Decider:
                 assert item.totals is not None
                 add_period_totals(compiled, fact, {item.offer: item.totals})
                 return self._prepare_aggregate(fact, item.offer)
-        facts = build_facts(None, event, contact_segments, counts)  # type: ignore[arg-type]  # it reads no database; the record has every Event field it reads
+        facts = build_facts(None, event, contact_segments, counts)
         if item.offer is None or item.totals is None:
             return prepare(compiled, facts, merged=self.merged)
         facts.period_totals = {item.offer: item.totals}

@@ -13,13 +13,14 @@ from sqlmodel import Session
 
 from rewards.db.run_tables import EvaluatedEvent
 from rewards.db.tables import Event
+from rewards.db.types import table_of
 from rewards.engine import compiler
 from rewards.engine.compiler import CompiledRulesets, scaled
 from rewards.offers.evaluation import NOT_EVALUATED
 
 HEX_DIGITS = "0123456789abcdef"
 
-_E = Event.__table__.c  # type: ignore[attr-defined]
+_E = table_of(Event).c
 EVENT_COLUMNS = (
     _E.number,
     _E.id,
@@ -147,7 +148,9 @@ class _Purchase(msgspec.Struct):
 _PURCHASE = msgspec.json.Decoder(_Purchase)
 
 
-_CENTS: dict[str, int] = {}  # amount text -> cents: prices repeat (bounded below)
+# amount text -> cents: prices repeat (bounded below). Only text is stored; numbers are
+# looked up too (and never found), hence the key type.
+_CENTS: dict[str | int | float, int] = {}
 
 
 def _cents(value: str | int | float) -> int:
@@ -212,8 +215,8 @@ def partition_filter(column: Any, partitions: int, partition: int) -> ColumnElem
 
 
 def pending_events_filter(as_of: datetime) -> list[ColumnElement[bool]]:
-    E = Event.__table__.c  # type: ignore[attr-defined]
-    M = EvaluatedEvent.__table__.c  # type: ignore[attr-defined]
+    E = table_of(Event).c
+    M = table_of(EvaluatedEvent).c
     return [
         E.performed_on <= as_of,
         E.state == "posted",

@@ -12,12 +12,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, CursorResult, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.bulk import BulkInsert
 from rewards.db.database import Database, committing
@@ -31,6 +31,7 @@ from rewards.db.run_tables import (
     RunPartition,
 )
 from rewards.db.tables import Contact, Event
+from rewards.db.types import table_of
 from rewards.domain.money import to_cents
 from rewards.money.awards import BatchAward, BulkAwards
 from rewards.runs import aggregates
@@ -54,7 +55,7 @@ from rewards.runtime.context import Runtime
 
 log = logging.getLogger("rewards.runs")
 
-_E = Event.__table__.c  # type: ignore[attr-defined]
+_E = table_of(Event).c
 
 WAL_PAGES = 250_000  # SQLite: the run's commits checkpoint only a WAL this big (~1 GB)
 
@@ -82,9 +83,9 @@ class _Inserts:
     """The run's bulk inserts, built once per worker."""
 
     def __init__(self, dialect: Any) -> None:
-        self.aggregates = BulkInsert(dialect, AggregateAward.__table__, _AGGREGATE_COLUMNS)  # type: ignore[attr-defined]
-        self.marks = BulkInsert(dialect, EvaluatedEvent.__table__, _MARK_COLUMNS)  # type: ignore[attr-defined]
-        self.links = BulkInsert(dialect, AggregateLink.__table__, _LINK_COLUMNS)  # type: ignore[attr-defined]
+        self.aggregates = BulkInsert(dialect, table_of(AggregateAward), _AGGREGATE_COLUMNS)
+        self.marks = BulkInsert(dialect, table_of(EvaluatedEvent), _MARK_COLUMNS)
+        self.links = BulkInsert(dialect, table_of(AggregateLink), _LINK_COLUMNS)
 
 
 # Per-event phase: decided chunks that are ready one after the other are written in one
@@ -262,9 +263,9 @@ class Worker:
         ids = sorted(set(contact_ids))
         for start in range(0, len(ids), 1000):
             session.execute(
-                select(Contact.id)
-                .where(Contact.id.in_(ids[start : start + 1000]))  # type: ignore[attr-defined]
-                .order_by(Contact.id)
+                select(col(Contact.id))
+                .where(col(Contact.id).in_(ids[start : start + 1000]))
+                .order_by(col(Contact.id))
                 .with_for_update()
             )
 
@@ -319,7 +320,7 @@ class Worker:
             per_offer[award.decision.offer_id][0] += 1
             per_offer[award.decision.offer_id][1] += c
         if per_offer:
-            table = RunOfferTotal.__table__  # type: ignore[attr-defined]
+            table = table_of(RunOfferTotal)
             statement = (postgresql if self.postgres else sqlite).insert(table)
             statement = statement.on_conflict_do_update(
                 index_elements=[table.c.run_id, table.c.offer_id],
@@ -335,15 +336,18 @@ class Worker:
                     for o, (n, c) in sorted(per_offer.items())
                 ],
             )
-        partitions = RunPartition.__table__.c  # type: ignore[attr-defined]
+        partition_table = table_of(RunPartition)
+        partitions = partition_table.c
         session.execute(
-            update(RunPartition.__table__)  # type: ignore[attr-defined]
+            update(partition_table)
             .where(partitions.run_id == self.run.id, partitions.partition == partition)
             .values(heartbeat_at=now, events_evaluated=partitions.events_evaluated + events)
         )
-        run = EvaluationRun.__table__.c  # type: ignore[attr-defined]
-        changed = session.execute(
-            update(EvaluationRun.__table__)  # type: ignore[attr-defined]
+        run_table = table_of(EvaluationRun)
+        run = run_table.c
+        # An UPDATE's result is a CursorResult (Session.execute is typed for any statement).
+        result = session.execute(
+            update(run_table)
             .where(run.id == self.run.id, run.status == "running")
             .values(
                 heartbeat_at=now,
@@ -353,7 +357,8 @@ class Worker:
                 total_awarded_cents=run.total_awarded_cents + cents,
                 chunks=run.chunks + 1,
             )
-        ).rowcount
+        )
+        changed = cast("CursorResult[Any]", result).rowcount
         if changed != 1:
             raise RunAborted(f"run {self.run.id} is no longer running")
         done = ChunkDone(
@@ -504,7 +509,7 @@ class Worker:
             self._refresh_statistics()
         if self.periods:
             self._aggregate_phase(partition)
-        table = RunPartition.__table__  # type: ignore[attr-defined]
+        table = table_of(RunPartition)
         with self.database.transaction() as session:
             session.execute(
                 update(table)

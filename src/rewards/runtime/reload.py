@@ -23,13 +23,13 @@ from datetime import datetime
 
 import msgspec
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from rewards.db.tables import Award
 from rewards.engine import Evaluator, RulesetLoadError, load_rulesets
 from rewards.engine.adapter import collect
 from rewards.engine.loader import folder_version
-from rewards.errors import FieldError, refusal
+from rewards.errors import DomainError, FieldError, refusal
 from rewards.runtime.context import Runtime
 from rewards.wire import RulesetVersionOut
 
@@ -75,7 +75,7 @@ def _state(runtime: Runtime) -> _State:
         return state
 
 
-def _refused(runtime: Runtime, trigger: str, errors: list[tuple[str, str]]) -> RulesetsRefused:
+def _refused(runtime: Runtime, trigger: str, errors: list[tuple[str, str]]) -> DomainError:
     """Record and log a refused folder; the error to raise (422 with every problem)."""
     lines = tuple(f"{where}: {message}" for where, message in errors)
     runtime.reload_errors = lines
@@ -137,7 +137,7 @@ def reload_rulesets(runtime: Runtime, *, trigger: str = "api") -> ReloadOut:
             len(loaded.files),
             len(loaded.offers),
         )
-        previous = None  # let the old set go before collecting
+        del previous  # let the old set go before collecting
         # engine rulesets that no loaded set uses any more go idle (adapter)
         built = collect()["created"] - state.created_before
         _recycle_if_spent(runtime, state, built)
@@ -194,11 +194,11 @@ def versions_seen(session: Session, runtime: Runtime) -> list[RulesetVersionOut]
     serving = runtime.rulesets.version
     rows = session.execute(
         select(
-            Award.ruleset_version,
+            col(Award.ruleset_version),
             func.count(),
             func.min(Award.created_at),
             func.max(Award.created_at),
-        ).group_by(Award.ruleset_version)
+        ).group_by(col(Award.ruleset_version))
     ).all()
     recorded = {row[0]: row for row in rows}
     unloaded = sorted(
