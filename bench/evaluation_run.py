@@ -284,7 +284,7 @@ def engine_only(database, runtime, chunk: int = 1000) -> tuple[float, int]:
     """Seconds spent in Evaluator.evaluate_many for the same facts (mode all), and the
     number of awards it decides (period aggregates excluded)."""
     from rewards.db.tables import Contact, Event
-    from rewards.offers.evaluation import build_facts
+    from rewards.offers.facts import build_facts
 
     evaluator = runtime.evaluator
     columns = [

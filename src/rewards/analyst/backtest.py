@@ -30,7 +30,8 @@ from sqlmodel import Session, col
 from rewards.db.tables import Award, Contact, Event
 from rewards.engine import AwardDecision, Evaluator, Rulesets
 from rewards.engine.model import AGGREGATE_CLASSIFICATIONS
-from rewards.offers.evaluation import NOT_EVALUATED, build_facts
+from rewards.offers.evaluation import NOT_EVALUATED
+from rewards.offers.facts import build_facts
 
 Progress = Callable[[int, int], None]  # (events done, events in the window)
 CHUNK = 500

@@ -44,7 +44,8 @@ from rewards.errors import (
     ValidationFailed,
     refusal,
 )
-from rewards.offers.evaluation import NOT_EVALUATED, build_facts, count_awards_in_windows
+from rewards.offers.evaluation import NOT_EVALUATED, count_awards_in_windows
+from rewards.offers.facts import build_facts
 from rewards.runtime.context import Runtime
 from rewards.schemas import SchemaRegistry
 from rewards.wire import (

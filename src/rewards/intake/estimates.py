@@ -26,7 +26,8 @@ from rewards.errors import (
 from rewards.intake.identify import identify
 from rewards.intake.purchases import purchase_details  # shared with real purchases
 from rewards.money import spending
-from rewards.offers.evaluation import awards_in_window, build_facts
+from rewards.offers.evaluation import awards_in_window
+from rewards.offers.facts import build_facts
 from rewards.runtime.context import Runtime
 from rewards.wire import (
     AwardOut,

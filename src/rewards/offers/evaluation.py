@@ -8,74 +8,19 @@ in the caller's transaction.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from datetime import timedelta
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Contact, Event
-from rewards.engine import AwardDecision, EventFacts, KpiValue, ProductLine
+from rewards.engine import AwardDecision
+from rewards.offers.facts import build_facts
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
 
 NOT_EVALUATED = frozenset({"spend_request"})  # spend requests never earn
-
-
-class FactSource(Protocol):
-    """What ``build_facts`` reads of an event: an ``Event`` row, or the ``EventRecord``
-    an evaluation run reads straight from SQL."""
-
-    @property
-    def type(self) -> str: ...
-    @property
-    def performed_on(self) -> datetime: ...
-    @property
-    def classification(self) -> str | None: ...
-    @property
-    def performed_by_unit(self) -> str | None: ...
-    @property
-    def details(self) -> dict[str, Any]: ...
-
-
-def build_facts(
-    session: Session | None,
-    event: FactSource,
-    segments: list[str],
-    awards_in_window: dict[str, int],
-) -> EventFacts:
-    """The flat, stateless description of ``event`` the engine evaluates (it reads no
-    database: ``session`` may be None)."""
-    details: dict[str, Any] = event.details
-    medium = details.get("payment_medium") or {}
-    return EventFacts(
-        event_type=event.type,
-        performed_on=event.performed_on,
-        classification=event.classification,
-        unit=event.performed_by_unit,
-        segments=segments,
-        awards_in_window=awards_in_window,
-        total_amount=Decimal(details["total_amount"]) if "total_amount" in details else None,
-        products=[
-            ProductLine(
-                sku=line["sku"],
-                quantity=Decimal(line["quantity"]),
-                total_amount=Decimal(line["total_amount"]),
-            )
-            for line in details.get("products", [])
-        ],
-        payment_brand=medium.get("brand"),
-        payment_type=medium.get("type"),
-        amount=Decimal(details["amount"]) if "amount" in details else None,
-        kpis=[
-            KpiValue(kpi=item["kpi"], product=item.get("product"), value=Decimal(item["value"]))
-            for item in details.get("kpis", [])
-        ],
-        platform=details.get("platform"),
-        action=details.get("action"),
-        website=details.get("website"),
-    )
 
 
 def awards_in_window(session: Session, runtime: Runtime, event: Event) -> dict[str, int]:

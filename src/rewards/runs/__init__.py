@@ -5,8 +5,8 @@ now) that no run evaluated yet, in ``performed_on`` order, in chunks:
 
 - the per-event offers: ``evaluation: batch`` offers for every event, and every offer
   (mode ``all``) for an event that was not evaluated on intake (``evaluated`` false), with
-  the same facts as immediate evaluation (``evaluation.build_facts``; a purchase's are
-  built straight from its stored details by ``purchase_fact``, the same fact; contact
+  the same facts as immediate evaluation (``offers.facts.build_facts``; a purchase's are
+  built straight from its stored details by ``offers.facts.purchase_fact``, the same fact; contact
   segments as they are now; ``max_awards`` windows counted like
   ``evaluation.awards_in_window``, including the awards made earlier in the same chunk).
   A batch offer never awards an event that an offer of its ``exclusive_group`` already
@@ -54,11 +54,12 @@ connection (SQLite: a large page cache and rare WAL checkpoints), with time-orde
 award ids; the cyclic garbage collector runs less often during a run.
 
 Modules: ``common`` (the run's answer, hooks, errors, chunk sizes), ``control``
-(start, claim, execute, background runs), ``records`` (events as read, purchase facts),
+(start, claim, execute, background runs), ``records`` (events as read),
 ``deciding`` (reading and deciding chunks), ``ahead`` (the read-ahead process),
 ``writing`` (the worker's write transactions), ``cancellation``.
 """
 
+from rewards.offers.facts import purchase_fact
 from rewards.runs.cancellation import evaluated_by_run, on_event_cancelled
 from rewards.runs.common import (
     CHUNK_SIZE,
@@ -84,7 +85,7 @@ from rewards.runs.control import (
     start_run,
     stop_background_runs,
 )
-from rewards.runs.records import EventRecord, partition_filter, purchase_fact
+from rewards.runs.records import EventRecord, partition_filter
 
 __all__ = [
     "CHUNK_SIZE",

@@ -34,14 +34,13 @@ from rewards.engine.compiler import (
 )
 from rewards.engine.model import AGGREGATE_CLASSIFICATIONS, EVENT_TYPES, Offer
 from rewards.engine.rulesets import Rulesets
-from rewards.offers.evaluation import build_facts
+from rewards.offers.facts import build_facts, purchase_fact
 from rewards.runs import aggregates
 from rewards.runs.records import (
     EventRecord,
     event_columns,
     partition_filter,
     pending_events_filter,
-    purchase_fact,
     read_records,
 )
 

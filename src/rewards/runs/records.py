@@ -4,7 +4,6 @@ of purchases built from their stored details without Decimals."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -14,8 +13,6 @@ from sqlmodel import Session
 from rewards.db.run_tables import EvaluatedEvent
 from rewards.db.tables import Event
 from rewards.db.types import table_of
-from rewards.engine import compiler
-from rewards.engine.compiler import CompiledRulesets, scaled
 from rewards.offers.evaluation import NOT_EVALUATED
 
 HEX_DIGITS = "0123456789abcdef"
@@ -117,89 +114,6 @@ def utc_text(text: str) -> datetime:
         return datetime.fromisoformat(text).astimezone(UTC)
     # fromisoformat of the zoned text: a fifth of fromisoformat(text).replace(tzinfo=UTC)
     return datetime.fromisoformat(text + "+00:00")
-
-
-# ---- purchase facts straight from the stored details ------------------------------------
-#
-# ``evaluation.build_facts`` + ``compiler.build_fact`` make every amount a Decimal and
-# then cents again; for the purchases of a run (nearly all of its events) the amounts go
-# from the stored JSON to cents directly. The result is the same fact (tests compare the
-# two on generated purchases); details that do not decode into ``_Purchase`` take the
-# general path, and so fail (or not) exactly as it does.
-
-
-class _Line(msgspec.Struct):
-    sku: str
-    quantity: str | int | float
-    total_amount: str | int | float
-
-
-class _Medium(msgspec.Struct):
-    brand: Any = None
-    type: Any = None
-
-
-class _Purchase(msgspec.Struct):
-    products: list[_Line] = []
-    total_amount: str | int | float | msgspec.UnsetType = msgspec.UNSET
-    payment_medium: _Medium | None = None
-
-
-_PURCHASE = msgspec.json.Decoder(_Purchase)
-
-
-# amount text -> cents: prices repeat (bounded below). Only text is stored; numbers are
-# looked up too (and never found), hence the key type.
-_CENTS: dict[str | int | float, int] = {}
-
-
-def _cents(value: str | int | float) -> int:
-    """``Decimal(value)`` in cents, half-up, as build_facts + build_fact compute it."""
-    found = _CENTS.get(value)  # only text is stored: a number never finds one
-    if found is not None:
-        return found
-    if type(value) is str:
-        found = _text_cents(value)
-        if len(_CENTS) >= 100_000:
-            _CENTS.clear()
-        _CENTS[value] = found
-        return found
-    if type(value) is int:
-        return value * 100
-    return scaled(Decimal(value))
-
-
-def _text_cents(value: str) -> int:
-    if value[-3:-2] == ".":  # "<digits>.<2 digits>": the cents are the digits
-        digits = value.replace(".", "", 1)
-        if digits.isascii() and digits.isdigit():
-            return int(digits)
-    return scaled(Decimal(value))
-
-
-def purchase_fact(
-    compiled: CompiledRulesets, event: EventRecord, segments: list[str], counts: dict[str, int]
-) -> dict[str, Any] | None:
-    """The engine fact of a purchase (``compiler.build_fact(build_facts(...))``), or None
-    when its details need the general path."""
-    try:
-        details = _PURCHASE.decode(event.raw)
-    except msgspec.ValidationError:
-        return None
-    medium = details.payment_medium
-    total = details.total_amount
-    return compiler.purchase_fact(
-        compiled,
-        performed_on=event.performed_on,
-        classification=event.classification,
-        unit=event.performed_by_unit,
-        segments=segments,
-        awards_in_window=counts,
-        lines=[{"s": line.sku, "a": _cents(line.total_amount)} for line in details.products],
-        total_cents=None if total is msgspec.UNSET else _cents(total),
-        payment_brand=None if medium is None else medium.brand,
-        payment_type=None if medium is None else medium.type,
-    )
 
 
 def partition_filter(column: Any, partitions: int, partition: int) -> ColumnElement[bool] | None:

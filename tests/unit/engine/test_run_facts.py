@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from rewards.engine import Evaluator, PeriodTotals, Rulesets
 from rewards.engine.compiler import build_fact, prepare, prepare_fact
-from rewards.offers.evaluation import build_facts
+from rewards.offers.facts import build_facts
 from rewards.runs import EventRecord, purchase_fact
 from tests.unit.engine.builders import offer, rulesets, summary
 

@@ -1,0 +1,167 @@
+"""The facts the engine evaluates, built from a stored event: one place for requests
+(``build_facts``: ``EventFacts`` of any event type) and evaluation runs (``purchase_fact``:
+a purchase's engine fact straight from its stored JSON, the same fact, faster)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import msgspec
+from sqlmodel import Session
+
+from rewards.engine import EventFacts, KpiValue, ProductLine, compiler
+from rewards.engine.compiler import CompiledRulesets, scaled
+
+
+class FactSource(Protocol):
+    """What ``build_facts`` reads of an event: an ``Event`` row, or the ``EventRecord``
+    an evaluation run reads straight from SQL."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def performed_on(self) -> datetime: ...
+    @property
+    def classification(self) -> str | None: ...
+    @property
+    def performed_by_unit(self) -> str | None: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
+
+
+def build_facts(
+    session: Session | None,
+    event: FactSource,
+    segments: list[str],
+    awards_in_window: dict[str, int],
+) -> EventFacts:
+    """The flat, stateless description of ``event`` the engine evaluates (it reads no
+    database: ``session`` may be None)."""
+    details: dict[str, Any] = event.details
+    medium = details.get("payment_medium") or {}
+    return EventFacts(
+        event_type=event.type,
+        performed_on=event.performed_on,
+        classification=event.classification,
+        unit=event.performed_by_unit,
+        segments=segments,
+        awards_in_window=awards_in_window,
+        total_amount=Decimal(details["total_amount"]) if "total_amount" in details else None,
+        products=[
+            ProductLine(
+                sku=line["sku"],
+                quantity=Decimal(line["quantity"]),
+                total_amount=Decimal(line["total_amount"]),
+            )
+            for line in details.get("products", [])
+        ],
+        payment_brand=medium.get("brand"),
+        payment_type=medium.get("type"),
+        amount=Decimal(details["amount"]) if "amount" in details else None,
+        kpis=[
+            KpiValue(kpi=item["kpi"], product=item.get("product"), value=Decimal(item["value"]))
+            for item in details.get("kpis", [])
+        ],
+        platform=details.get("platform"),
+        action=details.get("action"),
+        website=details.get("website"),
+    )
+
+
+# ---- purchase facts straight from the stored details ------------------------------------
+#
+# ``build_facts`` + ``compiler.build_fact`` make every amount a Decimal and
+# then cents again; for the purchases of a run (nearly all of its events) the amounts go
+# from the stored JSON to cents directly. The result is the same fact (tests compare the
+# two on generated purchases); details that do not decode into ``_Purchase`` take the
+# general path, and so fail (or not) exactly as it does.
+
+
+class _Line(msgspec.Struct):
+    sku: str
+    quantity: str | int | float
+    total_amount: str | int | float
+
+
+class _Medium(msgspec.Struct):
+    brand: Any = None
+    type: Any = None
+
+
+class _Purchase(msgspec.Struct):
+    products: list[_Line] = []
+    total_amount: str | int | float | msgspec.UnsetType = msgspec.UNSET
+    payment_medium: _Medium | None = None
+
+
+_PURCHASE = msgspec.json.Decoder(_Purchase)
+
+
+# amount text -> cents: prices repeat (bounded below). Only text is stored; numbers are
+# looked up too (and never found), hence the key type.
+_CENTS: dict[str | int | float, int] = {}
+
+
+def _cents(value: str | int | float) -> int:
+    """``Decimal(value)`` in cents, half-up, as build_facts + build_fact compute it."""
+    found = _CENTS.get(value)  # only text is stored: a number never finds one
+    if found is not None:
+        return found
+    if type(value) is str:
+        found = _text_cents(value)
+        if len(_CENTS) >= 100_000:
+            _CENTS.clear()
+        _CENTS[value] = found
+        return found
+    if type(value) is int:
+        return value * 100
+    return scaled(Decimal(value))
+
+
+def _text_cents(value: str) -> int:
+    if value[-3:-2] == ".":  # "<digits>.<2 digits>": the cents are the digits
+        digits = value.replace(".", "", 1)
+        if digits.isascii() and digits.isdigit():
+            return int(digits)
+    return scaled(Decimal(value))
+
+
+class StoredPurchase(Protocol):
+    """What ``purchase_fact`` reads of a purchase: its stored details as JSON text
+    (``raw``) and its columns (a run's ``EventRecord``)."""
+
+    @property
+    def raw(self) -> str: ...
+    @property
+    def performed_on(self) -> datetime: ...
+    @property
+    def classification(self) -> str | None: ...
+    @property
+    def performed_by_unit(self) -> str | None: ...
+
+
+def purchase_fact(
+    compiled: CompiledRulesets, event: StoredPurchase, segments: list[str], counts: dict[str, int]
+) -> dict[str, Any] | None:
+    """The engine fact of a purchase (``compiler.build_fact(build_facts(...))``), or None
+    when its details need the general path."""
+    try:
+        details = _PURCHASE.decode(event.raw)
+    except msgspec.ValidationError:
+        return None
+    medium = details.payment_medium
+    total = details.total_amount
+    return compiler.purchase_fact(
+        compiled,
+        performed_on=event.performed_on,
+        classification=event.classification,
+        unit=event.performed_by_unit,
+        segments=segments,
+        awards_in_window=counts,
+        lines=[{"s": line.sku, "a": _cents(line.total_amount)} for line in details.products],
+        total_cents=None if total is msgspec.UNSET else _cents(total),
+        payment_brand=None if medium is None else medium.brand,
+        payment_type=None if medium is None else medium.type,
+    )
