@@ -75,7 +75,7 @@ def create_estimate(session: Session, runtime: Runtime, body: EstimateIn) -> Est
         request_hash="",
         process_immediately=True,
         amount_cents=priced.total_cents,
-        details=details,
+        details=msgspec.to_builtins(details),
     )
     facts = build_facts(
         session, probe, list(contact.segments), awards_in_window(session, runtime, probe)

@@ -167,7 +167,7 @@ def record_event(session: Session, runtime: Runtime, event_type: str, body: Even
         process_immediately=process_immediately,
         evaluated=evaluation.evaluates_on_intake(event_type, process_immediately),
         amount_cents=draft.amount_cents,
-        details=draft.details,
+        details=msgspec.to_builtins(draft.details),
         created_at=now,
     )
     if not _insert_event(session, event):  # a concurrent twin got there first

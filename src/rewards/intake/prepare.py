@@ -20,6 +20,17 @@ from sqlmodel import Session, col
 
 from rewards.db.tables import Contact, Event, PurchaseClassification, Sku, StatementPeriod
 from rewards.domain import purchase as purchase_math
+from rewards.domain.details import (
+    EventDetails,
+    FinancialAchievementDetails,
+    FinancialStatementDetails,
+    NoDetails,
+    ReferralDetails,
+    SocialMediaDetails,
+    SpendRequestDetails,
+    StoredKpi,
+    WebDetails,
+)
 from rewards.domain.money import decimal_text, money_text
 from rewards.domain.payment_medium import automate
 from rewards.errors import (
@@ -59,7 +70,7 @@ class Draft:
     contact: Contact
     identified: list[tuple[Identified, str]]  # (identification, body path) whose OTPs get used
     amount_cents: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: EventDetails = field(default_factory=NoDetails)
     lines: list[purchase_math.PricedLine] = field(default_factory=list)
     after_insert: list[Callable[[Session, Event], None]] = field(default_factory=list)
     spends: list[spending.MadeSpend] = field(default_factory=list)  # made by after_insert
@@ -92,7 +103,7 @@ def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> D
     draft.amount_cents = priced.total_cents
     draft.lines = priced.lines
     if body.estimate_id is not None:
-        details["estimate_id"] = body.estimate_id
+        details = msgspec.structs.replace(details, estimate_id=body.estimate_id)
     draft.details = details
     otp = draft.identified[0][0].otp
     estimate = (
@@ -193,10 +204,9 @@ def _prepare_referral(session: Session, runtime: Runtime, body: ReferralIn) -> D
     return Draft(
         contact=referrer.contact,
         identified=[(referred, "/referred"), (referrer, "/referred_by")],
-        details={
-            "referred_contact_id": referred.contact.id,
-            "referrer_contact_id": referrer.contact.id,
-        },
+        details=ReferralDetails(
+            referred_contact_id=referred.contact.id, referrer_contact_id=referrer.contact.id
+        ),
     )
 
 
@@ -212,14 +222,14 @@ def _prepare_financial_achievement(
     amount = purchase_math.exact_cents(body.amount, "/amount")
     draft = _contact(session, runtime, body)
     draft.amount_cents = amount
-    draft.details = {"amount": money_text(amount)}
-    if body.product is not None:
-        draft.details["product"] = body.product
+    medium = None
     if body.payment_medium is not None:
-        medium = msgspec.to_builtins(body.payment_medium)
-        draft.details["payment_medium"] = automate(
-            medium, runtime.rulesets.definition.payment_medium
+        medium = automate(
+            msgspec.to_builtins(body.payment_medium), runtime.rulesets.definition.payment_medium
         )
+    draft.details = FinancialAchievementDetails(
+        amount=money_text(amount), product=body.product, payment_medium=medium
+    )
     return draft
 
 
@@ -229,7 +239,7 @@ def _prepare_financial_statement(
     check_classification(runtime, "financial_statement", body.classification)
     known = {kpi.code for kpi in runtime.rulesets.definition.kpis}
     seen: set[tuple[str, str | None]] = set()
-    kpis = []
+    kpis: list[StoredKpi] = []
     for i, item in enumerate(body.kpis):
         if item.kpi not in known:
             raise UnknownKpi(
@@ -244,14 +254,10 @@ def _prepare_financial_statement(
         seen.add((item.kpi, item.product))
         purchase_math.exact_cents(item.value, f"/kpis/{i}/value")
         kpis.append(
-            {
-                "kpi": item.kpi,
-                "value": decimal_text(item.value),
-                **({"product": item.product} if item.product else {}),
-            }
+            StoredKpi(kpi=item.kpi, value=decimal_text(item.value), product=item.product or None)
         )
     draft = _contact(session, runtime, body)
-    draft.details = {"period": body.period, "kpis": kpis}
+    draft.details = FinancialStatementDetails(period=body.period, kpis=kpis)
 
     def claim_period(session: Session, event: Event) -> None:
         try:
@@ -282,18 +288,16 @@ def _prepare_financial_statement(
 def _prepare_social_media(session: Session, runtime: Runtime, body: SocialMediaIn) -> Draft:
     check_classification(runtime, "social_media", body.classification)
     draft = _contact(session, runtime, body)
-    draft.details = {
-        "platform": body.platform,
-        "action": body.action,
-        **({"profile": body.profile} if body.profile else {}),
-    }
+    draft.details = SocialMediaDetails(
+        platform=body.platform, action=body.action, profile=body.profile or None
+    )
     return draft
 
 
 def _prepare_web(session: Session, runtime: Runtime, body: WebIn) -> Draft:
     check_classification(runtime, "web", body.classification)
     draft = _contact(session, runtime, body)
-    draft.details = {"website": body.website}
+    draft.details = WebDetails(website=body.website)
     return draft
 
 
@@ -311,11 +315,13 @@ def _prepare_spend_request(session: Session, runtime: Runtime, body: SpendReques
             "The purchase is cancelled.",
             errors=[FieldError(path="/purchase_event_id", message="purchase is cancelled")],
         )
-    draft.details = {"purchase_event_id": purchase.id}
     requested = None
     if body.requested_amount is not None:
         requested = purchase_math.exact_cents(body.requested_amount, "/requested_amount")
-        draft.details["requested_amount"] = money_text(requested)
+    draft.details = SpendRequestDetails(
+        purchase_event_id=purchase.id,
+        requested_amount=None if requested is None else money_text(requested),
+    )
     ask = spending.SpendAsk(
         requested_cents=requested, path="/requested_amount", otp=draft.identified[0][0].otp
     )

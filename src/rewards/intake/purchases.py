@@ -4,11 +4,10 @@ automation; and which classifications an event type may carry."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from rewards.domain import purchase as purchase_math
+from rewards.domain.details import PurchaseDetails, StoredLine
 from rewards.domain.money import decimal_text, money_text
 from rewards.domain.payment_medium import automate
 from rewards.errors import ClassificationNotAllowed, FieldError, UnknownCurrency
@@ -38,7 +37,7 @@ def check_classification(runtime: Runtime, event_type: str, code: str | None) ->
 
 def purchase_details(
     runtime: Runtime, body: PurchaseIn | EstimateIn
-) -> tuple[purchase_math.PricedPurchase, dict[str, Any]]:
+) -> tuple[purchase_math.PricedPurchase, PurchaseDetails]:
     """Totals (checked), conversion to the business currency and the payment medium after
     the definition's automation: the stored fields of a purchase (or an estimate)."""
     definition = runtime.rulesets.definition
@@ -50,9 +49,7 @@ def purchase_details(
         body.products, (body.net_amount, body.vat_amount, body.total_amount)
     )
     currency = body.currency or definition.currency
-    details: dict[str, Any] = {"currency": definition.currency}
-    if body.reference_number is not None:
-        details["reference_number"] = body.reference_number
+    original_currency = original_total = None
     if currency != definition.currency:
         rate = definition.exchange_rates.get(currency)
         if rate is None:
@@ -60,26 +57,30 @@ def purchase_details(
                 f"No exchange rate from {currency} to {definition.currency}.",
                 errors=[FieldError(path="/currency", message=f"no exchange rate for {currency}")],
             )
-        details["original_currency"] = currency
-        details["original_total_amount"] = money_text(priced.total_cents)
+        original_currency = currency
+        original_total = money_text(priced.total_cents)
         priced = purchase_math.convert(priced, rate)
-    details |= {
-        "products": [
-            {
-                "sku": line.sku,
-                "quantity": decimal_text(line.quantity),
-                "net_amount": money_text(line.net_cents),
-                "vat_amount": money_text(line.vat_cents),
-                "total_amount": money_text(line.total_cents),
-            }
+    medium = None
+    if body.payment_medium is not None:
+        medium = automate(msgspec.to_builtins(body.payment_medium), definition.payment_medium)
+    details = PurchaseDetails(
+        currency=definition.currency,
+        reference_number=body.reference_number,
+        original_currency=original_currency,
+        original_total_amount=original_total,
+        products=[
+            StoredLine(
+                sku=line.sku,
+                quantity=decimal_text(line.quantity),
+                net_amount=money_text(line.net_cents),
+                vat_amount=money_text(line.vat_cents),
+                total_amount=money_text(line.total_cents),
+            )
             for line in priced.lines
         ],
-        "net_amount": money_text(priced.net_cents),
-        "vat_amount": money_text(priced.vat_cents),
-        "total_amount": money_text(priced.total_cents),
-    }
-    if body.payment_medium is not None:
-        details["payment_medium"] = automate(
-            msgspec.to_builtins(body.payment_medium), definition.payment_medium
-        )
+        net_amount=money_text(priced.net_cents),
+        vat_amount=money_text(priced.vat_cents),
+        total_amount=money_text(priced.total_cents),
+        payment_medium=medium,
+    )
     return priced, details
