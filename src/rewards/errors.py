@@ -1,8 +1,9 @@
 """Domain error types and their single mapping to RFC 9457 problem details.
 
-Domain and service code raise :class:`DomainError` subclasses carrying a machine-readable
-``code``; :func:`problem_from_exception` (registered once in ``create_app``) turns any of
-them, and Litestar's own HTTP errors, into one ``application/problem+json`` shape.
+Domain code and the use cases (intake, money, runs, analyst) raise :class:`DomainError`
+subclasses carrying a machine-readable ``code`` and their problem shape (``to_problem``);
+``api/responses.py`` (``EXCEPTION_HANDLERS``, registered once in ``create_app``) answers
+any of them, and Litestar's own HTTP errors, as one ``application/problem+json`` shape.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class DomainError(Exception):
-    """Base of every refusal the service can explain to its caller."""
+    """Base of every refusal the product can explain to its caller."""
 
     status: ClassVar[int] = 422
     code: ClassVar[str] = "unprocessable"

@@ -2,7 +2,7 @@
 
 ``backtest(session, current, new, start, end)`` reads the posted events performed in
 ``[start, end)`` (never writing: the caller's read-only session is rolled back), builds
-each event's facts exactly as the server does (``evaluation.build_facts``: the contact's
+each event's facts exactly as the server does (``offers.facts.build_facts``: the contact's
 segments, amounts, payment medium...) and evaluates it against both sets, in mode
 ``all`` (what the event earns in the end: immediate and batch offers). Per offer: the
 awards count and amount under each set and the difference.

@@ -1,1 +1,1 @@
-"""HTTP layer: controllers per resource, body validation, auth, problem details."""
+"""HTTP layer: controllers per resource, body validation, auth, problem details, OpenAPI."""

@@ -12,6 +12,7 @@ from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.intake import contacts
+from rewards.money import wallets
 from rewards.wire import (
     ContactCreate,
     ContactOut,
@@ -105,7 +106,7 @@ class WalletsController(Controller):
         session: SessionDep,
         runtime: RuntimeDep,
     ) -> WalletWithContact:
-        return contacts.get_wallet(session, runtime, code)
+        return wallets.get_wallet(session, runtime, code)
 
     @get(
         "/{code:str}/transactions",
@@ -121,4 +122,4 @@ class WalletsController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, QueryParameter()] = None,
     ) -> LedgerPage:
-        return contacts.wallet_transactions(session, runtime, code, limit, cursor)
+        return wallets.wallet_transactions(session, runtime, code, limit, cursor)

@@ -1,1 +1,2 @@
-"""Persistence: SQLModel tables, engines and sessions, migrations, small typed queries."""
+"""Persistence: SQLModel tables, column types, engines and sessions (the SQLite writer
+gate), migrations, ids, bulk inserts for runs, keyset cursors."""

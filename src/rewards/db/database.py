@@ -5,7 +5,7 @@ front (SQLite ``BEGIN IMMEDIATE``, so two writers never deadlock on a lock upgra
 a per-process ``WriterGate``) and a
 *read* engine with plain deferred transactions (WAL lets readers run beside the writer).
 On PostgreSQL both are ordinary READ COMMITTED engines; races there are closed by
-conditional updates, row locks and unique constraints in the services.
+conditional updates, row locks and unique constraints in the use cases (intake, money, runs).
 """
 
 from __future__ import annotations

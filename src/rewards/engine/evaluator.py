@@ -12,8 +12,8 @@ event, in offer file order (a referral's referred decision right before its refe
 
 Modes: ``immediate`` = offers with ``evaluation: immediate`` (what a request applies
 at once); ``batch`` = offers with ``evaluation: batch`` only; ``all`` = every per-event
-offer (what an evaluation run applies to an event nobody evaluated yet; the service's
-unique (offer, event) keeps immediate awards from being given twice). The period
+offer (what an evaluation run applies to an event nobody evaluated yet; the awards'
+unique (event, offer, beneficiary) keeps immediate awards from being given twice). The period
 aggregates (loyalty_transaction_amount/_number/loyalty_item_quantity) are left out
 unless ``aggregates=True`` and ``EventFacts.period_totals`` holds their totals.
 

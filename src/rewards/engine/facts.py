@@ -1,7 +1,7 @@
-"""What the service layer tells the engine about one event: ``EventFacts``.
+"""What the offers tell the engine about one event: ``EventFacts``.
 
 The engine is stateless (ENGINE-NOTES.md): everything an offer's conditions need is
-computed by the service from the event and the database and handed over flat, in the
+computed by ``offers.facts`` from the event and the database and handed over flat, in the
 business currency, with ``Decimal`` money:
 
 ``event_type``
@@ -37,7 +37,7 @@ business currency, with ``Decimal`` money:
 ``website``
     web (the URL)
 ``period_totals``
-    only for the period-aggregate offers (a later issue; see ``Evaluator``): offer id ->
+    only for the period-aggregate offers (evaluation runs; see ``Evaluator``): offer id ->
     the contact's totals over that offer's calendar period (not yet rewarded by it)
 
 Amounts are compared at cent precision (rounded half-up), like every award.

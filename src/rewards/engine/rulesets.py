@@ -1,7 +1,7 @@
 """A loaded ruleset folder (``Rulesets``) and the problems that refuse one.
 
-``loader.load_rulesets`` builds it; the evaluator, the explainer and the services read
-it. Compiling to durable-rules and the engine host happen here on first use."""
+``loader.load_rulesets`` builds it; the evaluator, the explainer, offers, runs and the
+API read it. Compiling to durable-rules and the engine host happen here on first use."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class Rulesets:
     def __repr__(self) -> str:
         return f"<Rulesets {self.version} files={len(self.files)} offers={len(self.offers)}>"
 
-    # --- helpers for the service layer ---
+    # --- helpers for offers, intake and runs ---
 
     @cached_property
     def time_zone(self) -> ZoneInfo:
@@ -95,7 +95,7 @@ class Rulesets:
     def award_windows(self, event_type: str) -> dict[str, int]:
         """offer id -> window_days, for the offers of this event type that have max_awards.
 
-        The service counts the contact's awards of each such offer whose event was
+        ``offers.evaluation`` counts the contact's awards of each such offer whose event was
         performed within the window before ``performed_on`` and passes the counts as
         ``EventFacts.awards_in_window``.
         """

@@ -1,1 +1,2 @@
-"""Events in: recording and bulk, contact identification, contacts and wallets, estimates, the answers."""
+"""Events in: recording and bulk (``events``), the per-type rules (``prepare``), a purchase
+as stored (``purchases``), contact identification, contacts, estimates, the answers."""

@@ -1,4 +1,4 @@
-"""Contacts, their wallets, OTPs and the wallet ledger view."""
+"""Contacts, their wallets (created with the contact), gift cards and OTPs."""
 
 from __future__ import annotations
 
@@ -11,52 +11,29 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from rewards.db.pages import decode_cursor, encode_cursor
-from rewards.db.tables import Contact, GiftCard, Otp, Wallet, WalletTransaction
+from rewards.db.tables import Contact, GiftCard, Otp, Wallet
 from rewards.domain.money import from_cents, to_cents
 from rewards.errors import (
     ContactNotFoundById,
     DuplicateContact,
     FieldError,
     ValidationFailed,
-    WalletNotFound,
 )
-from rewards.money.ledger import open_reservations
+from rewards.money.wallets import wallet_out
 from rewards.runtime.context import Runtime
 from rewards.runtime.ratelimit import CALLER, OTP_ISSUE_PER_CONTACT, OTP_ISSUE_PER_KEY
 from rewards.wire import (
     ContactCreate,
     ContactOut,
     ContactUpdate,
-    LedgerEntry,
-    LedgerPage,
     OtpOut,
     OtpRequest,
-    WalletOut,
-    WalletWithContact,
 )
 
 
 def new_wallet_code() -> str:
     """16 random base32 characters: unguessable and easy to type on a POS."""
     return base64.b32encode(secrets.token_bytes(10)).decode()
-
-
-def reserved_cents(session: Session, wallet: Wallet, now: datetime) -> int:
-    """Funds held by open (unexpired, unconsumed) purchase-estimate reservations."""
-    assert wallet.id is not None
-    return int(session.scalar(select(open_reservations(wallet.id, now))) or 0)
-
-
-def wallet_out(session: Session, wallet: Wallet, now: datetime) -> WalletOut:
-    reserved = reserved_cents(session, wallet, now)
-    return WalletOut(
-        code=wallet.code,
-        currency=wallet.currency,
-        balance=from_cents(wallet.balance_cents),
-        reserved=from_cents(reserved),
-        available=from_cents(wallet.balance_cents - reserved),
-    )
 
 
 def _wallet_of(session: Session, contact_id: str) -> Wallet:
@@ -211,43 +188,3 @@ def issue_otp(session: Session, runtime: Runtime, contact_id: str, body: OtpRequ
     return OtpOut(
         otp=code, expires_at=otp.expires_at, spend_amount=body.spend_amount if spend_cents else None
     )
-
-
-def _wallet_by_code(session: Session, code: str) -> Wallet:
-    wallet = session.scalars(select(Wallet).where(col(Wallet.code) == code)).first()
-    if wallet is None:
-        raise WalletNotFound(f"No wallet with code {code!r}.")
-    return wallet
-
-
-def get_wallet(session: Session, runtime: Runtime, code: str) -> WalletWithContact:
-    wallet = _wallet_by_code(session, code)
-    view = wallet_out(session, wallet, runtime.now())
-    return WalletWithContact(
-        contact_id=wallet.contact_id, **{f: getattr(view, f) for f in view.__struct_fields__}
-    )
-
-
-def wallet_transactions(
-    session: Session, runtime: Runtime, code: str, limit: int, cursor: str | None
-) -> LedgerPage:
-    wallet = _wallet_by_code(session, code)
-    before = decode_cursor(cursor)
-    query = select(WalletTransaction).where(col(WalletTransaction.wallet_id) == wallet.id)
-    if before is not None:
-        query = query.where(col(WalletTransaction.id) < before)
-    rows = session.scalars(query.order_by(col(WalletTransaction.id).desc()).limit(limit + 1)).all()
-    items = [
-        LedgerEntry(
-            id=row.id or 0,
-            kind=row.kind,  # type: ignore[arg-type]  # str column of these kinds only; no per-row cast
-            amount=from_cents(row.amount_cents),
-            balance_after=from_cents(row.balance_after_cents),
-            event_id=row.event_id,
-            offer_id=row.offer_id,
-            created_at=row.created_at,
-        )
-        for row in rows[:limit]
-    ]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-    return LedgerPage(items=items, next_cursor=next_cursor)

@@ -119,7 +119,7 @@ def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> D
         if body.classification is not None and declared_types(runtime, body.classification) is None:
             _insert_ignore(session, PurchaseClassification, [{"code": body.classification}])
 
-    def identify_and_spend(session: Session, event: Event) -> None:
+    def consume_and_spend(session: Session, event: Event) -> None:
         """Before the purchase's own awards: a spend it carries, an OTP's spend amount,
         or an estimate's reservation."""
         if estimate is not None:
@@ -152,7 +152,7 @@ def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> D
         )
         draft.spends.append(spend)
 
-    draft.after_insert += [create_catalogue_entries, identify_and_spend]
+    draft.after_insert += [create_catalogue_entries, consume_and_spend]
     return draft
 
 

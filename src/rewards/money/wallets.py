@@ -1,5 +1,5 @@
-"""A wallet as an answer shows it: code, balance and what is available after the open
-reservations."""
+"""A wallet as answers show it: code, balance, what open reservations hold and what is
+available; its ledger, page by page."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from rewards.db.tables import Wallet
+from rewards.db.pages import decode_cursor, encode_cursor
+from rewards.db.tables import Wallet, WalletTransaction
 from rewards.db.types import UTCDateTime, table_of
 from rewards.domain.money import from_cents
+from rewards.errors import WalletNotFound
 from rewards.money.ledger import open_reservations
-from rewards.wire import EventWallet
+from rewards.runtime.context import Runtime
+from rewards.wire import EventWallet, LedgerEntry, LedgerPage, WalletOut, WalletWithContact
 
 
 @cache
@@ -38,3 +41,60 @@ def event_wallet(session: Session, contact_id: str, now: datetime) -> EventWalle
     return EventWallet(
         code=code, balance=from_cents(balance), available=from_cents(balance - int(reserved))
     )
+
+
+def reserved_cents(session: Session, wallet: Wallet, now: datetime) -> int:
+    """Funds held by open (unexpired, unconsumed) purchase-estimate reservations."""
+    assert wallet.id is not None
+    return int(session.scalar(select(open_reservations(wallet.id, now))) or 0)
+
+
+def wallet_out(session: Session, wallet: Wallet, now: datetime) -> WalletOut:
+    reserved = reserved_cents(session, wallet, now)
+    return WalletOut(
+        code=wallet.code,
+        currency=wallet.currency,
+        balance=from_cents(wallet.balance_cents),
+        reserved=from_cents(reserved),
+        available=from_cents(wallet.balance_cents - reserved),
+    )
+
+
+def _wallet_by_code(session: Session, code: str) -> Wallet:
+    wallet = session.scalars(select(Wallet).where(col(Wallet.code) == code)).first()
+    if wallet is None:
+        raise WalletNotFound(f"No wallet with code {code!r}.")
+    return wallet
+
+
+def get_wallet(session: Session, runtime: Runtime, code: str) -> WalletWithContact:
+    wallet = _wallet_by_code(session, code)
+    view = wallet_out(session, wallet, runtime.now())
+    return WalletWithContact(
+        contact_id=wallet.contact_id, **{f: getattr(view, f) for f in view.__struct_fields__}
+    )
+
+
+def wallet_transactions(
+    session: Session, runtime: Runtime, code: str, limit: int, cursor: str | None
+) -> LedgerPage:
+    wallet = _wallet_by_code(session, code)
+    before = decode_cursor(cursor)
+    query = select(WalletTransaction).where(col(WalletTransaction.wallet_id) == wallet.id)
+    if before is not None:
+        query = query.where(col(WalletTransaction.id) < before)
+    rows = session.scalars(query.order_by(col(WalletTransaction.id).desc()).limit(limit + 1)).all()
+    items = [
+        LedgerEntry(
+            id=row.id or 0,
+            kind=row.kind,  # type: ignore[arg-type]  # str column of these kinds only; no per-row cast
+            amount=from_cents(row.amount_cents),
+            balance_after=from_cents(row.balance_after_cents),
+            event_id=row.event_id,
+            offer_id=row.offer_id,
+            created_at=row.created_at,
+        )
+        for row in rows[:limit]
+    ]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return LedgerPage(items=items, next_cursor=next_cursor)

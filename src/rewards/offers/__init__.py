@@ -1,1 +1,2 @@
-"""Deciding awards for events: facts, evaluation on intake, windows; decides, never writes."""
+"""Deciding awards for events: facts (for requests and runs), evaluation on intake, windows, the offers listing; decides,
+never writes."""

@@ -79,7 +79,7 @@ def beneficiary_of(event: Event, decision: AwardDecision) -> str:
 
 
 def evaluates_on_intake(event_type: str, process_immediately: bool) -> bool:
-    """Whether ``evaluate_on_intake`` evaluates such an event (known before it is written,
+    """Whether ``decide_on_intake`` evaluates such an event (known before it is written,
     so ``events.evaluated`` is written with the row)."""
     return process_immediately and event_type not in NOT_EVALUATED
 

@@ -56,10 +56,10 @@ award ids; the cyclic garbage collector runs less often during a run.
 Modules: ``common`` (the run's answer, hooks, errors, chunk sizes), ``control``
 (start, claim, execute, background runs), ``records`` (events as read),
 ``deciding`` (reading and deciding chunks), ``ahead`` (the read-ahead process),
-``writing`` (the worker's write transactions), ``cancellation``.
+``writing`` (the worker's write transactions), ``aggregates`` (the period
+contributions), ``cancellation``, ``scheduler`` (runs inside ``rewards serve``).
 """
 
-from rewards.offers.facts import purchase_fact
 from rewards.runs.cancellation import evaluated_by_run, on_event_cancelled
 from rewards.runs.common import (
     CHUNK_SIZE,
@@ -107,7 +107,6 @@ __all__ = [
     "on_event_cancelled",
     "partition_filter",
     "partitions_for",
-    "purchase_fact",
     "run_evaluation",
     "run_out",
     "start_background_run",

@@ -1,5 +1,5 @@
-"""The events a run reads (``EventRecord``), straight from SQL rows, and the engine facts
-of purchases built from their stored details without Decimals."""
+"""The events a run reads (``EventRecord``), straight from SQL rows, and their SQL
+filters (pending events, partitions). Their facts come from ``offers.facts``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What services need besides the session: settings, the loaded rulesets, the clock."""
+"""What the use cases (intake, money, offers, runs, analyst) need besides the session:
+settings, the evaluator with its loaded rulesets, the schemas, the clock, the rate limits."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ failures included, and per contact). Fixed windows counted in this process: with
 several workers each keeps its own counters, so the effective limit is N x the figure
 (documented; a shared store on PostgreSQL is the upgrade path).
 
-The caller (a hash of the API key, never the key) reaches services through a context
+The caller (a hash of the API key, never the key) reaches the use cases through a context
 variable set by the authentication middleware; worker threads inherit it."""
 
 from __future__ import annotations

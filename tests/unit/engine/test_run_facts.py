@@ -1,5 +1,5 @@
 """Evaluation runs build purchase facts straight from the stored details
-(``runs.purchase_fact``): on generated purchases the fact must be the one
+(``offers.facts.purchase_fact``): on generated purchases the fact must be the one
 ``build_fact(build_facts(...))`` makes, and the decisions through
 ``Evaluator.evaluate_prepared`` the ones ``evaluate_many`` makes.
 
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from rewards.engine import Evaluator, PeriodTotals, Rulesets
 from rewards.engine.compiler import build_fact, prepare, prepare_fact
-from rewards.offers.facts import build_facts
-from rewards.runs import EventRecord, purchase_fact
+from rewards.offers.facts import build_facts, purchase_fact
+from rewards.runs import EventRecord
 from tests.unit.engine.builders import offer, rulesets, summary
 
 SKUS = ["COFFEE-LATTE", "BEANS-PREMIUM-KENYA", "PASTRY-CROISSANT", "SANDWICH-CLUB", "GC-25", 7]
