@@ -31,4 +31,4 @@ test: install lint ## the whole suite (PostgreSQL tests run when REWARDS_TEST_PO
 	$(BIN)/python -m pytest
 
 clean: ## remove the venv, caches and local databases
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis rewards.db rewards.db-*
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .grimp_cache .hypothesis rewards.db rewards.db-*
