@@ -42,8 +42,8 @@ from rewards.errors import (
     FieldError,
     UnknownCurrency,
     ValidationFailed,
-    refusal,
 )
+from rewards.intake.prepare import check_kpis
 from rewards.offers.evaluation import NOT_EVALUATED, count_awards_in_windows
 from rewards.offers.facts import build_facts
 from rewards.runtime.context import Runtime
@@ -60,8 +60,6 @@ from rewards.wire import (
 )
 
 SCHEMA = "simulation"
-UnknownKpi = refusal("kpi_not_found", "KPI not declared in the definition")
-DuplicateKpi = refusal("duplicate_kpi", "KPI listed twice for the same product")
 SimulatedType = Literal[
     "purchase",
     "referral",
@@ -178,21 +176,7 @@ def _facts(rulesets: Rulesets, event_type: str, body: EventIn, item: SimulationI
         medium = _medium(rulesets, body)
         facts.payment_brand, facts.payment_type = medium.get("brand"), medium.get("type")
     elif isinstance(body, FinancialStatementIn):
-        known = {kpi.code for kpi in definition.kpis}
-        seen: set[tuple[str, str | None]] = set()
-        for i, entry in enumerate(body.kpis):
-            if entry.kpi not in known:
-                raise UnknownKpi(
-                    f"KPI {entry.kpi!r} is not declared.",
-                    errors=[FieldError(path=f"/kpis/{i}/kpi", message="unknown KPI")],
-                )
-            if (entry.kpi, entry.product) in seen:
-                raise DuplicateKpi(
-                    f"KPI {entry.kpi!r} appears twice for product {entry.product!r}.",
-                    errors=[FieldError(path=f"/kpis/{i}", message="duplicate (kpi, product)")],
-                )
-            seen.add((entry.kpi, entry.product))
-            purchase_math.exact_cents(entry.value, f"/kpis/{i}/value")
+        check_kpis(definition, body)
         facts.kpis = [KpiValue(kpi=k.kpi, product=k.product, value=k.value) for k in body.kpis]
     elif isinstance(body, SocialMediaIn):
         facts.platform, facts.action = body.platform, body.action

@@ -60,24 +60,13 @@ def explain(
         by_offer.setdefault(decision.offer_id, []).append(decision)
     outcomes = []
     for offer in rulesets.offers_for_event_type(facts.event_type):
-        evaluation = offer.evaluation or "immediate"
         mine = by_offer.get(offer.id)
-        if mine:
-            amount = sum((d.amount for d in mine), Decimal("0.00"))
-            outcomes.append(
-                OfferOutcome(
-                    offer_id=offer.id,
-                    offer_name=offer.name,
-                    classification=offer.classification,
-                    evaluation=evaluation,
-                    status="applied",
-                    amount=amount,
-                )
-            )
-            continue
+        amount = sum((d.amount for d in mine), Decimal("0.00")) if mine else None
         failed: list[FailedCondition] = []
         note = None
-        if offer.classification in AGGREGATE_CLASSIFICATIONS and not aggregates:
+        if mine:
+            pass  # applied: the amount says it all
+        elif offer.classification in AGGREGATE_CLASSIFICATIONS and not aggregates:
             note = (
                 "period aggregate: evaluated by evaluation runs over the contact's purchases "
                 "of the period (give period_totals to simulate it)"
@@ -93,8 +82,9 @@ def explain(
                 offer_id=offer.id,
                 offer_name=offer.name,
                 classification=offer.classification,
-                evaluation=evaluation,
-                status="not_applied",
+                evaluation=offer.evaluation or "immediate",
+                status="applied" if mine else "not_applied",
+                amount=amount,
                 failed=failed,
                 note=note,
             )

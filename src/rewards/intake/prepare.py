@@ -33,6 +33,7 @@ from rewards.domain.details import (
 )
 from rewards.domain.money import decimal_text, money_text
 from rewards.domain.payment_medium import automate
+from rewards.engine.model import Definition
 from rewards.errors import (
     DuplicateStatement,
     FieldError,
@@ -233,13 +234,11 @@ def _prepare_financial_achievement(
     return draft
 
 
-def _prepare_financial_statement(
-    session: Session, runtime: Runtime, body: FinancialStatementIn
-) -> Draft:
-    check_classification(runtime, "financial_statement", body.classification)
-    known = {kpi.code for kpi in runtime.rulesets.definition.kpis}
+def check_kpis(definition: Definition, body: FinancialStatementIn) -> None:
+    """Each KPI declared, once per product, its value exact to the cent (simulations
+    check a statement the same way)."""
+    known = {kpi.code for kpi in definition.kpis}
     seen: set[tuple[str, str | None]] = set()
-    kpis: list[StoredKpi] = []
     for i, item in enumerate(body.kpis):
         if item.kpi not in known:
             raise UnknownKpi(
@@ -253,9 +252,17 @@ def _prepare_financial_statement(
             )
         seen.add((item.kpi, item.product))
         purchase_math.exact_cents(item.value, f"/kpis/{i}/value")
-        kpis.append(
-            StoredKpi(kpi=item.kpi, value=decimal_text(item.value), product=item.product or None)
-        )
+
+
+def _prepare_financial_statement(
+    session: Session, runtime: Runtime, body: FinancialStatementIn
+) -> Draft:
+    check_classification(runtime, "financial_statement", body.classification)
+    check_kpis(runtime.rulesets.definition, body)
+    kpis = [
+        StoredKpi(kpi=item.kpi, value=decimal_text(item.value), product=item.product or None)
+        for item in body.kpis
+    ]
     draft = _contact(session, runtime, body)
     draft.details = FinancialStatementDetails(period=body.period, kpis=kpis)
 

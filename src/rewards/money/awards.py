@@ -58,6 +58,16 @@ def _statements() -> _Statements:
     )
 
 
+def _stored_lines(decision: AwardDecision) -> list[dict[str, Any]] | None:
+    """``awards.lines``: per line its index, SKU and amount as decimal text."""
+    if decision.lines is None:
+        return None
+    return [
+        {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
+        for line in decision.lines
+    ]
+
+
 def wallet_id_of(session: Session, contact_id: str) -> int:
     wallet_id: int = (
         session.connection().execute(_statements().wallet_of, {"contact": contact_id}).scalar_one()
@@ -98,12 +108,7 @@ def write_award(
         contact_id=contact_id,
         wallet_id=wallet_id,
         amount_cents=amount,
-        lines=[
-            {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
-            for line in decision.lines
-        ]
-        if decision.lines is not None
-        else None,
+        lines=_stored_lines(decision),
         instant_spend=decision.instant_spend,
         ledger_entry_id=entry.id,
     )
@@ -168,16 +173,8 @@ class BulkAwards:
         rows = []
         for award, entry_id in zip(awards, entry_ids, strict=True):
             decision = award.decision
-            lines = (
-                None
-                if decision.lines is None
-                else _encode_lines(
-                    [
-                        {"index": line.index, "sku": line.sku, "amount": str(line.amount)}
-                        for line in decision.lines
-                    ]
-                ).decode()
-            )
+            stored = _stored_lines(decision)
+            lines = None if stored is None else _encode_lines(stored).decode()
             # instant_spend False: the purchase is over, a run credits the wallet.
             rows.append(
                 (award.id, award.event_id, decision.offer_id, decision.offer_name,

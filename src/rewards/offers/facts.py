@@ -15,18 +15,23 @@ from rewards.engine import EventFacts, KpiValue, ProductLine, compiler
 from rewards.engine.compiler import CompiledRulesets, scaled
 
 
-class FactSource(Protocol):
-    """What ``build_facts`` reads of an event: an ``Event`` row, or the ``EventRecord``
-    an evaluation run reads straight from SQL."""
+class _EventColumns(Protocol):
+    """The columns every fact reads: an ``Event`` row, or the ``EventRecord`` an
+    evaluation run reads straight from SQL."""
 
-    @property
-    def type(self) -> str: ...
     @property
     def performed_on(self) -> datetime: ...
     @property
     def classification(self) -> str | None: ...
     @property
     def performed_by_unit(self) -> str | None: ...
+
+
+class FactSource(_EventColumns, Protocol):
+    """What ``build_facts`` reads of an event: the columns, its type and its details."""
+
+    @property
+    def type(self) -> str: ...
     @property
     def details(self) -> dict[str, Any]: ...
 
@@ -128,18 +133,12 @@ def _text_cents(value: str) -> int:
     return scaled(Decimal(value))
 
 
-class StoredPurchase(Protocol):
-    """What ``purchase_fact`` reads of a purchase: its stored details as JSON text
-    (``raw``) and its columns (a run's ``EventRecord``)."""
+class StoredPurchase(_EventColumns, Protocol):
+    """What ``purchase_fact`` reads of a purchase: the columns and its stored details as
+    JSON text (``raw``, as a run's ``EventRecord`` has them)."""
 
     @property
     def raw(self) -> str: ...
-    @property
-    def performed_on(self) -> datetime: ...
-    @property
-    def classification(self) -> str | None: ...
-    @property
-    def performed_by_unit(self) -> str | None: ...
 
 
 def purchase_fact(

@@ -284,7 +284,6 @@ class Worker:
         for award, cents in paid:
             award_id = self.award_ids.next()
             event = award.event
-            # instant_spend False: the purchase is over, a run credits the wallet.
             batch.append(
                 BatchAward(award_id, event.id, event.performed_on, award.decision,
                            award.beneficiary_id, cents)
