@@ -30,6 +30,7 @@ from rewards.api.runs import run_handlers
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
+from rewards.intake.group_commit import GroupCommit
 from rewards.runs import scheduler
 from rewards.runtime import watcher
 from rewards.runtime.context import Runtime
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         evaluator=Evaluator(load_rulesets(settings.rulesets_dir)),
         schemas=shared_registry(),
     )
+    intake = GroupCommit(database, runtime)
 
     def on_startup() -> None:
         if settings.auto_migrate:
@@ -62,9 +64,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Work beside requests: hot reload of the rulesets folder, scheduled runs.
         watcher.start(runtime, database)
         scheduler.start(runtime, database)
+        intake.start()
         log.info("rewards ready: rulesets %s", runtime.rulesets.version)
 
     def on_shutdown() -> None:
+        intake.stop()
         scheduler.stop(runtime, database)
         watcher.stop(runtime, database)
         database.dispose()
@@ -98,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_send=[allow_header_for_every_method],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        state=State({"runtime": runtime, "database": database}),
+        state=State({"runtime": runtime, "database": database, "intake": intake}),
         openapi_config=OpenAPIConfig(
             title="rewards",
             version="1",

@@ -13,10 +13,10 @@ from rewards.settings import Settings, format_api_keys, generate_api_keys
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
+    from rewards.runtime.workers import SpreadWorkers
 
     settings = Settings.from_env()
     if not settings.api_keys:
@@ -35,11 +35,12 @@ def _serve(args: argparse.Namespace) -> int:
         f"(database {settings.database_url.split('@')[-1]}, rulesets {settings.rulesets_dir})",
         flush=True,
     )
-    # Every worker, a single one included, runs under uvicorn's supervisor, which starts
-    # a new worker when one exits: a worker restarts itself to give back the memory the
-    # rules engine keeps after reloads (runtime.reload). The listening socket stays with
-    # the supervisor, so connections made meanwhile wait for the new worker. The workers
-    # read their settings from the environment (create_app's factory).
+    # Every worker, a single one included, runs under a supervisor that starts a new
+    # worker when one exits: a worker restarts itself to give back the memory the rules
+    # engine keeps after reloads (runtime.reload). Each worker has a listening socket of
+    # its own (runtime.workers), kept by the supervisor, so connections made meanwhile
+    # wait for the new worker. The workers read their settings from the environment
+    # (create_app's factory).
     os.environ["REWARDS_SUPERVISED"] = "1"
     config = uvicorn.Config(
         "rewards.app:create_app",
@@ -50,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
     )
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    SpreadWorkers(config, args.host, args.port).run()
     return 0
 
 

@@ -13,7 +13,7 @@ from litestar.params import PathParameter, QueryParameter, SkipValidation
 
 from rewards.analyst import simulation
 from rewards.api.bodies import body_provider
-from rewards.api.deps import RuntimeDep, SessionDep
+from rewards.api.deps import IntakeDep, RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
 from rewards.intake import events
@@ -56,10 +56,10 @@ REPLAY = {
 def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
     schema = f"events/{event_type}"
 
-    def create(
-        payload: NamedDependency[SkipValidation[EventIn]], session: SessionDep, runtime: RuntimeDep
+    async def create(
+        payload: NamedDependency[SkipValidation[EventIn]], intake: IntakeDep
     ) -> Response[EventOut]:
-        recorded = events.record_event(session, runtime, event_type, payload)
+        recorded = await intake.record(event_type, payload)
         return JSONResponse(recorded.event, status_code=201 if recorded.created else 200)
 
     create.__name__ = f"create_{event_type}"
@@ -72,7 +72,6 @@ def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
         opt=request_schema(schema),
         responses={**BODY, **problems(409, 429), **REPLAY},
         status_code=201,
-        sync_to_thread=True,
         tags=["events"],
     )(create)
 

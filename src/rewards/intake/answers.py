@@ -14,7 +14,7 @@ from sqlmodel import Session, col
 from rewards.db.tables import Award, Event, Spend
 from rewards.domain.money import from_cents
 from rewards.money.wallets import event_wallet
-from rewards.wire import AwardOut, EventOut, LineAwardOut, SpendOut
+from rewards.wire import AwardOut, EventOut, EventWallet, LineAwardOut, SpendOut
 
 
 class AwardLike(Protocol):
@@ -83,16 +83,18 @@ def spends_of(session: Session, event: Event) -> list[SpendOut]:
 
 
 def render_event(
-    session: Session,
+    session: Session | None,
     event: Event,
     now: datetime,
     *,
     made: tuple[Sequence[AwardLike], Sequence[SpendLike]] | None = None,
+    wallet: EventWallet | None = None,
     **extra: Any,
 ) -> EventOut:
     """The event as stored. ``made``: the awards and spends of an event recorded by this
     very request, in the order they were written (they are all it has), so the answer
-    does not read back what the request just wrote."""
+    does not read back what the request just wrote; ``wallet``: its wallet as that
+    request left it. With both, nothing is read (``session`` may be None)."""
     fields: dict[str, Any] = {
         "id": event.id,
         "number": event.number,
@@ -113,11 +115,15 @@ def render_event(
         **event.details,
     }
     if made is None:
+        assert session is not None, "an answer read from the database needs a session"
         fields["awards"] = awards_of(session, event)
         fields["spends"] = spends_of(session, event)
     else:
         awards, spends = made
         fields["awards"] = [award_out(award) for award in awards]
         fields["spends"] = [spend_out(spend) for spend in spends]
-    fields["wallet"] = event_wallet(session, event.contact_id, now)
+    if wallet is None:
+        assert session is not None, "an answer read from the database needs a session"
+        wallet = event_wallet(session, event.contact_id, now)
+    fields["wallet"] = wallet
     return msgspec.convert(fields | extra, EventOut, strict=False)

@@ -8,11 +8,10 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, cast
+from typing import cast
 
 import msgspec
-from sqlalchemy import Insert, Select, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlmodel import Session, col
 
 from rewards import runs
@@ -20,11 +19,11 @@ from rewards.db.ids import time_ordered_id
 from rewards.db.pages import decode_cursor, encode_cursor
 from rewards.db.tables import (
     Event,
-    EventLine,
     Spend,
     StatementPeriod,
 )
 from rewards.db.types import table_of
+from rewards.domain.details import EventDetails
 from rewards.domain.money import from_cents
 from rewards.errors import (
     AlreadyCancelled,
@@ -35,6 +34,7 @@ from rewards.errors import (
     PerformedInFuture,
     refusal,
 )
+from rewards.intake import rows
 from rewards.intake.answers import render_event
 from rewards.intake.identify import consume_otp
 from rewards.intake.prepare import PREPARE
@@ -98,42 +98,61 @@ def _event_by_external_reference() -> Select[Event]:
     )
 
 
-@cache
-def _insert_lines() -> Insert:
-    return insert(table_of(EventLine))
-
-
-@cache
-def _insert_event_statement(dialect_name: str) -> Any:
-    table = _EVENT_TABLE
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return (
-        dialect.insert(table)
-        .on_conflict_do_nothing(index_elements=["external_system", "external_reference"])
-        .returning(table.c.number)
-    )
-
-
-def _insert_event(session: Session, event: Event) -> bool:
-    """INSERT the event row (Core, no ORM flush or savepoint) and set its ``number``;
-    False when the unique (external_system, external_reference) already holds a row: a
-    concurrent twin committed first (PostgreSQL waits for it), so the caller replays."""
-    columns = _EVENT_TABLE.columns
-    row = {
-        column.name: getattr(event, column.name) for column in columns if column.name != "number"
-    }
-    statement = _insert_event_statement(session.get_bind().dialect.name)
-    number = session.connection().execute(statement, row).scalar_one_or_none()
-    if number is None:
-        return False
-    event.number = number
-    return True
-
-
 def _find_external(session: Session, system: str, reference: str) -> Event | None:
     return session.scalars(
         _event_by_external_reference(), {"system": system, "reference": reference}
     ).first()
+
+
+def check_not_future(body: EventIn, now: datetime) -> None:
+    if body.performed_on > now + FUTURE_TOLERANCE:
+        raise PerformedInFuture(
+            "performed_on is more than 5 minutes in the future.",
+            errors=[FieldError(path="/performed_on", message="more than 5 minutes in the future")],
+        )
+
+
+def new_event(
+    runtime: Runtime,
+    event_type: str,
+    body: EventIn,
+    digest: str,
+    contact_id: str,
+    amount_cents: int | None,
+    details: EventDetails,
+    now: datetime,
+) -> Event:
+    """The event row (not yet written) of a request whose contact and details are known."""
+    definition = runtime.rulesets.definition
+    process_immediately = body.process_immediately or event_type in definition.immediate_event_types
+    return Event(
+        id=time_ordered_id(),  # UUID v7: indexes keyed by event id append
+        type=event_type,
+        contact_id=contact_id,
+        classification=body.classification,
+        performed_on=body.performed_on,
+        performed_by_unit=body.performed_by_unit,
+        description=body.description,
+        external_system=body.external_system or "",
+        external_reference=body.external_reference,
+        request_hash=digest,
+        process_immediately=process_immediately,
+        evaluated=evaluation.evaluates_on_intake(event_type, process_immediately),
+        amount_cents=amount_cents,
+        details=msgspec.to_builtins(details),
+        created_at=now,
+    )
+
+
+def replay_existing(session: Session, runtime: Runtime, body: EventIn, digest: str) -> Recorded:
+    """The answer to a request whose external reference is already recorded."""
+    system = body.external_system or ""
+    existing = _find_external(session, system, body.external_reference or "")
+    if existing is None:  # pragma: no cover - only the external reference is unique
+        raise RuntimeError(
+            f"external reference {body.external_reference!r} conflicted with no event"
+        )
+    return _replay(session, runtime, existing, digest)
 
 
 def record_event(session: Session, runtime: Runtime, event_type: str, body: EventIn) -> Recorded:
@@ -145,54 +164,18 @@ def record_event(session: Session, runtime: Runtime, event_type: str, body: Even
     ):
         return _replay(session, runtime, existing, digest)
     now = runtime.now()
-    if body.performed_on > now + FUTURE_TOLERANCE:
-        raise PerformedInFuture(
-            "performed_on is more than 5 minutes in the future.",
-            errors=[FieldError(path="/performed_on", message="more than 5 minutes in the future")],
-        )
+    check_not_future(body, now)
     draft = PREPARE[event_type](session, runtime, body)
-    definition = runtime.rulesets.definition
-    process_immediately = body.process_immediately or event_type in definition.immediate_event_types
-    event = Event(
-        id=time_ordered_id(),  # UUID v7: indexes keyed by event id append
-        type=event_type,
-        contact_id=draft.contact.id,
-        classification=body.classification,
-        performed_on=body.performed_on,
-        performed_by_unit=body.performed_by_unit,
-        description=body.description,
-        external_system=system,
-        external_reference=body.external_reference,
-        request_hash=digest,
-        process_immediately=process_immediately,
-        evaluated=evaluation.evaluates_on_intake(event_type, process_immediately),
-        amount_cents=draft.amount_cents,
-        details=msgspec.to_builtins(draft.details),
-        created_at=now,
+    event = new_event(
+        runtime, event_type, body, digest, draft.contact.id, draft.amount_cents, draft.details, now
     )
-    if not _insert_event(session, event):  # a concurrent twin got there first
-        existing = _find_external(session, system, body.external_reference or "")
-        if existing is None:  # pragma: no cover - only the external reference is unique
-            raise RuntimeError(f"event {event.id} conflicted with no event")
-        return _replay(session, runtime, existing, digest)
+    connection = session.connection()
+    if not rows.insert_event(connection, event):  # a concurrent twin got there first
+        return replay_existing(session, runtime, body, digest)
     for identified, path in draft.identified:
         consume_otp(session, identified, path, now)
-    if draft.lines:  # one executemany; the ORM would build an object per line
-        session.connection().execute(
-            _insert_lines(),
-            [
-                {
-                    "event_id": event.id,
-                    "line_no": i,
-                    "sku": line.sku,
-                    "quantity_milli": int(line.quantity * 1000),
-                    "net_cents": line.net_cents,
-                    "vat_cents": line.vat_cents,
-                    "total_cents": line.total_cents,
-                }
-                for i, line in enumerate(draft.lines)
-            ],
-        )
+    if draft.lines:
+        rows.insert_lines(connection, event.id, draft.lines)
     for step in draft.after_insert:
         step(session, event)
     decided = evaluation.decide_on_intake(session, runtime, event, draft.contact) or []

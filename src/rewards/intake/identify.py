@@ -6,11 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import BindParameter, Select, bindparam, select, update
+import msgspec
+from sqlalchemy import BindParameter, Connection, Select, bindparam, select, update
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col
 
+from rewards.db.driver import DriverStatement, driver_cursor
 from rewards.db.tables import Contact, GiftCard, Otp, Wallet
-from rewards.errors import ContactNotFound, FieldError, OtpInvalid
+from rewards.db.types import table_of
+from rewards.errors import ContactNotFound, DomainError, FieldError, OtpInvalid
 from rewards.runtime.context import Runtime
 from rewards.runtime.ratelimit import CALLER, OTP_USE_PER_CONTACT, OTP_USE_PER_KEY
 from rewards.wire import ContactIdentifier
@@ -73,10 +77,7 @@ def identify(
         query, value = _contact_queries()["contact_id"], otp.contact_id
     contact = session.scalars(query, {"value": value}).first()
     if contact is None:
-        raise ContactNotFound(
-            f"No contact with {kind} {value!r}.",
-            errors=[FieldError(path=f"{path}/{kind}", message=f"no contact with this {kind}")],
-        )
+        raise not_found(kind, value, path)
     if otp is not None:
         runtime.limiter.hit(OTP_USE_PER_CONTACT, contact.id, now)
     return Identified(contact=contact, otp=otp)
@@ -96,3 +97,67 @@ def consume_otp(session: Session, identified: Identified, path: str, now: dateti
             "The one-time password was used by another request.",
             errors=[FieldError(path=f"{path}/otp", message="already used")],
         )
+
+
+def not_found(kind: str, value: str, path: str) -> DomainError:
+    return ContactNotFound(
+        f"No contact with {kind} {value!r}.",
+        errors=[FieldError(path=f"{path}/{kind}", message=f"no contact with this {kind}")],
+    )
+
+
+# ---- at driver speed (the purchase fast path) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContactRow:
+    """What the purchase fast path needs of the identified contact and its wallet."""
+
+    id: str
+    segments: list[str]
+    spend_blocked: bool
+    wallet_id: int
+
+
+@cache
+def _contact_rows(dialect: Dialect) -> dict[str, DriverStatement]:
+    """Per identifier kind (but OTPs, which the full path handles): contact and wallet."""
+    contacts, wallets, cards = table_of(Contact).c, table_of(Wallet).c, table_of(GiftCard).c
+    value: BindParameter[str] = bindparam("value")
+    columns = (contacts.id, contacts.segments, contacts.spend_blocked, wallets.id)
+    base = select(*columns).join_from(
+        table_of(Contact), table_of(Wallet), wallets.contact_id == contacts.id
+    )
+    by_kind = {
+        "wallet_code": base.where(wallets.code == value),
+        "contact_id": base.where(contacts.id == value),
+        "contact_code": base.where(contacts.code == value),
+        "cim": base.where(contacts.cim == value),
+        "gift_card": base.join(table_of(GiftCard), cards.contact_id == contacts.id).where(
+            cards.number == value
+        ),
+    }
+    return {kind: DriverStatement(statement, dialect) for kind, statement in by_kind.items()}
+
+
+_segments = msgspec.json.Decoder(list[str]).decode
+
+
+def find_contact(
+    connection: Connection, identifier: ContactIdentifier, path: str
+) -> ContactRow | None:
+    """The contact of an identifier that is not an OTP (None for an OTP: the full path
+    identifies and consumes those); unknown: the same 422 as ``identify``."""
+    kind, value = _kind_and_value(identifier)
+    statement = _contact_rows(connection.dialect).get(kind)
+    if statement is None:
+        return None
+    row = statement.run(driver_cursor(connection), {"value": value}).fetchone()
+    if row is None:
+        raise not_found(kind, value, path)
+    contact_id, segments, blocked, wallet_id = row
+    if isinstance(segments, str | bytes):  # SQLite keeps JSON as text
+        segments = _segments(segments)
+    return ContactRow(
+        id=contact_id, segments=segments, spend_blocked=bool(blocked), wallet_id=wallet_id
+    )

@@ -23,6 +23,13 @@ def declared_types(runtime: Runtime, code: str) -> set[str] | None:
     return None
 
 
+def new_classification(runtime: Runtime, code: str | None) -> str | None:
+    """A purchase classification the definition does not declare (added to the catalogue)."""
+    if code is not None and declared_types(runtime, code) is None:
+        return code
+    return None
+
+
 def check_classification(runtime: Runtime, event_type: str, code: str | None) -> None:
     if code is None:
         return

@@ -11,10 +11,12 @@ from functools import cache
 from typing import Any, NamedTuple
 
 import msgspec
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session
 
 from rewards.db.bulk import BulkInsert
+from rewards.db.driver import DriverStatement, driver_cursor
 from rewards.db.ids import time_ordered_id
 from rewards.db.tables import Award, Event, Wallet
 from rewards.db.types import table_of, utcnow
@@ -44,17 +46,26 @@ class MadeAward(NamedTuple):
 
 @dataclass(frozen=True)
 class _Statements:
-    wallet_of: Any  # the wallet id of a contact
-    insert_award: Any
+    wallet_of: DriverStatement  # the wallet id of a contact
+    insert_award: DriverStatement
+
+
+_INSERT_COLUMNS = (
+    "id", "event_id", "offer_id", "offer_name", "classification", "beneficiary", "contact_id",
+    "amount_cents", "lines", "instant_spend", "ledger_entry_id", "ruleset_version",
+    "performed_on", "created_at",
+)  # fmt: skip
 
 
 @cache
-def _statements() -> _Statements:
-    """Built once per process, on first use (building costs more than running)."""
+def _statements(dialect: Dialect) -> _Statements:
+    """Compiled once per process and dialect, run on the driver (``db.driver``)."""
     wallets = table_of(Wallet)
     return _Statements(
-        wallet_of=select(wallets.c.id).where(wallets.c.contact_id == bindparam("contact")),
-        insert_award=insert(table_of(Award)),
+        wallet_of=DriverStatement(
+            select(wallets.c.id).where(wallets.c.contact_id == bindparam("contact")), dialect
+        ),
+        insert_award=DriverStatement(insert(table_of(Award)), dialect, columns=_INSERT_COLUMNS),
     )
 
 
@@ -68,15 +79,21 @@ def _stored_lines(decision: AwardDecision) -> list[dict[str, Any]] | None:
     ]
 
 
-def wallet_id_of(session: Session, contact_id: str) -> int:
-    wallet_id: int = (
-        session.connection().execute(_statements().wallet_of, {"contact": contact_id}).scalar_one()
-    )
-    return wallet_id
+def _connection(session: Session | Connection) -> Connection:
+    return session.connection() if isinstance(session, Session) else session
+
+
+def wallet_id_of(session: Session | Connection, contact_id: str) -> int:
+    connection = _connection(session)
+    cursor = driver_cursor(connection)
+    row = _statements(connection.dialect).wallet_of.run(cursor, {"contact": contact_id}).fetchone()
+    if row is None:
+        raise LookupError(f"contact {contact_id} has no wallet")
+    return int(row[0])
 
 
 def write_award(
-    session: Session,
+    session: Session | Connection,
     event: Event,
     decision: AwardDecision,
     contact_id: str,
@@ -119,15 +136,22 @@ def write_award(
         "performed_on": event.performed_on,
         "created_at": utcnow(),
     }
-    session.connection().execute(_statements().insert_award, row)
+    connection = _connection(session)
+    _statements(connection.dialect).insert_award.run(driver_cursor(connection), row)
     metrics().awards.labels(offer_id=decision.offer_id).inc()
     metrics().awarded_cents.inc(amount)
     return award
 
 
-def write_awards(session: Session, event: Event, decided: list[Decided]) -> list[MadeAward]:
-    """Every award decided for ``event``, in order, each beneficiary's wallet looked up once."""
-    wallets: dict[str, int] = {}
+def write_awards(
+    session: Session | Connection,
+    event: Event,
+    decided: list[Decided],
+    wallets: dict[str, int] | None = None,
+) -> list[MadeAward]:
+    """Every award decided for ``event``, in order, each beneficiary's wallet looked up
+    once (``wallets``: contact -> wallet id the caller already knows)."""
+    wallets = dict(wallets or {})
     awards = []
     for decision, contact_id in decided:
         if contact_id not in wallets:

@@ -11,11 +11,22 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, ScalarSelect, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    ScalarSelect,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
 from rewards.db.bulk import BulkInsert
+from rewards.db.driver import DriverStatement, driver_cursor
 from rewards.db.tables import Estimate, Wallet, WalletTransaction
 from rewards.db.types import table_of, utcnow
 
@@ -59,16 +70,15 @@ class Entry(NamedTuple):
 
 @dataclass(frozen=True)
 class _Statements:
-    move: Any  # balance += amount, RETURNING the new balance
-    move_if_covered: Any  # the same, only while balance + amount - held >= 0
-    move_if_covered_excluding: Any  # ... held leaving one estimate out
-    append: Any  # INSERT of the entry, RETURNING its id
+    move: DriverStatement  # balance += amount, RETURNING the new balance
+    move_if_covered: DriverStatement  # the same, only while balance + amount - held >= 0
+    move_if_covered_excluding: DriverStatement  # ... held leaving one estimate out
+    append: DriverStatement  # INSERT of the entry, RETURNING its id
 
 
 @cache
-def _statements() -> _Statements:
-    """Built once per process, on first use: building a statement and computing its cache
-    key costs more than running it (docs/performance.md)."""
+def _statements(dialect: Dialect) -> _Statements:
+    """Compiled once per process and dialect, run on the driver (``db.driver``)."""
     wallets = table_of(Wallet)
     estimates = table_of(Estimate)
     ledger = table_of(WalletTransaction)
@@ -91,19 +101,28 @@ def _statements() -> _Statements:
             .scalar_subquery()
         )
 
-    def covered(reserved: Any) -> Any:
-        return move.where(wallets.c.balance_cents + bindparam("amount") - reserved >= 0)
+    def covered(reserved: Any) -> DriverStatement:
+        statement = move.where(wallets.c.balance_cents + bindparam("amount") - reserved >= 0)
+        return DriverStatement(statement, dialect)
 
     return _Statements(
-        move=move,
+        move=DriverStatement(move, dialect),
         move_if_covered=covered(held()),
         move_if_covered_excluding=covered(held(estimates.c.id != bindparam("excluding"))),
-        append=insert(ledger).returning(ledger.c.id),
+        append=DriverStatement(
+            insert(ledger).returning(ledger.c.id), dialect, columns=_ENTRY_COLUMNS
+        ),
     )
 
 
+_ENTRY_COLUMNS = (
+    "wallet_id", "kind", "amount_cents", "balance_after_cents", "event_id", "offer_id",
+    "award_id", "spend_id", "reverses_id", "created_at",
+)  # fmt: skip
+
+
 def post_entry(
-    session: Session,
+    session: Session | Connection,
     *,
     wallet_id: int,
     kind: str,
@@ -117,14 +136,16 @@ def post_entry(
     excluding_estimate: str | None = None,
     created_at: datetime | None = None,
 ) -> Entry:
-    """Append one entry (signed amount) and move the balance in lock-step.
+    """Append one entry (signed amount) and move the balance in lock-step, in the
+    transaction of ``session`` (or of a connection: the intake's group commit).
 
     ``created_at`` defaults to the wall clock (a run's reversal passes its own clock).
     With ``funds_checked_at`` the update only happens while balance minus the open
     reservations at that moment (except ``excluding_estimate``, the one being consumed)
     covers the debit; otherwise :class:`InsufficientBalance` and nothing changes.
     """
-    statements = _statements()
+    connection = session.connection() if isinstance(session, Session) else session
+    statements = _statements(connection.dialect)
     parameters: dict[str, Any] = {"wallet": wallet_id, "amount": amount_cents}
     if funds_checked_at is None:
         statement = statements.move
@@ -134,15 +155,17 @@ def post_entry(
     else:
         statement = statements.move_if_covered_excluding
         parameters |= {"now": funds_checked_at, "excluding": excluding_estimate}
-    connection = session.connection()
-    balance_after = connection.execute(statement, parameters).scalar_one_or_none()
-    if balance_after is None:
+    cursor = driver_cursor(connection)
+    moved = statement.run(cursor, parameters).fetchone()
+    if moved is None:
         raise InsufficientBalance
-    # A Wallet this session already loaded must not keep the old balance (the ORM's
-    # own UPDATE would have synchronised it; this UPDATE bypasses the ORM).
-    loaded = session.identity_map.get(Session.identity_key(Wallet, wallet_id))
-    if loaded is not None:
-        set_committed_value(loaded, "balance_cents", balance_after)
+    balance_after = moved[0]
+    if isinstance(session, Session):
+        # A Wallet this session already loaded must not keep the old balance (the ORM's
+        # own UPDATE would have synchronised it; this UPDATE bypasses the ORM).
+        loaded = session.identity_map.get(Session.identity_key(Wallet, wallet_id))
+        if loaded is not None:
+            set_committed_value(loaded, "balance_cents", balance_after)
     row = {
         "wallet_id": wallet_id,
         "kind": kind,
@@ -155,7 +178,7 @@ def post_entry(
         "reverses_id": reverses_id,
     }
     stamp = {"created_at": created_at or utcnow()}
-    entry_id = connection.execute(statements.append, row | stamp).scalar_one()
+    entry_id = statements.append.run(cursor, row | stamp).fetchone()[0]
     return Entry(id=entry_id, **row)
 
 

@@ -12,11 +12,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col
 
+from rewards.db.driver import DriverStatement, driver_cursor
 from rewards.db.tables import Contact, Event, Otp, Spend, Wallet, WalletTransaction
 from rewards.db.types import table_of, utcnow
 from rewards.domain.money import from_cents, to_cents
@@ -208,14 +210,20 @@ class MadeSpend(NamedTuple):
     ledger_entry_id: int
 
 
+_SPEND_COLUMNS = (
+    "id", "event_id", "purchase_event_id", "contact_id", "requested_cents", "amount_cents",
+    "instant", "reduction", "ledger_entry_id", "created_at",
+)  # fmt: skip
+
+
 @cache
-def _insert_spend() -> Any:
-    """Built once per process, on first use (building costs more than running)."""
-    return insert(table_of(Spend))
+def _insert_spend(dialect: Dialect) -> DriverStatement:
+    """Compiled once per process and dialect, run on the driver (``db.driver``)."""
+    return DriverStatement(insert(table_of(Spend)), dialect, columns=_SPEND_COLUMNS)
 
 
 def debit(
-    session: Session,
+    session: Session | Connection,
     runtime: Runtime,
     *,
     wallet_id: int,
@@ -255,13 +263,34 @@ def debit(
         reduction=unit.reduction if unit is not None else "front_end",
         ledger_entry_id=entry.id,
     )
-    session.connection().execute(_insert_spend(), spend._asdict() | {"created_at": utcnow()})
+    connection = session.connection() if isinstance(session, Session) else session
+    _insert_spend(connection.dialect).run(
+        driver_cursor(connection), spend._asdict() | {"created_at": utcnow()}
+    )
     metrics().spends.labels(instant=str(instant).lower()).inc()
     return spend
 
 
+@cache
+def _spend_blocked(dialect: Dialect) -> DriverStatement:
+    contacts = table_of(Contact).c
+    return DriverStatement(
+        select(contacts.spend_blocked).where(contacts.id == bindparam("contact")), dialect
+    )
+
+
+def _blocked(connection: Connection, contact_id: str) -> bool | None:
+    """Whether the contact's spending is blocked (None: no such contact)."""
+    row = (
+        _spend_blocked(connection.dialect)
+        .run(driver_cursor(connection), {"contact": contact_id})
+        .fetchone()
+    )
+    return None if row is None else bool(row[0])
+
+
 def instant_spends(
-    session: Session,
+    session: Session | Connection,
     runtime: Runtime,
     purchase: Event,
     awards: list[MadeAward],
@@ -273,11 +302,11 @@ def instant_spends(
     read first: the conditional debit decides, as for every debit."""
     spends: list[MadeSpend] = []
     left = (purchase.amount_cents or 0) - already_spent_cents
+    connection = session.connection() if isinstance(session, Session) else session
     for award in awards:
         if not award.instant_spend:
             continue
-        contact = session.get(Contact, award.contact_id)
-        if contact is None or contact.spend_blocked:
+        if _blocked(connection, award.contact_id) is not False:
             continue
         amount = min(award.amount_cents, left)
         if amount <= 0:
@@ -287,7 +316,7 @@ def instant_spends(
                 session,
                 runtime,
                 wallet_id=award.wallet_id,
-                contact_id=contact.id,
+                contact_id=award.contact_id,
                 purchase=purchase,
                 event_id=purchase.id,
                 amount_cents=amount,

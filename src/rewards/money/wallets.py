@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col
 
+from rewards.db.driver import DriverStatement, driver_cursor
 from rewards.db.pages import decode_cursor, encode_cursor
 from rewards.db.tables import Wallet, WalletTransaction
 from rewards.db.types import UTCDateTime, table_of
@@ -21,23 +22,30 @@ from rewards.wire import EventWallet, LedgerEntry, LedgerPage, WalletOut, Wallet
 
 
 @cache
-def _wallet_of_contact() -> Any:
-    """Code, balance and open reservations of a contact's wallet in one statement, built
-    once per process (on first use)."""
+def _wallet_of_contact(dialect: Dialect) -> DriverStatement:
+    """Code, balance and open reservations of a contact's wallet in one statement,
+    compiled once per process and dialect (run on the driver, ``db.driver``)."""
     wallets = table_of(Wallet)
-    return select(
+    statement = select(
         wallets.c.code,
         wallets.c.balance_cents,
         open_reservations(wallets.c.id, bindparam("now", type_=UTCDateTime())),
     ).where(wallets.c.contact_id == bindparam("contact"))
+    return DriverStatement(statement, dialect)
 
 
-def event_wallet(session: Session, contact_id: str, now: datetime) -> EventWallet:
-    code, balance, reserved = (
-        session.connection()
-        .execute(_wallet_of_contact(), {"contact": contact_id, "now": now})
-        .one()
+def event_wallet(session: Session | Connection, contact_id: str, now: datetime) -> EventWallet:
+    """The wallet an event's answer shows (in the caller's transaction)."""
+    connection = session.connection() if isinstance(session, Session) else session
+    cursor = driver_cursor(connection)
+    found = (
+        _wallet_of_contact(connection.dialect)
+        .run(cursor, {"contact": contact_id, "now": now})
+        .fetchone()
     )
+    if found is None:
+        raise WalletNotFound(f"Contact {contact_id} has no wallet.")
+    code, balance, reserved = found
     return EventWallet(
         code=code, balance=from_cents(balance), available=from_cents(balance - int(reserved))
     )

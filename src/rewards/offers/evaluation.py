@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Contact, Event
@@ -23,16 +23,20 @@ from rewards.runtime.metrics import metrics
 NOT_EVALUATED = frozenset({"spend_request"})  # spend requests never earn
 
 
-def awards_in_window(session: Session, runtime: Runtime, event: Event) -> dict[str, int]:
+def awards_in_window(
+    session: Session | Connection, runtime: Runtime, event: Event, *, lock: bool = True
+) -> dict[str, int]:
     """Per offer with ``max_awards``: awards the contact got from it within the window
-    (the days before ``performed_on``), counting only events still posted. Takes the
-    contact's row lock so two events of one contact are decided one after the other."""
+    (the days before ``performed_on``), counting only events still posted. ``lock``
+    takes the contact's row lock so two events of one contact are decided one after the
+    other (a plan made before the write transaction counts without it)."""
     windows = runtime.rulesets.award_windows(event.type)
     if not windows:
         return {}
     # Serialise award decisions of one contact: a row lock on PostgreSQL; SQLite writers
     # are serial already (and would run the SELECT for nothing: it has no FOR UPDATE).
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect if isinstance(session, Session) else session.dialect
+    if lock and dialect.name == "postgresql":
         session.execute(
             select(col(Contact.id)).where(col(Contact.id) == event.contact_id).with_for_update()
         )
@@ -40,7 +44,11 @@ def awards_in_window(session: Session, runtime: Runtime, event: Event) -> dict[s
 
 
 def count_awards_in_windows(
-    session: Session, windows: dict[str, int], event: Event, *, excluding_own: bool = False
+    session: Session | Connection,
+    windows: dict[str, int],
+    event: Event,
+    *,
+    excluding_own: bool = False,
 ) -> dict[str, int]:
     """offer id -> awards of ``event``'s contact within that offer's window (read only);
     ``excluding_own`` leaves the event's own awards out (explaining a recorded event)."""

@@ -1,0 +1,255 @@
+"""Group commit: the events a process receives at the same time, written together.
+
+One writer thread per process takes every event request queued at that moment (up to
+``MAX_BATCH``; while it writes a batch, the next one gathers), and for the batch:
+
+1. plans its purchases outside any lock (``purchase_plans.plan_purchase``: reads only),
+   and has the engine decide them in one trip to its thread (``evaluate_many``);
+2. writes the batch in one short write transaction (on SQLite behind the writer gate,
+   so the processes sharing the file take the lock in turn; on PostgreSQL the batches of
+   different processes proceed in parallel), each request inside a savepoint of its
+   own: a request that fails (a refused spend, a conflict) is rolled back alone and
+   answered with its error; its batch-mates are recorded. A request that meets a
+   database error (a PostgreSQL deadlock between two processes' batches) is run again
+   alone, in a transaction of its own, after its batch;
+3. answers each request once the batch is committed.
+
+Events of other types, and purchases the fast path does not take, are recorded by
+``events.record_event`` inside the same batch transaction (a session on its savepoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlmodel import Session
+
+from rewards.db.database import Database
+from rewards.db.driver import driver_cursor
+from rewards.engine import Evaluator
+from rewards.errors import DomainError
+from rewards.intake.answers import render_event
+from rewards.intake.events import Recorded, record_event
+from rewards.intake.purchase_plans import (
+    PurchasePlan,
+    WrittenPurchase,
+    plan_purchase,
+    write_purchase,
+)
+from rewards.runtime.context import Runtime
+from rewards.runtime.metrics import metrics
+from rewards.wire import EventIn, PurchaseIn
+
+log = logging.getLogger("rewards.intake")
+
+MAX_BATCH = 64
+_STOP = object()
+
+
+@dataclass(eq=False)
+class _Request:
+    event_type: str
+    body: EventIn
+    context: contextvars.Context  # the caller's (its API key, for rate limits)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Recorded | WrittenPurchase]
+    plan: PurchasePlan | None = None
+    outcome: Recorded | WrittenPurchase | BaseException | None = field(default=None)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():  # the caller went away (cancelled): what was written stays
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class GroupCommit:
+    """The intake writer of one process. ``record`` is awaited by the event handlers."""
+
+    def __init__(self, database: Database, runtime: Runtime, max_batch: int = MAX_BATCH) -> None:
+        self.database = database
+        self.runtime = runtime
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+        self.batches = 0  # written batches (tests read the sizes)
+        self.largest_batch = 0
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._starting:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="rewards-intake", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        with self._starting:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout=60)
+
+    # ---- the request side -------------------------------------------------------------
+
+    async def record(self, event_type: str, body: EventIn) -> Recorded:
+        """Record one event (201) or replay its original (200), as ``record_event`` does."""
+        if self._thread is None:
+            self.start()
+        loop = asyncio.get_running_loop()
+        request = _Request(event_type, body, contextvars.copy_context(), loop, loop.create_future())
+        self._queue.put(request)
+        outcome = await request.future
+        if isinstance(outcome, WrittenPurchase):
+            rendered = render_event(
+                None,
+                outcome.event,
+                outcome.now,
+                made=(outcome.awards, outcome.spends),
+                wallet=outcome.wallet,
+            )
+            return Recorded(event=rendered, created=True)
+        return outcome
+
+    # ---- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            requests = [item for item in batch if isinstance(item, _Request)]
+            try:
+                self._handle(requests)
+            except BaseException as error:  # never leave a caller waiting
+                log.exception("intake batch failed")
+                for request in requests:
+                    if request.outcome is None:
+                        request.outcome = error
+            for request in requests:
+                outcome = request.outcome or RuntimeError("the intake writer gave no answer")
+                try:
+                    request.loop.call_soon_threadsafe(_settle, request.future, outcome)
+                except RuntimeError:  # its event loop is closed: nobody waits any more
+                    pass
+            if stop:
+                return
+
+    def _handle(self, requests: list[_Request]) -> None:
+        runtime = self.runtime
+        evaluator = runtime.evaluator  # one ruleset version for the batch
+        purchases = [r for r in requests if r.event_type == "purchase"]
+        if purchases:
+            with self.database.read_engine.connect() as reader:
+                for request in purchases:
+                    assert isinstance(request.body, PurchaseIn)
+                    try:
+                        request.plan = request.context.run(
+                            plan_purchase, reader, runtime, request.body
+                        )
+                    except DomainError as error:
+                        request.outcome = error
+        planned = [r.plan for r in requests if r.plan is not None and r.plan.facts is not None]
+        if planned:
+            with metrics().engine_seconds.time():
+                decisions = evaluator.evaluate_many(
+                    [plan.facts for plan in planned if plan.facts is not None], mode="immediate"
+                )
+            for plan, decided in zip(planned, decisions, strict=True):
+                plan.decisions = decided
+        todo = [r for r in requests if r.outcome is None]
+        if self.database.is_sqlite:
+            order = todo
+        else:  # one lock order for every batch: two processes' batches do not deadlock
+            order = sorted(todo, key=lambda r: r.plan.contact.id if r.plan else "")
+        for request in self._write(order, evaluator, alone=False):
+            self._write([request], evaluator, alone=True)
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(requests))
+
+    def _write(
+        self, requests: list[_Request], evaluator: Evaluator, *, alone: bool
+    ) -> list[_Request]:
+        """Write ``requests`` in one transaction, a savepoint each; the requests to run
+        again alone (a database error; empty when ``alone``)."""
+        if not requests:
+            return []
+        again: list[_Request] = []
+        written: list[_Request] = []
+        try:
+            with self.database.write_engine.connect() as connection:
+                with connection.begin():
+                    cursor = driver_cursor(connection)
+                    for request in requests:
+                        cursor.execute("SAVEPOINT intake")
+                        try:
+                            request.outcome = request.context.run(
+                                self._write_one, connection, evaluator, request
+                            )
+                            written.append(request)
+                        except DomainError as error:
+                            cursor.execute("ROLLBACK TO SAVEPOINT intake")
+                            request.outcome = error
+                        except Exception as error:
+                            cursor.execute("ROLLBACK TO SAVEPOINT intake")
+                            if alone:
+                                request.outcome = error
+                            else:
+                                again.append(request)
+                        cursor.execute("RELEASE SAVEPOINT intake")
+        except Exception as error:  # the transaction itself failed: nothing was written
+            if alone:
+                for request in written:
+                    request.outcome = error
+                return []
+            log.warning("intake batch of %d rolled back (%s); writing alone", len(requests), error)
+            for request in written:
+                request.outcome = None
+            return [*written, *again]
+        return again
+
+    def _write_one(
+        self, connection: Connection, evaluator: Evaluator, request: _Request
+    ) -> Recorded | WrittenPurchase:
+        if request.plan is not None:
+            written = write_purchase(connection, self.runtime, evaluator, request.plan)
+            if written is not None:
+                return written
+        # The full path, also the answer to a replay the fast path met at its insert.
+        session = Session(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        try:
+            recorded = record_event(session, self.runtime, request.event_type, request.body)
+            session.commit()  # releases the session's savepoint
+            return recorded
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
