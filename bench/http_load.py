@@ -606,6 +606,7 @@ def py_spy_profiler(
     def start() -> Callable[[], None]:
         argv = [binary, "record", "--pid", str(server.process.pid), "--subprocesses"]
         argv += ["--format", "raw", "--rate", "200", "--nonblocking", "--output", str(out)]
+        argv += ["--idle"] if os.environ.get("BENCH_PY_SPY_IDLE") else []
         argv += ["--duration", str(max(1, int(seconds)))]
         spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -22,7 +22,7 @@ from rewards.db.tables import (
     Spend,
     StatementPeriod,
 )
-from rewards.db.types import table_of
+from rewards.db.types import table_of, unsaved_row
 from rewards.domain.details import EventDetails
 from rewards.domain.money import from_cents
 from rewards.errors import (
@@ -125,22 +125,28 @@ def new_event(
     """The event row (not yet written) of a request whose contact and details are known."""
     definition = runtime.rulesets.definition
     process_immediately = body.process_immediately or event_type in definition.immediate_event_types
-    return Event(
-        id=time_ordered_id(),  # UUID v7: indexes keyed by event id append
-        type=event_type,
-        contact_id=contact_id,
-        classification=body.classification,
-        performed_on=body.performed_on,
-        performed_by_unit=body.performed_by_unit,
-        description=body.description,
-        external_system=body.external_system or "",
-        external_reference=body.external_reference,
-        request_hash=digest,
-        process_immediately=process_immediately,
-        evaluated=evaluation.evaluates_on_intake(event_type, process_immediately),
-        amount_cents=amount_cents,
-        details=msgspec.to_builtins(details),
-        created_at=now,
+    return unsaved_row(
+        Event,
+        {
+            "number": None,  # set by rows.insert_event
+            "id": time_ordered_id(),  # UUID v7: indexes keyed by event id append
+            "type": event_type,
+            "state": "posted",
+            "contact_id": contact_id,
+            "classification": body.classification,
+            "performed_on": body.performed_on,
+            "performed_by_unit": body.performed_by_unit,
+            "description": body.description,
+            "external_system": body.external_system or "",
+            "external_reference": body.external_reference,
+            "request_hash": digest,
+            "process_immediately": process_immediately,
+            "evaluated": evaluation.evaluates_on_intake(event_type, process_immediately),
+            "amount_cents": amount_cents,
+            "details": msgspec.to_builtins(details),
+            "created_at": now,
+            "cancelled_at": None,
+        },
     )
 
 

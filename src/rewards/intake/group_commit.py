@@ -1,11 +1,14 @@
 """Group commit: the events a process receives at the same time, written together.
 
-One writer thread per process takes every event request queued at that moment (up to
-``MAX_BATCH``; while it writes a batch, the next one gathers), and for the batch:
+Per process, a planner thread takes every event request queued at that moment (up to
+``MAX_BATCH``; while it plans a batch, the next one gathers) and a writer thread writes
+what the planner decided, so one batch is planned while the one before it is written
+(SQLite's statements and the writer lock wait release the GIL):
 
-1. plans its purchases outside any lock (``purchase_plans.plan_purchase``: reads only),
-   and has the engine decide them in one trip to its thread (``evaluate_many``);
-2. writes the batch in one short write transaction (on SQLite behind the writer gate,
+1. the planner plans the batch's purchases outside any lock
+   (``purchase_plans.plan_purchase``: reads only) and has the engine decide them in one
+   trip to its thread (``evaluate_many``);
+2. the writer writes the batches planned so far in one short write transaction (on SQLite behind the writer gate,
    so the processes sharing the file take the lock in turn; on PostgreSQL the batches of
    different processes proceed in parallel), each request inside a savepoint of its
    own: a request that fails (a refused spend, a conflict) is rolled back alone and
@@ -64,13 +67,14 @@ class _Request:
     outcome: Recorded | WrittenPurchase | BaseException | None = field(default=None)
 
 
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    if future.done():  # the caller went away (cancelled): what was written stays
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+def _settle_all(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, outcome in answers:
+        if future.done():  # the caller went away (cancelled): what was written stays
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class GroupCommit:
@@ -80,35 +84,46 @@ class GroupCommit:
         self.database = database
         self.runtime = runtime
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # requests
+        self._planned: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (requests, evaluator)
+        self._threads: list[threading.Thread] = []
         self._starting = threading.Lock()
         self.batches = 0  # written batches (tests read the sizes)
         self.largest_batch = 0
+        # SKUs this process saw committed to the catalogue: never deleted, so the fast
+        # path inserts only the others (the table is the catalogue, read by nobody here).
+        self._catalogue: set[str] = set()
 
     # ---- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
         with self._starting:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="rewards-intake", daemon=True
-                )
-                self._thread.start()
+            if not self._threads or not all(t.is_alive() for t in self._threads):
+                self._threads = [
+                    threading.Thread(
+                        target=self._plan_loop, name="rewards-intake-plan", daemon=True
+                    ),
+                    threading.Thread(
+                        target=self._write_loop, name="rewards-intake-write", daemon=True
+                    ),
+                ]
+                for thread in self._threads:
+                    thread.start()
 
     def stop(self) -> None:
-        """Write what is queued, then stop the writer thread."""
+        """Write what is queued, then stop the planner and writer threads."""
         with self._starting:
-            thread, self._thread = self._thread, None
-        if thread is not None:
+            threads, self._threads = self._threads, []
+        if threads:
             self._queue.put(_STOP)
-            thread.join(timeout=60)
+            for thread in threads:
+                thread.join(timeout=60)
 
     # ---- the request side -------------------------------------------------------------
 
     async def record(self, event_type: str, body: EventIn) -> Recorded:
         """Record one event (201) or replay its original (200), as ``record_event`` does."""
-        if self._thread is None:
+        if not self._threads:
             self.start()
         loop = asyncio.get_running_loop()
         request = _Request(event_type, body, contextvars.copy_context(), loop, loop.create_future())
@@ -125,44 +140,43 @@ class GroupCommit:
             return Recorded(event=rendered, created=True)
         return outcome
 
-    # ---- the writer thread ------------------------------------------------------------
+    # ---- the planner thread: requests in, decided batches out ------------------------
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            requests = [item for item in batch if isinstance(item, _Request)]
+    @staticmethod
+    def _take(source: queue.SimpleQueue[Any], limit: int) -> tuple[list[Any], bool]:
+        """What ``source`` holds now (waiting for the first), and whether STOP came."""
+        first = source.get()
+        if first is _STOP:
+            return [], True
+        items = [first]
+        while len(items) < limit:
             try:
-                self._handle(requests)
-            except BaseException as error:  # never leave a caller waiting
-                log.exception("intake batch failed")
-                for request in requests:
-                    if request.outcome is None:
-                        request.outcome = error
-            for request in requests:
-                outcome = request.outcome or RuntimeError("the intake writer gave no answer")
+                item = source.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return items, True
+            items.append(item)
+        return items, False
+
+    def _plan_loop(self) -> None:
+        while True:
+            requests, stop = self._take(self._queue, self.max_batch)
+            if requests:
+                evaluator = self.runtime.evaluator  # one ruleset version for the batch
                 try:
-                    request.loop.call_soon_threadsafe(_settle, request.future, outcome)
-                except RuntimeError:  # its event loop is closed: nobody waits any more
-                    pass
+                    self._plan(requests, evaluator)
+                except BaseException as error:  # never leave a caller waiting
+                    log.exception("planning an intake batch failed")
+                    for request in requests:
+                        request.outcome = request.outcome or error
+                self._planned.put((requests, evaluator))
             if stop:
+                self._planned.put(_STOP)
                 return
 
-    def _handle(self, requests: list[_Request]) -> None:
+    def _plan(self, requests: list[_Request], evaluator: Evaluator) -> None:
         runtime = self.runtime
-        evaluator = runtime.evaluator  # one ruleset version for the batch
         purchases = [r for r in requests if r.event_type == "purchase"]
         if purchases:
             with self.database.read_engine.connect() as reader:
@@ -170,7 +184,7 @@ class GroupCommit:
                     assert isinstance(request.body, PurchaseIn)
                     try:
                         request.plan = request.context.run(
-                            plan_purchase, reader, runtime, request.body
+                            plan_purchase, reader, runtime, request.body, self._catalogue
                         )
                     except DomainError as error:
                         request.outcome = error
@@ -182,6 +196,26 @@ class GroupCommit:
                 )
             for plan, decided in zip(planned, decisions, strict=True):
                 plan.decisions = decided
+
+    # ---- the writer thread: decided batches in, one transaction, answers out ---------
+
+    def _write_loop(self) -> None:
+        while True:
+            batches, stop = self._take(self._planned, self.max_batch)
+            # Every batch planned meanwhile, in one transaction.
+            requests = [request for batch, _ in batches for request in batch]
+            if requests:
+                try:
+                    self._write_batch(requests, batches[-1][1])
+                except BaseException as error:  # never leave a caller waiting
+                    log.exception("writing an intake batch failed")
+                    for request in requests:
+                        request.outcome = request.outcome or error
+                self._answer(requests)
+            if stop:
+                return
+
+    def _write_batch(self, requests: list[_Request], evaluator: Evaluator) -> None:
         todo = [r for r in requests if r.outcome is None]
         if self.database.is_sqlite:
             order = todo
@@ -191,6 +225,19 @@ class GroupCommit:
             self._write([request], evaluator, alone=True)
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(requests))
+
+    @staticmethod
+    def _answer(requests: list[_Request]) -> None:
+        """Each request's outcome to its event loop: one wake-up per loop, not per request."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for request in requests:
+            outcome = request.outcome or RuntimeError("the intake writer gave no answer")
+            by_loop.setdefault(request.loop, []).append((request.future, outcome))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, answers)
+            except RuntimeError:  # its event loop is closed: nobody waits any more
+                pass
 
     def _write(
         self, requests: list[_Request], evaluator: Evaluator, *, alone: bool
@@ -222,6 +269,11 @@ class GroupCommit:
                             else:
                                 again.append(request)
                         cursor.execute("RELEASE SAVEPOINT intake")
+            if len(self._catalogue) > 100_000:
+                self._catalogue.clear()
+            for request in written:
+                if request.plan is not None:
+                    self._catalogue.update(request.plan.new_skus)
         except Exception as error:  # the transaction itself failed: nothing was written
             if alone:
                 for request in written:

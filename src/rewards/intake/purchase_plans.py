@@ -16,6 +16,7 @@ award and ledger functions.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,6 +47,7 @@ class PurchasePlan:
     event: Event  # the row, not yet written
     contact: ContactRow
     lines: list[PricedLine]
+    new_skus: list[str]  # the lines' SKUs not known to be in the catalogue yet
     classification: str | None  # an undeclared classification to add to the catalogue
     facts: EventFacts | None  # None: not evaluated on intake
     counts: dict[str, int]  # the awards in each max_awards window the facts saw
@@ -64,10 +66,11 @@ class WrittenPurchase:
 
 
 def plan_purchase(
-    connection: Connection, runtime: Runtime, body: PurchaseIn
+    connection: Connection, runtime: Runtime, body: PurchaseIn, catalogue: Container[str] = ()
 ) -> PurchasePlan | None:
     """The plan of a purchase, or None when it needs the full path (see the module).
-    Refusals (422...) are raised here, in the order the full path raises them."""
+    Refusals (422...) are raised here, in the order the full path raises them.
+    ``catalogue``: SKUs known to be in the catalogue already."""
     identifier = body.contact
     if identifier is None or identifier.otp is not None:
         return None  # the schema requires a contact; an OTP is consumed by the full path
@@ -96,6 +99,7 @@ def plan_purchase(
         event=event,
         contact=contact,
         lines=priced.lines,
+        new_skus=sorted({line.sku for line in priced.lines if line.sku not in catalogue}),
         classification=new_classification(runtime, body.classification),
         facts=facts,
         counts=counts,
@@ -111,7 +115,7 @@ def write_purchase(
     if not rows.insert_event(connection, event):
         return None
     rows.insert_lines(connection, event.id, plan.lines)
-    rows.add_to_catalogue(connection, [line.sku for line in plan.lines], plan.classification)
+    rows.add_to_catalogue(connection, plan.new_skus, plan.classification)
     decisions = plan.decisions
     if plan.facts is not None and runtime.rulesets.award_windows(event.type):
         # Awards of this contact committed since the plan count against the windows.

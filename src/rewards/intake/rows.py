@@ -103,6 +103,8 @@ def add_to_catalogue(
     connection: Connection, skus: list[str], classification: str | None = None
 ) -> None:
     """SKUs (and an undeclared purchase classification) a purchase names, created when new."""
+    if not skus and classification is None:
+        return
     statements = _statements(connection.dialect)
     cursor = driver_cursor(connection)
     now = utcnow()
