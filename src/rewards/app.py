@@ -8,7 +8,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 
 from rewards.api.analyst import analyst_handlers
 from rewards.api.analytics import analytics_summary
@@ -19,6 +19,7 @@ from rewards.api.docs import DecimalAsNumber, SchemaCarryingJsonPlugin
 from rewards.api.estimates import EstimatesController
 from rewards.api.events import events_router
 from rewards.api.health import health
+from rewards.api.http_metrics import http_metrics
 from rewards.api.offers import get_rulesets, list_offers
 from rewards.api.responses import (
     EXCEPTION_HANDLERS,
@@ -88,13 +89,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         security=[{SECURITY_SCHEME: []}],
     )
-    prometheus = PrometheusConfig(
-        app_name="rewards", prefix="rewards", group_path=True, exclude=["^/metrics$"]
-    )
     return Litestar(
         route_handlers=[health, v1, MetricsController],
         dependencies=DEPENDENCIES,
-        middleware=[prometheus.middleware, api_key_middleware(settings.api_keys)],
+        middleware=[http_metrics, api_key_middleware(settings.api_keys)],
         exception_handlers=EXCEPTION_HANDLERS,
         response_class=JSONResponse,
         request_max_body_size=settings.max_body_bytes,

@@ -35,8 +35,10 @@ def has_at_most_two_decimals(amount: Decimal) -> bool:
 
 
 def money_text(cents: int) -> str:
-    """Cents as the decimal string stored inside ``Event.details`` (exact in JSON)."""
-    return str(from_cents(cents))
+    """Cents as the decimal string stored inside ``Event.details`` (exact in JSON):
+    ``str(from_cents(cents))`` (1235 -> "12.35", -5 -> "-0.05"), without the Decimal."""
+    units, rest = divmod(abs(cents), 100)
+    return f"{'-' if cents < 0 else ''}{units}.{rest:02d}"
 
 
 def decimal_text(value: Decimal) -> str:

@@ -51,6 +51,9 @@ class PricedPurchase:
 
 def exact_cents(amount: Decimal, path: str) -> int:
     """Cents of an amount that must already be exact to the cent (else 422 at path)."""
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -2 <= exponent <= 0:  # exact: no rounding to check
+        return int(amount.scaleb(2))
     cents = to_cents(amount)
     if from_cents(cents) != amount:
         raise ValidationFailed.at(path, "at most 2 decimals")

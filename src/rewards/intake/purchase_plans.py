@@ -127,7 +127,8 @@ def write_purchase(
     awards = write_awards(connection, event, decided, {plan.contact.id: plan.contact.wallet_id})
     spends = []
     if any(award.instant_spend for award in awards):
-        spends = instant_spends(connection, runtime, event, awards, 0)
+        blocked = {plan.contact.id: plan.contact.spend_blocked}  # as identified
+        spends = instant_spends(connection, runtime, event, awards, 0, blocked)
     now = event.created_at
     wallet = event_wallet(connection, event.contact_id, now)
     metrics().events.labels(type=event.type).inc()

@@ -9,6 +9,7 @@ UPDATE locks the row and re-checks the condition). A refused spend leaves no tra
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -295,18 +296,23 @@ def instant_spends(
     purchase: Event,
     awards: list[MadeAward],
     already_spent_cents: int,
+    spend_blocked: Mapping[str, bool] | None = None,
 ) -> list[MadeSpend]:
     """Awards of ``instant_spend`` offers are spent at once on the same purchase, like a
     discount (capped by what is left of the purchase after ``already_spent_cents``, the
     spends this purchase made before; skipped for blocked contacts). No wallet lock or
-    read first: the conditional debit decides, as for every debit."""
+    read first: the conditional debit decides, as for every debit. ``spend_blocked``:
+    contact -> blocked, as the caller read it moments before (else read here)."""
     spends: list[MadeSpend] = []
     left = (purchase.amount_cents or 0) - already_spent_cents
     connection = session.connection() if isinstance(session, Session) else session
     for award in awards:
         if not award.instant_spend:
             continue
-        if _blocked(connection, award.contact_id) is not False:
+        blocked = (spend_blocked or {}).get(award.contact_id)
+        if blocked is None:
+            blocked = _blocked(connection, award.contact_id)
+        if blocked is not False:
             continue
         amount = min(award.amount_cents, left)
         if amount <= 0:

@@ -1,4 +1,5 @@
-"""Business metrics for ``/metrics`` (Prometheus), beside Litestar's request metrics.
+"""Business metrics for ``/metrics`` (Prometheus), beside the request metrics
+(``api.http_metrics``).
 
 Created once per process on first use (not at import), in the default registry that the
 ``/metrics`` endpoint serves. With several workers each process has its own counters
@@ -19,7 +20,7 @@ class Metrics:
         self.spends = Counter("rewards_spends_total", "Spends made", ["instant"])
         self.engine_seconds = Histogram(
             "rewards_engine_evaluation_seconds",
-            "Time the rules engine took to evaluate one event",
+            "Time the rules engine took per event (a batch's time shared by its events)",
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
         )
 
