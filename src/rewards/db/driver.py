@@ -10,8 +10,9 @@ SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from sqlalchemy import JSON, Connection
@@ -20,6 +21,9 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from rewards.db.types import UTCDateTime, sqlite_text
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def _json_text(value: Any) -> str:
@@ -89,3 +93,17 @@ class DriverStatement:
     def many(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             cursor.executemany(self.sql, [self.parameters(row) for row in rows])
+
+
+@contextmanager
+def pipelined(connection: Connection) -> Iterator[None]:
+    """On PostgreSQL, psycopg's pipeline mode for the block: statements whose results
+    are not read go out with the next one that is (a round trip saved each), and the
+    block's end waits for them all, raising any error of theirs there. Elsewhere a
+    plain block."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    driver = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
+    with driver.pipeline():
+        yield

@@ -6,7 +6,7 @@ what the planner decided, so one batch is planned while the one before it is wri
 (SQLite's statements and the writer lock wait release the GIL):
 
 1. the planner plans the batch's purchases outside any lock
-   (``purchase_plans.plan_purchase``: reads only) and has the engine decide them in one
+   (``purchase_plans.plan_purchases``: reads only) and has the engine decide them in one
    trip to its thread (``evaluate_many``);
 2. the writer writes the batches planned so far in one short write transaction (on SQLite behind the writer gate,
    so the processes sharing the file take the lock in turn; on PostgreSQL the batches of
@@ -29,14 +29,15 @@ import logging
 import queue
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection
 from sqlmodel import Session
 
 from rewards.db.database import Database
-from rewards.db.driver import driver_cursor
+from rewards.db.driver import driver_cursor, pipelined
 from rewards.engine import Evaluator
 from rewards.errors import DomainError
 from rewards.intake.answers import render_event
@@ -44,7 +45,8 @@ from rewards.intake.events import Recorded, record_event
 from rewards.intake.purchase_plans import (
     PurchasePlan,
     WrittenPurchase,
-    plan_purchase,
+    add_facts,
+    plan_purchases,
     write_purchase,
 )
 from rewards.runtime.context import Runtime
@@ -181,14 +183,14 @@ class GroupCommit:
         purchases = [r for r in requests if r.event_type == "purchase"]
         if purchases:
             with self.database.read_engine.connect() as reader:
-                for request in purchases:
-                    assert isinstance(request.body, PurchaseIn)
-                    try:
-                        request.plan = request.context.run(
-                            plan_purchase, reader, runtime, request.body, self._catalogue
-                        )
-                    except DomainError as error:
-                        request.outcome = error
+                bodies = [cast("PurchaseIn", r.body) for r in purchases]
+                found = plan_purchases(reader, runtime, bodies, self._catalogue)
+                for request, plan in zip(purchases, found, strict=True):
+                    if isinstance(plan, DomainError):
+                        request.outcome = plan
+                    elif plan is not None:
+                        add_facts(reader, runtime, plan)
+                        request.plan = plan
         planned = [r.plan for r in requests if r.plan is not None and r.plan.facts is not None]
         if planned:
             started = time.perf_counter()
@@ -256,22 +258,31 @@ class GroupCommit:
                 with connection.begin():
                     cursor = driver_cursor(connection)
                     for request in requests:
-                        cursor.execute("SAVEPOINT intake")
                         try:
-                            request.outcome = request.context.run(
-                                self._write_one, connection, evaluator, request
-                            )
+                            # A purchase of the fast path in one pipeline on PostgreSQL;
+                            # its end waits for every statement, so an error is its own.
+                            outcome: Recorded | WrittenPurchase | None = None
+                            with pipelined(connection) if request.plan else nullcontext():
+                                cursor.execute("SAVEPOINT intake")
+                                if request.plan is not None:
+                                    outcome = request.context.run(
+                                        write_purchase, connection, self.runtime, evaluator,
+                                        request.plan,
+                                    )  # fmt: skip
+                            if outcome is None:  # the full path, or the answer to a replay
+                                outcome = request.context.run(self._record, connection, request)
+                            cursor.execute("RELEASE SAVEPOINT intake")
+                            request.outcome = outcome
                             written.append(request)
                         except DomainError as error:
-                            cursor.execute("ROLLBACK TO SAVEPOINT intake")
+                            self._undo(cursor)
                             request.outcome = error
                         except Exception as error:
-                            cursor.execute("ROLLBACK TO SAVEPOINT intake")
+                            self._undo(cursor)
                             if alone:
                                 request.outcome = error
                             else:
                                 again.append(request)
-                        cursor.execute("RELEASE SAVEPOINT intake")
             if len(self._catalogue) > 100_000:
                 self._catalogue.clear()
             for request in written:
@@ -288,14 +299,14 @@ class GroupCommit:
             return [*written, *again]
         return again
 
-    def _write_one(
-        self, connection: Connection, evaluator: Evaluator, request: _Request
-    ) -> Recorded | WrittenPurchase:
-        if request.plan is not None:
-            written = write_purchase(connection, self.runtime, evaluator, request.plan)
-            if written is not None:
-                return written
-        # The full path, also the answer to a replay the fast path met at its insert.
+    @staticmethod
+    def _undo(cursor: Any) -> None:
+        """Back to before the request (its savepoint, then gone)."""
+        cursor.execute("ROLLBACK TO SAVEPOINT intake")
+        cursor.execute("RELEASE SAVEPOINT intake")
+
+    def _record(self, connection: Connection, request: _Request) -> Recorded:
+        """``events.record_event`` in a session on the batch's connection (and savepoint)."""
         session = Session(
             bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -120,44 +121,66 @@ class ContactRow:
 
 
 @cache
-def _contact_rows(dialect: Dialect) -> dict[str, DriverStatement]:
-    """Per identifier kind (but OTPs, which the full path handles): contact and wallet."""
+def _contacts_by(dialect: Dialect, kind: str, count: int) -> DriverStatement:
+    """Contact and wallet of ``count`` identifiers of one kind (``:v0`` ... ``:v<n-1>``),
+    the identifier first; compiled once per dialect, kind and count."""
     contacts, wallets, cards = table_of(Contact).c, table_of(Wallet).c, table_of(GiftCard).c
-    value: BindParameter[str] = bindparam("value")
-    columns = (contacts.id, contacts.segments, contacts.spend_blocked, wallets.id)
-    base = select(*columns).join_from(
-        table_of(Contact), table_of(Wallet), wallets.contact_id == contacts.id
-    )
-    by_kind = {
-        "wallet_code": base.where(wallets.code == value),
-        "contact_id": base.where(contacts.id == value),
-        "contact_code": base.where(contacts.code == value),
-        "cim": base.where(contacts.cim == value),
-        "gift_card": base.join(table_of(GiftCard), cards.contact_id == contacts.id).where(
-            cards.number == value
-        ),
-    }
-    return {kind: DriverStatement(statement, dialect) for kind, statement in by_kind.items()}
+    key = {
+        "wallet_code": wallets.code,
+        "contact_id": contacts.id,
+        "contact_code": contacts.code,
+        "cim": contacts.cim,
+        "gift_card": cards.number,
+    }[kind]
+    statement = select(
+        key, contacts.id, contacts.segments, contacts.spend_blocked, wallets.id
+    ).join_from(table_of(Contact), table_of(Wallet), wallets.contact_id == contacts.id)
+    if kind == "gift_card":
+        statement = statement.join(table_of(GiftCard), cards.contact_id == contacts.id)
+    values: list[Any] = [bindparam(f"v{i}") for i in range(count)]
+    return DriverStatement(statement.where(key.in_(values)), dialect)
 
 
 _segments = msgspec.json.Decoder(list[str]).decode
 
 
-def find_contact(
-    connection: Connection, identifier: ContactIdentifier, path: str
-) -> ContactRow | None:
-    """The contact of an identifier that is not an OTP (None for an OTP: the full path
-    identifies and consumes those); unknown: the same 422 as ``identify``."""
+def find_contacts(
+    connection: Connection, identifiers: Sequence[ContactIdentifier]
+) -> dict[tuple[str, str], ContactRow]:
+    """The contacts of identifiers that are not OTPs, in one query per kind, by
+    (kind, value); an unknown identifier is missing from the answer."""
+    wanted: dict[str, set[str]] = {}
+    for identifier in identifiers:
+        kind, value = _kind_and_value(identifier)
+        if kind != "otp":
+            wanted.setdefault(kind, set()).add(value)
+    found: dict[tuple[str, str], ContactRow] = {}
+    cursor = driver_cursor(connection)
+    for kind, values in wanted.items():
+        ordered = sorted(values)
+        statement = _contacts_by(connection.dialect, kind, len(ordered))
+        parameters = {f"v{i}": value for i, value in enumerate(ordered)}
+        for key, contact_id, segments, blocked, wallet_id in statement.run(
+            cursor, parameters
+        ).fetchall():
+            if isinstance(segments, str | bytes):  # SQLite keeps JSON as text
+                segments = _segments(segments)
+            found[(kind, key)] = ContactRow(
+                id=contact_id, segments=segments, spend_blocked=bool(blocked), wallet_id=wallet_id
+            )
+    return found
+
+
+def contact_of(
+    found: dict[tuple[str, str], ContactRow], identifier: ContactIdentifier, path: str
+) -> ContactRow:
+    """The identifier's contact in ``find_contacts``' answer; else the 422 of ``identify``."""
     kind, value = _kind_and_value(identifier)
-    statement = _contact_rows(connection.dialect).get(kind)
-    if statement is None:
-        return None
-    row = statement.run(driver_cursor(connection), {"value": value}).fetchone()
-    if row is None:
+    contact = found.get((kind, value))
+    if contact is None:
         raise not_found(kind, value, path)
-    contact_id, segments, blocked, wallet_id = row
-    if isinstance(segments, str | bytes):  # SQLite keeps JSON as text
-        segments = _segments(segments)
-    return ContactRow(
-        id=contact_id, segments=segments, spend_blocked=bool(blocked), wallet_id=wallet_id
-    )
+    return contact
+
+
+def is_otp(identifier: ContactIdentifier) -> bool:
+    return identifier.otp is not None

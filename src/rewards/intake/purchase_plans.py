@@ -1,6 +1,6 @@
 """The purchase fast path: decide, then write.
 
-``plan_purchase`` runs before any write lock (reads only, at driver speed): the
+``plan_purchases`` runs before any write lock (reads only, at driver speed): the
 idempotency probe, the totals, identification, the facts (and, batched by the group
 commit, the engine's decisions). ``write_purchase`` runs in the batch's write
 transaction and only inserts and applies conditional updates, re-checking what a
@@ -16,7 +16,7 @@ award and ledger functions.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,9 +26,10 @@ from rewards.db.tables import Event
 from rewards.domain.decisions import AwardDecision
 from rewards.domain.purchase import PricedLine
 from rewards.engine import Evaluator, EventFacts
+from rewards.errors import DomainError
 from rewards.intake import rows
 from rewards.intake.events import check_not_future, new_event, request_hash
-from rewards.intake.identify import ContactRow, find_contact
+from rewards.intake.identify import ContactRow, contact_of, find_contacts
 from rewards.intake.purchases import new_classification, purchase_details
 from rewards.money.awards import MadeAward, write_awards
 from rewards.money.spending import MadeSpend, instant_spends
@@ -65,45 +66,82 @@ class WrittenPurchase:
     now: datetime
 
 
-def plan_purchase(
-    connection: Connection, runtime: Runtime, body: PurchaseIn, catalogue: Container[str] = ()
-) -> PurchasePlan | None:
-    """The plan of a purchase, or None when it needs the full path (see the module).
-    Refusals (422...) are raised here, in the order the full path raises them.
-    ``catalogue``: SKUs known to be in the catalogue already."""
+def _takes(body: PurchaseIn) -> bool:
+    """Whether the fast path takes this purchase (see the module)."""
     identifier = body.contact
     if identifier is None or identifier.otp is not None:
-        return None  # the schema requires a contact; an OTP is consumed by the full path
-    if body.spend is not None or body.estimate_id is not None:
-        return None
-    system = body.external_system or ""
-    if body.external_reference is not None and rows.external_event_id(
-        connection, system, body.external_reference
-    ):
-        return None  # a replay: the full path answers it
+        return False  # the schema requires a contact; an OTP is consumed by the full path
+    return body.spend is None and body.estimate_id is None
+
+
+def plan_purchases(
+    connection: Connection,
+    runtime: Runtime,
+    bodies: Sequence[PurchaseIn],
+    catalogue: Container[str] = (),
+) -> list[PurchasePlan | DomainError | None]:
+    """Per purchase its plan, its refusal (raised by the full path in the same order:
+    totals, currency, classification, then the contact), or None when the full path
+    records it. Two queries for all of them: the external references already recorded
+    (their replays are answered by the full path) and the contacts.
+    ``catalogue``: SKUs known to be in the catalogue already."""
+    taken = [body for body in bodies if _takes(body)]
+    recorded = rows.recorded_references(
+        connection,
+        [(b.external_system or "", b.external_reference) for b in taken if b.external_reference],
+    )
+    fresh = [
+        body
+        for body in taken
+        if (body.external_system or "", body.external_reference) not in recorded
+    ]
+    contacts = find_contacts(connection, [body.contact for body in fresh if body.contact])
+    chosen = {id(body) for body in fresh}
+    plans: list[PurchasePlan | DomainError | None] = []
+    for body in bodies:
+        if id(body) not in chosen:
+            plans.append(None)
+            continue
+        try:
+            plans.append(_plan(runtime, body, contacts, catalogue))
+        except DomainError as error:
+            plans.append(error)
+    return plans
+
+
+def _plan(
+    runtime: Runtime,
+    body: PurchaseIn,
+    contacts: dict[tuple[str, str], ContactRow],
+    catalogue: Container[str],
+) -> PurchasePlan:
     now = runtime.now()
     check_not_future(body, now)
     priced, details = purchase_details(runtime, body)
-    contact = find_contact(connection, identifier, "/contact")
-    if contact is None:  # pragma: no cover - OTPs were sent to the full path above
-        return None
+    assert body.contact is not None  # _takes
+    contact = contact_of(contacts, body.contact, "/contact")
     digest = request_hash("purchase", body)
     event = new_event(
         runtime, "purchase", body, digest, contact.id, priced.total_cents, details, now
     )
-    facts, counts = None, {}
-    if event.evaluated:
-        counts = awards_in_window(connection, runtime, event, lock=False)
-        facts = build_facts(None, event, contact.segments, counts)
     return PurchasePlan(
         event=event,
         contact=contact,
         lines=priced.lines,
         new_skus=sorted({line.sku for line in priced.lines if line.sku not in catalogue}),
         classification=new_classification(runtime, body.classification),
-        facts=facts,
-        counts=counts,
+        facts=None,
+        counts={},
     )
+
+
+def add_facts(connection: Connection, runtime: Runtime, plan: PurchasePlan) -> None:
+    """The facts the engine decides a purchase evaluated on intake with (awards in the
+    ``max_awards`` windows counted without a lock: ``write_purchase`` counts again)."""
+    event = plan.event
+    if event.evaluated:
+        plan.counts = awards_in_window(connection, runtime, event, lock=False)
+        plan.facts = build_facts(None, event, plan.contact.segments, plan.counts)
 
 
 def write_purchase(

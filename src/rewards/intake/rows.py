@@ -5,11 +5,12 @@ intake (``events.record_event``) and the purchase fast path (``purchase_plans``)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
@@ -27,10 +28,8 @@ _LINE_COLUMNS = (
 @dataclass(frozen=True)
 class _Statements:
     insert_event: DriverStatement  # ON CONFLICT (external reference) DO NOTHING RETURNING number
-    insert_lines: DriverStatement
     insert_sku: DriverStatement  # ON CONFLICT DO NOTHING
     insert_classification: DriverStatement  # ON CONFLICT DO NOTHING
-    find_external: DriverStatement  # id of the event holding an external reference
 
 
 @cache
@@ -46,7 +45,6 @@ def _statements(dialect: Dialect) -> _Statements:
             dialect,
             columns=_EVENT_COLUMNS,
         ),
-        insert_lines=DriverStatement(insert(table_of(EventLine)), dialect, columns=_LINE_COLUMNS),
         insert_sku=DriverStatement(
             on.insert(table_of(Sku)).values(code=bindparam("code"), **now).on_conflict_do_nothing(),
             dialect,
@@ -55,13 +53,6 @@ def _statements(dialect: Dialect) -> _Statements:
             on.insert(table_of(PurchaseClassification))
             .values(code=bindparam("code"), **now)
             .on_conflict_do_nothing(),
-            dialect,
-        ),
-        find_external=DriverStatement(
-            select(events.c.id).where(
-                events.c.external_system == bindparam("system"),
-                events.c.external_reference == bindparam("reference"),
-            ),
             dialect,
         ),
     )
@@ -80,23 +71,30 @@ def insert_event(connection: Connection, event: Event) -> bool:
     return True
 
 
+@cache
+def _insert_lines(dialect: Dialect, count: int) -> DriverStatement:
+    """``count`` lines in one multi-row INSERT (``executemany`` is one statement per row
+    on PostgreSQL), compiled once per dialect and count."""
+    rows: list[dict[str, Any]] = [
+        {name: bindparam(f"{name}_{i}") for name in _LINE_COLUMNS} for i in range(count)
+    ]
+    return DriverStatement(insert(table_of(EventLine)).values(rows), dialect)
+
+
 def insert_lines(connection: Connection, event_id: str, lines: list[PricedLine]) -> None:
-    """A purchase's lines, in one ``executemany``."""
-    _statements(connection.dialect).insert_lines.many(
-        driver_cursor(connection),
-        [
-            {
-                "event_id": event_id,
-                "line_no": i,
-                "sku": line.sku,
-                "quantity_milli": int(line.quantity * 1000),
-                "net_cents": line.net_cents,
-                "vat_cents": line.vat_cents,
-                "total_cents": line.total_cents,
-            }
-            for i, line in enumerate(lines)
-        ],
-    )
+    """A purchase's lines, in one statement."""
+    if not lines:
+        return
+    values: dict[str, Any] = {}
+    for i, line in enumerate(lines):
+        values[f"event_id_{i}"] = event_id
+        values[f"line_no_{i}"] = i
+        values[f"sku_{i}"] = line.sku
+        values[f"quantity_milli_{i}"] = int(line.quantity * 1000)
+        values[f"net_cents_{i}"] = line.net_cents
+        values[f"vat_cents_{i}"] = line.vat_cents
+        values[f"total_cents_{i}"] = line.total_cents
+    _insert_lines(connection.dialect, len(lines)).run(driver_cursor(connection), values)
 
 
 def add_to_catalogue(
@@ -115,11 +113,36 @@ def add_to_catalogue(
         statements.insert_classification.run(cursor, {"code": classification, "created_at": now})
 
 
-def external_event_id(connection: Connection, system: str, reference: str) -> str | None:
-    """The id of the event recorded under this external reference, if any."""
-    cursor = driver_cursor(connection)
-    found = _statements(connection.dialect).find_external.run(
-        cursor, {"system": system, "reference": reference}
+@cache
+def _find_external(dialect: Dialect, count: int) -> DriverStatement:
+    """Which of ``count`` external references (``:s<i>``, ``:r<i>``) are recorded."""
+    events = table_of(Event).c
+    either = or_(
+        *(
+            and_(
+                events.external_system == bindparam(f"s{i}"),
+                events.external_reference == bindparam(f"r{i}"),
+            )
+            for i in range(count)
+        )
     )
-    row = found.fetchone()
-    return None if row is None else str(row[0])
+    return DriverStatement(
+        select(events.external_system, events.external_reference).where(either), dialect
+    )
+
+
+def recorded_references(
+    connection: Connection, references: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The (external_system, external_reference) pairs already recorded, in one query."""
+    wanted = sorted(set(references))
+    if not wanted:
+        return set()
+    parameters: dict[str, str] = {}
+    for i, (system, reference) in enumerate(wanted):
+        parameters[f"s{i}"] = system
+        parameters[f"r{i}"] = reference
+    found = _find_external(connection.dialect, len(wanted)).run(
+        driver_cursor(connection), parameters
+    )
+    return {(system, reference) for system, reference in found.fetchall()}
