@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlmodel import Session
 
 from rewards.db.types import UTCDateTime, sqlite_text
@@ -72,10 +72,10 @@ class BulkInsert:
             result.append(tuple(values))
         return result
 
-    def run(self, session: Session, rows: list[tuple[Any, ...]]) -> None:
+    def run(self, session: Session | Connection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        connection = session.connection()
+        connection = session.connection() if isinstance(session, Session) else session
         values = self._process(rows)
         if self.copy:
             # ``copy`` is only set on PostgreSQL, whose driver is psycopg 3.

@@ -43,6 +43,7 @@ from rewards.errors import DomainError
 from rewards.intake.answers import render_event
 from rewards.intake.events import Recorded, record_event
 from rewards.intake.purchase_plans import (
+    PurchaseBatchWriter,
     PurchasePlan,
     WrittenPurchase,
     add_facts,
@@ -96,6 +97,7 @@ class GroupCommit:
         # SKUs this process saw committed to the catalogue: never deleted, so the fast
         # path inserts only the others (the table is the catalogue, read by nobody here).
         self._catalogue: set[str] = set()
+        self._together: tuple[Any, PurchaseBatchWriter] | None = None  # (dialect, writer)
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -257,11 +259,16 @@ class GroupCommit:
             with self.database.write_engine.connect() as connection:
                 with connection.begin():
                     cursor = driver_cursor(connection)
-                    for request in requests:
+                    single = requests
+                    if not alone:
+                        done = self._write_together(connection, cursor, requests)
+                        written += done
+                        single = [r for r in requests if r not in done]
+                    for request in single:
                         try:
+                            outcome: Recorded | WrittenPurchase | None = None
                             # A purchase of the fast path in one pipeline on PostgreSQL;
                             # its end waits for every statement, so an error is its own.
-                            outcome: Recorded | WrittenPurchase | None = None
                             with pipelined(connection) if request.plan else nullcontext():
                                 cursor.execute("SAVEPOINT intake")
                                 if request.plan is not None:
@@ -298,6 +305,33 @@ class GroupCommit:
                 request.outcome = None
             return [*written, *again]
         return again
+
+    def _write_together(
+        self, connection: Connection, cursor: Any, requests: list[_Request]
+    ) -> list[_Request]:
+        """The batch's fast-path purchases in bulk (``PurchaseBatchWriter``), in one
+        savepoint; those written. When anything fails, none is: each is written alone."""
+        together = [r for r in requests if r.plan is not None]
+        if len(together) < 2 or self.runtime.rulesets.award_windows("purchase"):
+            return []  # one purchase, or max_awards windows to count again: one by one
+        if self._together is None or self._together[0] is not connection.dialect:
+            self._together = (connection.dialect, PurchaseBatchWriter(connection.dialect))
+        cursor.execute("SAVEPOINT together")
+        try:
+            plans = [r.plan for r in together if r.plan is not None]
+            answers = self._together[1].write(connection, self.runtime, plans)
+        except Exception:
+            log.warning("intake batch written one by one", exc_info=True)
+            cursor.execute("ROLLBACK TO SAVEPOINT together")
+            cursor.execute("RELEASE SAVEPOINT together")
+            return []
+        cursor.execute("RELEASE SAVEPOINT together")
+        done = []
+        for request, answer in zip(together, answers, strict=True):
+            if answer is not None:  # else taken meanwhile: the full path answers the replay
+                request.outcome = answer
+                done.append(request)
+        return done
 
     @staticmethod
     def _undo(cursor: Any) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 import msgspec
 from sqlalchemy import BindParameter, Connection, Select, bindparam, select, update
@@ -118,6 +119,7 @@ class ContactRow:
     segments: list[str]
     spend_blocked: bool
     wallet_id: int
+    wallet_code: str
 
 
 @cache
@@ -133,7 +135,7 @@ def _contacts_by(dialect: Dialect, kind: str, count: int) -> DriverStatement:
         "gift_card": cards.number,
     }[kind]
     statement = select(
-        key, contacts.id, contacts.segments, contacts.spend_blocked, wallets.id
+        key, contacts.id, contacts.segments, contacts.spend_blocked, wallets.id, wallets.code
     ).join_from(table_of(Contact), table_of(Wallet), wallets.contact_id == contacts.id)
     if kind == "gift_card":
         statement = statement.join(table_of(GiftCard), cards.contact_id == contacts.id)
@@ -160,13 +162,17 @@ def find_contacts(
         ordered = sorted(values)
         statement = _contacts_by(connection.dialect, kind, len(ordered))
         parameters = {f"v{i}": value for i, value in enumerate(ordered)}
-        for key, contact_id, segments, blocked, wallet_id in statement.run(
+        for key, contact_id, segments, blocked, wallet_id, code in statement.run(
             cursor, parameters
         ).fetchall():
             if isinstance(segments, str | bytes):  # SQLite keeps JSON as text
                 segments = _segments(segments)
             found[(kind, key)] = ContactRow(
-                id=contact_id, segments=segments, spend_blocked=bool(blocked), wallet_id=wallet_id
+                id=contact_id,
+                segments=segments,
+                spend_blocked=bool(blocked),
+                wallet_id=wallet_id,
+                wallet_code=code,
             )
     return found
 

@@ -19,11 +19,15 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
-from rewards.db.tables import Event
+from rewards.db.bulk import BulkInsert
+from rewards.db.tables import Event, EventLine
+from rewards.db.types import table_of, utcnow
 from rewards.domain.decisions import AwardDecision
+from rewards.domain.money import from_cents
 from rewards.domain.purchase import PricedLine
 from rewards.engine import Evaluator, EventFacts
 from rewards.errors import DomainError
@@ -32,6 +36,8 @@ from rewards.intake.events import check_not_future, new_event, request_hash
 from rewards.intake.identify import ContactRow, contact_of, find_contacts
 from rewards.intake.purchases import new_classification, purchase_details
 from rewards.money.awards import MadeAward, write_awards
+from rewards.money.ledger import held_by
+from rewards.money.purchase_batch import AwardedPurchase, BatchPurchaseAwards
 from rewards.money.spending import MadeSpend, instant_spends
 from rewards.money.wallets import event_wallet
 from rewards.offers.evaluation import Decided, awards_in_window, beneficiary_of
@@ -171,3 +177,68 @@ def write_purchase(
     wallet = event_wallet(connection, event.contact_id, now)
     metrics().events.labels(type=event.type).inc()
     return WrittenPurchase(event=event, awards=awards, spends=spends, wallet=wallet, now=now)
+
+
+_LINE_COLUMNS = (
+    "event_id", "line_no", "sku", "quantity_milli", "net_cents", "vat_cents", "total_cents",
+)  # fmt: skip
+
+
+class PurchaseBatchWriter:
+    """Many planned purchases written at once (``write``): a statement per table for
+    the whole batch instead of a dozen per purchase. Built once per intake writer."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.lines = BulkInsert(dialect, table_of(EventLine), _LINE_COLUMNS)
+        self.money = BatchPurchaseAwards(dialect)
+
+    def write(
+        self, connection: Connection, runtime: Runtime, plans: Sequence[PurchasePlan]
+    ) -> list[WrittenPurchase | None]:
+        """Each plan written, in the caller's transaction, or None when its external
+        reference is taken (the caller answers with the replay). Their ``max_awards``
+        windows are not counted again: only for purchases no such offer applies to.
+        Raises (nothing of the batch must then be kept) on a database error or an
+        instant spend not covered: the caller writes each purchase alone."""
+        now = utcnow()
+        inserted = rows.insert_events(connection, [plan.event for plan in plans])
+        kept = [plan for plan in plans if plan.event.id in inserted]
+        self.lines.run(
+            connection,
+            [
+                (plan.event.id, i, line.sku, int(line.quantity * 1000), line.net_cents,
+                 line.vat_cents, line.total_cents)
+                for plan in kept
+                for i, line in enumerate(plan.lines)
+            ],
+        )  # fmt: skip
+        rows.add_to_catalogue(connection, sorted({sku for plan in kept for sku in plan.new_skus}))
+        for plan in kept:
+            if plan.classification is not None:
+                rows.add_to_catalogue(connection, [], plan.classification)
+        held = held_by(connection, [plan.contact.wallet_id for plan in kept], now)
+        reserved = {plan.contact.id: held.get(plan.contact.wallet_id, 0) for plan in kept}
+        made = self.money.write(
+            connection,
+            runtime,
+            [
+                AwardedPurchase(
+                    plan.event, plan.contact.id, plan.contact.spend_blocked, plan.decisions
+                )
+                for plan in kept
+            ],
+            reserved,
+            now,
+        )
+        written: dict[str, WrittenPurchase] = {}
+        for plan, money in zip(kept, made, strict=True):
+            wallet = EventWallet(
+                code=plan.contact.wallet_code,
+                balance=from_cents(money.balance_cents),
+                available=from_cents(money.balance_cents - reserved[plan.contact.id]),
+            )
+            metrics().events.labels(type=plan.event.type).inc()
+            written[plan.event.id] = WrittenPurchase(
+                plan.event, money.awards, money.spends, wallet, plan.event.created_at
+            )
+        return [written.get(plan.event.id) for plan in plans]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select
@@ -79,6 +79,40 @@ def _insert_lines(dialect: Dialect, count: int) -> DriverStatement:
         {name: bindparam(f"{name}_{i}") for name in _LINE_COLUMNS} for i in range(count)
     ]
     return DriverStatement(insert(table_of(EventLine)).values(rows), dialect)
+
+
+@lru_cache(maxsize=128)
+def _insert_events(dialect: Dialect, count: int) -> DriverStatement:
+    on = postgresql if dialect.name == "postgresql" else sqlite
+    events = table_of(Event)
+    rows: list[dict[str, Any]] = [
+        {name: bindparam(f"{name}_{i}", type_=events.c[name].type) for name in _EVENT_COLUMNS}
+        for i in range(count)
+    ]
+    statement = (
+        on.insert(events)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["external_system", "external_reference"])
+        .returning(events.c.id, events.c.number)
+    )
+    return DriverStatement(statement, dialect)
+
+
+def insert_events(connection: Connection, events: Sequence[Event]) -> set[str]:
+    """INSERT many event rows in one statement and set their ``number``; the ids of those
+    written (an event whose external reference is already held is not)."""
+    if not events:
+        return set()
+    values: dict[str, Any] = {}
+    for i, event in enumerate(events):
+        for name in _EVENT_COLUMNS:
+            values[f"{name}_{i}"] = getattr(event, name)
+    found = _insert_events(connection.dialect, len(events)).run(driver_cursor(connection), values)
+    numbers = dict(found.fetchall())
+    for event in events:
+        if event.id in numbers:
+            event.number = numbers[event.id]
+    return set(numbers)
 
 
 def insert_lines(connection: Connection, event_id: str, lines: list[PricedLine]) -> None:

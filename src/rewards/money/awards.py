@@ -69,7 +69,7 @@ def _statements(dialect: Dialect) -> _Statements:
     )
 
 
-def _stored_lines(decision: AwardDecision) -> list[dict[str, Any]] | None:
+def stored_lines(decision: AwardDecision) -> list[dict[str, Any]] | None:
     """``awards.lines``: per line its index, SKU and amount as decimal text."""
     if decision.lines is None:
         return None
@@ -125,7 +125,7 @@ def write_award(
         contact_id=contact_id,
         wallet_id=wallet_id,
         amount_cents=amount,
-        lines=_stored_lines(decision),
+        lines=stored_lines(decision),
         instant_spend=decision.instant_spend,
         ledger_entry_id=entry.id,
     )
@@ -171,9 +171,9 @@ class BatchAward(NamedTuple):
     cents: int  # > 0
 
 
-_encode_lines = msgspec.json.Encoder().encode  # awards.lines, stored as JSON text
+encode_lines = msgspec.json.Encoder().encode  # awards.lines, stored as JSON text
 
-_AWARD_COLUMNS = (
+AWARD_COLUMNS = (
     "id", "event_id", "offer_id", "offer_name", "classification", "beneficiary", "contact_id",
     "amount_cents", "lines", "instant_spend", "ruleset_version", "performed_on",
     "ledger_entry_id", "created_at",
@@ -186,19 +186,20 @@ class BulkAwards:
 
     def __init__(self, dialect: Any) -> None:
         self.credits = BulkCredits(dialect)
-        self.rows = BulkInsert(dialect, table_of(Award), _AWARD_COLUMNS, ready=("lines",))
+        self.rows = BulkInsert(dialect, table_of(Award), AWARD_COLUMNS, ready=("lines",))
 
     def write(self, session: Session, awards: Sequence[BatchAward], now: datetime) -> None:
-        entry_ids = self.credits.post(
+        posted = self.credits.post(
             session,
             [Credit(a.contact_id, a.cents, a.event_id, a.decision.offer_id, a.id) for a in awards],
             now,
         )
+        entry_ids = [entry.id for entry in posted.entries]
         rows = []
         for award, entry_id in zip(awards, entry_ids, strict=True):
             decision = award.decision
-            stored = _stored_lines(decision)
-            lines = None if stored is None else _encode_lines(stored).decode()
+            stored = stored_lines(decision)
+            lines = None if stored is None else encode_lines(stored).decode()
             # instant_spend False: the purchase is over, a run credits the wallet.
             rows.append(
                 (award.id, award.event_id, decision.offer_id, decision.offer_name,

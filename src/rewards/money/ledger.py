@@ -5,7 +5,7 @@ changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -51,6 +51,32 @@ def open_reservations(
     if excluding_estimate is not None:
         query = query.where(col(Estimate.id) != excluding_estimate)
     return query.scalar_subquery()
+
+
+@cache
+def _held_by(dialect: Dialect, count: int) -> DriverStatement:
+    estimates = table_of(Estimate).c
+    statement = (
+        select(estimates.wallet_id, func.sum(estimates.reserved_cents))
+        .where(
+            estimates.wallet_id.in_([bindparam(f"w{i}") for i in range(count)]),
+            estimates.consumed_at.is_(None),
+            estimates.expires_at > bindparam("now", type_=estimates.expires_at.type),
+        )
+        .group_by(estimates.wallet_id)
+    )
+    return DriverStatement(statement, dialect)
+
+
+def held_by(connection: Connection, wallet_ids: Sequence[int], now: datetime) -> dict[int, int]:
+    """Wallet id -> cents held by its open reservations (absent: none), in one query."""
+    ordered = sorted(set(wallet_ids))
+    if not ordered:
+        return {}
+    parameters: dict[str, Any] = {f"w{i}": wallet_id for i, wallet_id in enumerate(ordered)}
+    parameters["now"] = now
+    found = _held_by(connection.dialect, len(ordered)).run(driver_cursor(connection), parameters)
+    return {int(wallet_id): int(cents) for wallet_id, cents in found.fetchall()}
 
 
 class Entry(NamedTuple):
@@ -230,13 +256,16 @@ def reverse_event_entries(session: Session, event_id: str) -> list[Entry]:
 
 
 class Credit(NamedTuple):
-    """One credit of a bulk: ``cents`` (> 0) to the wallet of ``contact_id``."""
+    """One entry of a bulk: ``cents`` (signed; > 0 for an award) to the wallet of
+    ``contact_id``."""
 
     contact_id: str
     cents: int
     event_id: str
-    offer_id: str
-    award_id: str
+    offer_id: str | None
+    award_id: str | None
+    kind: str = "award"  # award | spend
+    spend_id: str | None = None
 
 
 _LEDGER_COLUMNS = (
@@ -245,10 +274,20 @@ _LEDGER_COLUMNS = (
 )  # fmt: skip
 
 
+class Posted(NamedTuple):
+    """What ``BulkCredits.post`` wrote: the entries in the order given, and each locked
+    wallet's balance before them (contact -> cents)."""
+
+    entries: list[Entry]
+    balances_before: dict[str, int]
+
+
 class BulkCredits:
-    """Award credits of many wallets at once, for evaluation runs: each wallet locked and
-    read once, the entries in one multi-row insert (ids taken up front), each balance
-    moved once by the sum. Built once per run worker (statements and bind processors)."""
+    """Entries of many wallets at once (evaluation runs' award credits; the intake's
+    awards and instant spends of a batch of purchases): each wallet locked and read once,
+    every debit checked against the wallet's available funds, the entries in one
+    multi-row insert (ids taken up front), each balance moved once by the sum. Built once
+    per run worker or intake writer (statements and bind processors)."""
 
     def __init__(self, dialect: Any) -> None:
         self.postgres = dialect.name == "postgresql"
@@ -261,29 +300,39 @@ class BulkCredits:
             .values(balance_cents=wallets.balance_cents + bindparam("delta"))
         )
 
-    def _entry_ids(self, session: Session, count: int) -> list[int]:
+    def _entry_ids(self, target: Session | Connection, count: int) -> list[int]:
         """Ids for ``count`` new entries: from the sequence on PostgreSQL; on SQLite the
         write transaction is exclusive, so the next rowids are ours."""
         if self.postgres:
             sequence = func.pg_get_serial_sequence("wallet_transactions", "id")
             return list(
-                session.scalars(
+                target.scalars(
                     select(func.nextval(sequence)).select_from(func.generate_series(1, count))
                 )
             )
-        top = session.scalar(select(func.max(WalletTransaction.id))) or 0
+        top = target.scalar(select(func.max(WalletTransaction.id))) or 0
         return list(range(top + 1, top + 1 + count))
 
-    def post(self, session: Session, credits: Sequence[Credit], now: datetime) -> list[int]:
-        """Append an ``award`` entry per credit, in order, and move the balances: the
-        entry ids, in the order of ``credits``."""
-        if not credits:
-            return []
+    def post(
+        self,
+        target: Session | Connection,
+        credits: Sequence[Credit],
+        now: datetime,
+        *,
+        also_read: Sequence[str] = (),
+        reserved: Mapping[str, int] | None = None,
+    ) -> Posted:
+        """Append an entry per credit, in order, and move the balances. ``also_read``:
+        contacts whose wallet is locked and read even without an entry; ``reserved``:
+        contact -> cents held by open reservations, which no debit may touch (a debit
+        not covered raises :class:`InsufficientBalance` before anything is written)."""
+        if not credits and not also_read:
+            return Posted([], {})
         w = self.wallets
-        contacts = sorted({credit.contact_id for credit in credits})
+        contacts = sorted({credit.contact_id for credit in credits} | set(also_read))
         wallets: dict[str, list[int]] = {}  # contact -> [wallet id, balance, balance before]
         for start in range(0, len(contacts), 1000):
-            rows = session.execute(
+            rows = target.execute(
                 select(w.contact_id, w.id, w.balance_cents)
                 .where(w.contact_id.in_(contacts[start : start + 1000]))
                 .order_by(w.id)
@@ -291,22 +340,33 @@ class BulkCredits:
             )
             for contact_id, wallet_id, balance in rows.fetchall():
                 wallets[contact_id] = [wallet_id, balance, balance]
-        entry_ids = self._entry_ids(session, len(credits))
-        rows_out = []
-        for credit, entry_id in zip(credits, entry_ids, strict=True):
+        held = reserved or {}
+        made: list[Entry] = []
+        for credit in credits:
             wallet = wallets[credit.contact_id]
             wallet[1] += credit.cents
-            rows_out.append(
-                (entry_id, wallet[0], "award", credit.cents, wallet[1], credit.event_id,
-                 credit.offer_id, None, credit.award_id, None, now)
+            if credit.cents < 0 and wallet[1] - held.get(credit.contact_id, 0) < 0:
+                raise InsufficientBalance
+            made.append(
+                Entry(0, wallet[0], credit.kind, credit.cents, wallet[1], credit.event_id,
+                      credit.offer_id, credit.award_id, credit.spend_id, None)
             )  # fmt: skip
-        self.entries.run(session, rows_out)
-        session.execute(
-            self.move,
-            [
+        if made:
+            ids = self._entry_ids(target, len(made))
+            made = [entry._replace(id=entry_id) for entry, entry_id in zip(made, ids, strict=True)]
+            self.entries.run(
+                target,
+                [
+                    (e.id, e.wallet_id, e.kind, e.amount_cents, e.balance_after_cents, e.event_id,
+                     e.offer_id, None, e.award_id, e.spend_id, now)
+                    for e in made
+                ],
+            )  # fmt: skip
+            moves = [
                 {"wallet": wallet_id, "delta": after - before}
                 for wallet_id, after, before in wallets.values()
                 if after != before
-            ],
-        )
-        return entry_ids
+            ]
+            if moves:  # entries that add up to nothing move nothing
+                target.execute(self.move, moves)
+        return Posted(made, {contact: wallet[2] for contact, wallet in wallets.items()})

@@ -9,11 +9,11 @@ UPDATE locks the row and re-checks the condition). A refused spend leaves no tra
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlalchemy.engine import Dialect
@@ -211,7 +211,7 @@ class MadeSpend(NamedTuple):
     ledger_entry_id: int
 
 
-_SPEND_COLUMNS = (
+SPEND_COLUMNS = (
     "id", "event_id", "purchase_event_id", "contact_id", "requested_cents", "amount_cents",
     "instant", "reduction", "ledger_entry_id", "created_at",
 )  # fmt: skip
@@ -220,7 +220,7 @@ _SPEND_COLUMNS = (
 @cache
 def _insert_spend(dialect: Dialect) -> DriverStatement:
     """Compiled once per process and dialect, run on the driver (``db.driver``)."""
-    return DriverStatement(insert(table_of(Spend)), dialect, columns=_SPEND_COLUMNS)
+    return DriverStatement(insert(table_of(Spend)), dialect, columns=SPEND_COLUMNS)
 
 
 def debit(
@@ -304,18 +304,15 @@ def instant_spends(
     read first: the conditional debit decides, as for every debit. ``spend_blocked``:
     contact -> blocked, as the caller read it moments before (else read here)."""
     spends: list[MadeSpend] = []
-    left = (purchase.amount_cents or 0) - already_spent_cents
     connection = session.connection() if isinstance(session, Session) else session
-    for award in awards:
-        if not award.instant_spend:
-            continue
-        blocked = (spend_blocked or {}).get(award.contact_id)
-        if blocked is None:
-            blocked = _blocked(connection, award.contact_id)
-        if blocked is not False:
-            continue
-        amount = min(award.amount_cents, left)
-        if amount <= 0:
+
+    def blocked(contact_id: str) -> bool:
+        known = (spend_blocked or {}).get(contact_id)
+        return known if known is not None else _blocked(connection, contact_id) is not False
+
+    amounts = instant_amounts(awards, (purchase.amount_cents or 0) - already_spent_cents, blocked)
+    for award, amount in zip(awards, amounts, strict=True):
+        if amount is None:
             continue
         spends.append(
             debit(
@@ -331,5 +328,30 @@ def instant_spends(
                 now=runtime.now(),
             )
         )
-        left -= amount
     return spends
+
+
+class InstantAward(Protocol):
+    @property
+    def instant_spend(self) -> bool: ...
+    @property
+    def amount_cents(self) -> int: ...
+    @property
+    def contact_id(self) -> str: ...
+
+
+def instant_amounts(
+    awards: Sequence[InstantAward], left_cents: int, blocked: Callable[[str], bool]
+) -> list[int | None]:
+    """Per award, what it spends at once on its purchase (None: nothing): the awards of
+    ``instant_spend`` offers, in order, each capped by what is left of the purchase
+    (``left_cents``), none for a contact whose spending is blocked."""
+    amounts: list[int | None] = []
+    for award in awards:
+        amount = min(award.amount_cents, left_cents) if award.instant_spend else 0
+        if amount <= 0 or blocked(award.contact_id):
+            amounts.append(None)
+            continue
+        amounts.append(amount)
+        left_cents -= amount
+    return amounts
