@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -290,27 +290,45 @@ class BulkCredits:
     per run worker or intake writer (statements and bind processors)."""
 
     def __init__(self, dialect: Any) -> None:
+        self.dialect = dialect
         self.postgres = dialect.name == "postgresql"
         self.entries = BulkInsert(dialect, table_of(WalletTransaction), _LEDGER_COLUMNS)
         wallets = table_of(Wallet).c
-        self.wallets = wallets
-        self.move = (
+        self.move = DriverStatement(
             update(table_of(Wallet))
             .where(wallets.id == bindparam("wallet"))
-            .values(balance_cents=wallets.balance_cents + bindparam("delta"))
+            .values(balance_cents=wallets.balance_cents + bindparam("delta")),
+            dialect,
         )
-
-    def _entry_ids(self, target: Session | Connection, count: int) -> list[int]:
-        """Ids for ``count`` new entries: from the sequence on PostgreSQL; on SQLite the
-        write transaction is exclusive, so the next rowids are ours."""
+        ledger = table_of(WalletTransaction).c
         if self.postgres:
             sequence = func.pg_get_serial_sequence("wallet_transactions", "id")
-            return list(
-                target.scalars(
-                    select(func.nextval(sequence)).select_from(func.generate_series(1, count))
-                )
+            self.next_ids = DriverStatement(
+                select(func.nextval(sequence)).select_from(
+                    func.generate_series(1, bindparam("count"))
+                ),
+                dialect,
             )
-        top = target.scalar(select(func.max(WalletTransaction.id))) or 0
+        else:  # the write transaction is exclusive: the next rowids are ours
+            self.top_id = DriverStatement(select(func.max(ledger.id)), dialect)
+
+    @lru_cache(maxsize=64)  # noqa: B019 - one instance per writer, a handful of sizes
+    def _lock(self, count: int) -> DriverStatement:
+        """Wallets of ``count`` contacts (``:c0``...), locked (PostgreSQL), in id order."""
+        w = table_of(Wallet).c
+        contacts: list[Any] = [bindparam(f"c{i}") for i in range(count)]
+        statement = (
+            select(w.contact_id, w.id, w.balance_cents)
+            .where(w.contact_id.in_(contacts))
+            .order_by(w.id)
+            .with_for_update()
+        )
+        return DriverStatement(statement, self.dialect)
+
+    def _entry_ids(self, cursor: Any, count: int) -> list[int]:
+        if self.postgres:
+            return [row[0] for row in self.next_ids.run(cursor, {"count": count}).fetchall()]
+        top = self.top_id.run(cursor, {}).fetchone()[0] or 0
         return list(range(top + 1, top + 1 + count))
 
     def post(
@@ -328,16 +346,14 @@ class BulkCredits:
         not covered raises :class:`InsufficientBalance` before anything is written)."""
         if not credits and not also_read:
             return Posted([], {})
-        w = self.wallets
+        connection = target.connection() if isinstance(target, Session) else target
+        cursor = driver_cursor(connection)
         contacts = sorted({credit.contact_id for credit in credits} | set(also_read))
         wallets: dict[str, list[int]] = {}  # contact -> [wallet id, balance, balance before]
         for start in range(0, len(contacts), 1000):
-            rows = target.execute(
-                select(w.contact_id, w.id, w.balance_cents)
-                .where(w.contact_id.in_(contacts[start : start + 1000]))
-                .order_by(w.id)
-                .with_for_update()
-            )
+            some = contacts[start : start + 1000]
+            lock = self._lock(len(some))
+            rows = lock.run(cursor, {f"c{i}": contact for i, contact in enumerate(some)})
             for contact_id, wallet_id, balance in rows.fetchall():
                 wallets[contact_id] = [wallet_id, balance, balance]
         held = reserved or {}
@@ -352,7 +368,7 @@ class BulkCredits:
                       credit.offer_id, credit.award_id, credit.spend_id, None)
             )  # fmt: skip
         if made:
-            ids = self._entry_ids(target, len(made))
+            ids = self._entry_ids(cursor, len(made))
             made = [entry._replace(id=entry_id) for entry, entry_id in zip(made, ids, strict=True)]
             self.entries.run(
                 target,
@@ -367,6 +383,5 @@ class BulkCredits:
                 for wallet_id, after, before in wallets.values()
                 if after != before
             ]
-            if moves:  # entries that add up to nothing move nothing
-                target.execute(self.move, moves)
+            self.move.many(cursor, moves)
         return Posted(made, {contact: wallet[2] for contact, wallet in wallets.items()})
