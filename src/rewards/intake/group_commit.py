@@ -92,12 +92,17 @@ class GroupCommit:
         self._planned: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (requests, evaluator)
         self._threads: list[threading.Thread] = []
         self._starting = threading.Lock()
-        self.batches = 0  # written batches (tests read the sizes)
+        # What the threads did, for tests that need proof of overlap: requests planned,
+        # transactions written and the most requests one of them held.
+        self.planned_count = 0
+        self.batches = 0
         self.largest_batch = 0
         # SKUs this process saw committed to the catalogue: never deleted, so the fast
         # path inserts only the others (the table is the catalogue, read by nobody here).
         self._catalogue: set[str] = set()
         self._together: tuple[Any, PurchaseBatchWriter] | None = None  # (dialect, writer)
+        self._read_connection: Connection | None = None  # the planner's
+        self._write_connection: Connection | None = None  # the writer's
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -123,6 +128,10 @@ class GroupCommit:
             self._queue.put(_STOP)
             for thread in threads:
                 thread.join(timeout=60)
+        for connection in (self._read_connection, self._write_connection):
+            if connection is not None:
+                connection.close()
+        self._read_connection = self._write_connection = None
 
     # ---- the request side -------------------------------------------------------------
 
@@ -176,6 +185,7 @@ class GroupCommit:
                     for request in requests:
                         request.outcome = request.outcome or error
                 self._planned.put((requests, evaluator))
+                self.planned_count += len(requests)
             if stop:
                 self._planned.put(_STOP)
                 return
@@ -184,7 +194,8 @@ class GroupCommit:
         runtime = self.runtime
         purchases = [r for r in requests if r.event_type == "purchase"]
         if purchases:
-            with self.database.read_engine.connect() as reader:
+            reader = self._reader()
+            try:
                 bodies = [cast("PurchaseIn", r.body) for r in purchases]
                 found = plan_purchases(reader, runtime, bodies, self._catalogue)
                 for request, plan in zip(purchases, found, strict=True):
@@ -193,6 +204,8 @@ class GroupCommit:
                     elif plan is not None:
                         add_facts(reader, runtime, plan)
                         request.plan = plan
+            finally:
+                self._end_reads(reader)
         planned = [r.plan for r in requests if r.plan is not None and r.plan.facts is not None]
         if planned:
             started = time.perf_counter()
@@ -256,49 +269,55 @@ class GroupCommit:
         again: list[_Request] = []
         written: list[_Request] = []
         try:
-            with self.database.write_engine.connect() as connection:
-                with connection.begin():
-                    cursor = driver_cursor(connection)
-                    single = requests
-                    if not alone:
-                        done = self._write_together(connection, cursor, requests)
-                        written += done
-                        single = [r for r in requests if r not in done]
-                    for request in single:
-                        try:
-                            outcome: Recorded | WrittenPurchase | None = None
-                            # A purchase of the fast path in one pipeline on PostgreSQL;
-                            # its end waits for every statement, so an error is its own.
-                            with pipelined(connection) if request.plan else nullcontext():
-                                cursor.execute("SAVEPOINT intake")
-                                if request.plan is not None:
-                                    outcome = request.context.run(
-                                        write_purchase, connection, self.runtime, evaluator,
-                                        request.plan,
-                                    )  # fmt: skip
-                            if outcome is None:  # the full path, or the answer to a replay
-                                outcome = request.context.run(self._record, connection, request)
-                            cursor.execute("RELEASE SAVEPOINT intake")
-                            request.outcome = outcome
-                            written.append(request)
-                        except DomainError as error:
-                            self._undo(cursor)
+            connection = self._writer()
+            with connection.begin():
+                cursor = driver_cursor(connection)
+                single = requests
+                windows = self.runtime.rulesets.award_windows("purchase")
+                if not alone:
+                    done = self._write_together(connection, cursor, requests)
+                    written += done
+                    single = [r for r in requests if r not in done]
+                for request in single:
+                    try:
+                        outcome: Recorded | WrittenPurchase | None = None
+                        # A purchase of the fast path in one pipeline on PostgreSQL (its
+                        # end waits for every statement, so an error is its own), unless
+                        # max_awards windows are counted again (SQLAlchemy statements).
+                        with (
+                            pipelined(connection) if request.plan and not windows else nullcontext()
+                        ):
+                            cursor.execute("SAVEPOINT intake")
+                            if request.plan is not None:
+                                outcome = request.context.run(
+                                    write_purchase, connection, self.runtime, evaluator,
+                                    request.plan,
+                                )  # fmt: skip
+                        if outcome is None:  # the full path, or the answer to a replay
+                            outcome = request.context.run(self._record, connection, request)
+                        cursor.execute("RELEASE SAVEPOINT intake")
+                        request.outcome = outcome
+                        written.append(request)
+                    except DomainError as error:
+                        self._undo(cursor)
+                        request.outcome = error
+                    except Exception as error:
+                        self._undo(cursor)
+                        if alone:
                             request.outcome = error
-                        except Exception as error:
-                            self._undo(cursor)
-                            if alone:
-                                request.outcome = error
-                            else:
-                                again.append(request)
+                        else:
+                            again.append(request)
             if len(self._catalogue) > 100_000:
                 self._catalogue.clear()
             for request in written:
                 if request.plan is not None:
                     self._catalogue.update(request.plan.new_skus)
         except Exception as error:  # the transaction itself failed: nothing was written
+            self._drop_writer()
             if alone:
-                for request in written:
-                    request.outcome = error
+                for request in requests:
+                    if request.outcome is None or request in written:
+                        request.outcome = error
                 return []
             log.warning("intake batch of %d rolled back (%s); writing alone", len(requests), error)
             for request in written:
@@ -332,6 +351,48 @@ class GroupCommit:
                 request.outcome = answer
                 done.append(request)
         return done
+
+    # ---- the threads' connections: kept open (a pool checkout, PostgreSQL's pre-ping and
+    # the reset on return cost three round trips per batch) -------------------------
+
+    def _reader(self) -> Connection:
+        if (
+            self._read_connection is None
+            or self._read_connection.closed
+            or self._read_connection.invalidated
+        ):
+            self._read_connection = self.database.read_engine.connect()
+        return self._read_connection
+
+    def _end_reads(self, reader: Connection) -> None:
+        """End what the reads began: SQLAlchemy's transaction, and the one the driver
+        opened for statements run on it directly (PostgreSQL), so no snapshot is held."""
+        try:
+            reader.rollback()
+            driver = reader.connection.dbapi_connection
+            if self.database.is_sqlite is False and driver is not None:
+                driver.rollback()
+        except Exception:  # a broken connection: the next batch opens another
+            log.warning("intake reader connection dropped", exc_info=True)
+            reader.invalidate()
+            self._read_connection = None
+
+    def _writer(self) -> Connection:
+        if (
+            self._write_connection is None
+            or self._write_connection.closed
+            or self._write_connection.invalidated
+        ):
+            self._write_connection = self.database.write_engine.connect()
+        return self._write_connection
+
+    def _drop_writer(self) -> None:
+        if self._write_connection is not None:
+            try:
+                self._write_connection.close()
+            except Exception:
+                log.warning("intake writer connection dropped", exc_info=True)
+            self._write_connection = None
 
     @staticmethod
     def _undo(cursor: Any) -> None:
