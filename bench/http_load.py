@@ -25,7 +25,9 @@ is on the PATH (Debian: ``apt-get install wrk``), else a built-in asyncio HTTP/1
 (``--load python`` forces it). Printed per run: requests/s, p50/p99 latency, errors
 (non-2xx answers and socket errors), the server's CPU per request (all its processes,
 from /proc), the load generator's CPU, the CPU that *other* processes of the machine
-used during the window (a busy machine shows up there), and the ratio to the floor.
+used during the window (a busy machine shows up there), the server's resident memory
+after the warm-up and at the end (a soak: ``--seconds 600 --targets rewards``), and the
+ratio to the floor.
 
 The goal (issue 15) on a 2-core machine: on SQLite with 2 workers >= 1,000 purchases/s,
 p99 <= 50 ms, >= 0.4 of the floor measured in the same run and no errors; on PostgreSQL
@@ -189,6 +191,23 @@ def tree_cpu_seconds(root: int) -> float:
     return total / CLK_TCK
 
 
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of ``root`` and every live descendant, in MB."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        todo += children.get(pid, [])
+    return total / 1024
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy since boot (all cores)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -325,6 +344,8 @@ class LoadResult:
     generator_cpu_s: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     server_cpu_s: float = 0.0  # every process of the server, during the window
+    rss_start_mb: float = 0.0  # the server's resident memory after the warm-up
+    rss_end_mb: float = 0.0  # and after the measured window
     others_cpu_s: float = 0.0  # every other process of the machine, during the window
 
 
@@ -516,6 +537,8 @@ class Row:
     server_cpu_ms_per_req: float
     generator_cpu_pct: float  # of one core
     others_cpu_pct: float  # of the machine's cores: other processes during the window
+    rss_start_mb: float = 0.0
+    rss_end_mb: float = 0.0
     ratio_to_floor: float | None = None
 
 
@@ -537,9 +560,11 @@ def measure(
     if args.warmup > 0:
         load(args.warmup, f"{tag}-warm")
     stop_profile = profile() if profile else None
+    rss_start = tree_rss_mb(server.process.pid)
     server_cpu, busy = server.cpu_seconds(), machine_busy_seconds()
     result = load(args.seconds, tag)
     server_cpu, busy = server.cpu_seconds() - server_cpu, machine_busy_seconds() - busy
+    result.rss_start_mb, result.rss_end_mb = rss_start, tree_rss_mb(server.process.pid)
     if stop_profile:
         stop_profile()
     result.server_cpu_s = server_cpu
@@ -562,6 +587,8 @@ def to_row(db: str, workers: int, target: str, generator: str, result: LoadResul
         server_cpu_ms_per_req=server_cpu * 1000 / done,
         generator_cpu_pct=100 * result.generator_cpu_s / result.seconds if result.seconds else 0,
         others_cpu_pct=100 * others / (result.seconds * CORES) if result.seconds else 0,
+        rss_start_mb=result.rss_start_mb,
+        rss_end_mb=result.rss_end_mb,
     )
 
 
@@ -628,15 +655,16 @@ def py_spy_profiler(
 def table(rows: list[Row]) -> str:
     lines = [
         "| db | workers | endpoint | requests/s | p50 ms | p99 ms | errors "
-        "| server CPU ms/req | load gen CPU % | others' CPU % | vs floor |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU ms/req | load gen CPU % | others' CPU % | RSS MB start → end | vs floor |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = f"{r.ratio_to_floor:.2f}" if r.ratio_to_floor is not None else ""
         lines.append(
             f"| {r.db} | {r.workers} | {r.target} | {r.rps:,.0f} | {r.p50_ms:.1f} "
             f"| {r.p99_ms:.1f} | {r.errors} | {r.server_cpu_ms_per_req:.2f} "
-            f"| {r.generator_cpu_pct:.0f} | {r.others_cpu_pct:.0f} | {ratio} |"
+            f"| {r.generator_cpu_pct:.0f} | {r.others_cpu_pct:.0f} "
+            f"| {r.rss_start_mb:.0f} → {r.rss_end_mb:.0f} | {ratio} |"
         )
     return "\n".join(lines)
 

@@ -314,15 +314,16 @@ class GroupCommit:
                     self._catalogue.update(request.plan.new_skus)
         except Exception as error:  # the transaction itself failed: nothing was written
             self._drop_writer()
+            # Every request but those refused (their refusal stands: they wrote nothing).
+            unanswered = [r for r in requests if not isinstance(r.outcome, DomainError)]
             if alone:
-                for request in requests:
-                    if request.outcome is None or request in written:
-                        request.outcome = error
+                for request in unanswered:
+                    request.outcome = error
                 return []
             log.warning("intake batch of %d rolled back (%s); writing alone", len(requests), error)
-            for request in written:
+            for request in unanswered:
                 request.outcome = None
-            return [*written, *again]
+            return unanswered
         return again
 
     def _write_together(
