@@ -1,4 +1,4 @@
-"""Dependency providers: the runtime, the intake writer, one database session per request.
+"""Dependency providers: the runtime, and one database session per request.
 
 The session dependency owns the transaction: commit when the handler returns, roll back
 when it raises. Reads (GET) use the read engine; everything else the write engine.
@@ -17,13 +17,7 @@ from litestar.params import SkipValidation
 from sqlmodel import Session
 
 from rewards.db.database import Database
-from rewards.intake.group_commit import GroupCommit
 from rewards.runtime.context import Runtime
-
-
-def provide_intake(request: Request[Any, Any, Any]) -> GroupCommit:
-    intake: GroupCommit = request.app.state.intake
-    return intake
 
 
 def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
@@ -58,10 +52,8 @@ def _end(session: Session, commit: bool) -> None:
 # Parameters injected by name; their values are ours, not user input, so not validated.
 SessionDep = NamedDependency[SkipValidation[Session]]
 RuntimeDep = NamedDependency[SkipValidation[Runtime]]
-IntakeDep = NamedDependency[SkipValidation[GroupCommit]]
 
 DEPENDENCIES = {
     "runtime": Provide(provide_runtime, sync_to_thread=False),
-    "intake": Provide(provide_intake, sync_to_thread=False),
     "session": Provide(provide_session),
 }

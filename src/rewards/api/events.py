@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Response, Router, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
@@ -13,10 +14,11 @@ from litestar.params import PathParameter, QueryParameter, SkipValidation
 
 from rewards.analyst import simulation
 from rewards.api.bodies import body_provider
-from rewards.api.deps import IntakeDep, RuntimeDep, SessionDep
+from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
 from rewards.intake import events
+from rewards.intake.group_commit import GroupCommit
 from rewards.money import returns
 from rewards.wire import (
     EVENT_BODIES,
@@ -57,8 +59,11 @@ def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
     schema = f"events/{event_type}"
 
     async def create(
-        payload: NamedDependency[SkipValidation[EventIn]], intake: IntakeDep
+        payload: NamedDependency[SkipValidation[EventIn]], state: State
     ) -> Response[EventOut]:
+        # The intake writer from the app's state: one dependency (the body) per request,
+        # where two would be resolved in a task group of their own.
+        intake: GroupCommit = state.intake
         recorded = await intake.record(event_type, payload)
         return JSONResponse(recorded.event, status_code=201 if recorded.created else 200)
 

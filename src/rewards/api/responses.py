@@ -127,9 +127,10 @@ def _declared_query_parameters(app: Any) -> dict[tuple[str, str], frozenset[str]
     return result
 
 
-def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
+async def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
     """``before_request`` hook: a query parameter the operation does not declare, or one
-    given twice (no parameter of this API is a list), is a 400 instead of being ignored."""
+    given twice (no parameter of this API is a list), is a 400 instead of being ignored.
+    Async: Litestar runs a sync hook on a worker thread, a thread hop per request."""
     if not request.query_params:
         return
     known = _declared_query_parameters(request.app).get(
