@@ -176,35 +176,37 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU of ``root`` and every live descendant."""
+def tree_pids(root: int) -> list[int]:
+    """``root`` and every live descendant."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
             children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0, [root]
+    found, todo = [], [root]
     while todo:
         pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU of ``root`` and every live descendant."""
+    total = 0
+    for pid in tree_pids(root):
         if (fields := _stat_fields(pid)) is not None:
             total += int(fields[11]) + int(fields[12])
-        todo += children.get(pid, [])
     return total / CLK_TCK
 
 
 def tree_rss_mb(root: int) -> float:
     """Resident memory of ``root`` and every live descendant, in MB."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
+    total = 0
+    for pid in tree_pids(root):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-        todo += children.get(pid, [])
     return total / 1024
 
 

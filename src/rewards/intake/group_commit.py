@@ -46,10 +46,11 @@ from rewards.intake.purchase_plans import (
     PurchaseBatchWriter,
     PurchasePlan,
     WrittenPurchase,
-    add_facts,
+    add_fact,
     plan_purchases,
     write_purchase,
 )
+from rewards.offers.evaluation import decide_facts
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
 from rewards.wire import EventIn, PurchaseIn
@@ -202,16 +203,14 @@ class GroupCommit:
                     if isinstance(plan, DomainError):
                         request.outcome = plan
                     elif plan is not None:
-                        add_facts(reader, runtime, plan)
+                        add_fact(reader, runtime, evaluator, plan)
                         request.plan = plan
             finally:
                 self._end_reads(reader)
-        planned = [r.plan for r in requests if r.plan is not None and r.plan.facts is not None]
+        planned = [r.plan for r in requests if r.plan is not None and r.plan.fact is not None]
         if planned:
             started = time.perf_counter()
-            decisions = evaluator.evaluate_many(
-                [plan.facts for plan in planned if plan.facts is not None], mode="immediate"
-            )
+            decisions = decide_facts(evaluator, [plan.fact for plan in planned if plan.fact])
             each = (time.perf_counter() - started) / len(planned)
             for plan, decided in zip(planned, decisions, strict=True):
                 plan.decisions = decided

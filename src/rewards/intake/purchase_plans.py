@@ -29,7 +29,7 @@ from rewards.db.types import table_of, utcnow
 from rewards.domain.decisions import AwardDecision
 from rewards.domain.money import from_cents
 from rewards.domain.purchase import PricedLine
-from rewards.engine import Evaluator, EventFacts
+from rewards.engine import Evaluator
 from rewards.errors import DomainError
 from rewards.intake import rows
 from rewards.intake.events import check_not_future, new_event, request_hash
@@ -40,8 +40,8 @@ from rewards.money.ledger import held_by
 from rewards.money.purchase_batch import AwardedPurchase, BatchPurchaseAwards
 from rewards.money.spending import MadeSpend, instant_spends
 from rewards.money.wallets import event_wallet
-from rewards.offers.evaluation import Decided, awards_in_window, beneficiary_of
-from rewards.offers.facts import build_facts
+from rewards.offers.evaluation import Decided, awards_in_window, beneficiary_of, decide_facts
+from rewards.offers.facts import priced_purchase_fact
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
 from rewards.wire import EventWallet, PurchaseIn
@@ -56,8 +56,8 @@ class PurchasePlan:
     lines: list[PricedLine]
     new_skus: list[str]  # the lines' SKUs not known to be in the catalogue yet
     classification: str | None  # an undeclared classification to add to the catalogue
-    facts: EventFacts | None  # None: not evaluated on intake
-    counts: dict[str, int]  # the awards in each max_awards window the facts saw
+    fact: dict[str, Any] | None  # the engine fact; None: not evaluated on intake
+    counts: dict[str, int]  # the awards in each max_awards window the fact saw
     decisions: list[AwardDecision] = field(default_factory=list)  # set by the group commit
 
 
@@ -136,18 +136,32 @@ def _plan(
         lines=priced.lines,
         new_skus=sorted({line.sku for line in priced.lines if line.sku not in catalogue}),
         classification=new_classification(runtime, body.classification),
-        facts=None,
+        fact=None,
         counts={},
     )
 
 
-def add_facts(connection: Connection, runtime: Runtime, plan: PurchasePlan) -> None:
-    """The facts the engine decides a purchase evaluated on intake with (awards in the
-    ``max_awards`` windows counted without a lock: ``write_purchase`` counts again)."""
+def add_fact(
+    connection: Connection, runtime: Runtime, evaluator: Evaluator, plan: PurchasePlan
+) -> None:
+    """The engine fact a purchase evaluated on intake is decided with, for ``evaluator``'s
+    rulesets (awards in the ``max_awards`` windows counted without a lock:
+    ``write_purchase`` counts again)."""
     event = plan.event
     if event.evaluated:
         plan.counts = awards_in_window(connection, runtime, event, lock=False)
-        plan.facts = build_facts(None, event, plan.contact.segments, plan.counts)
+        plan.fact = _fact(evaluator, plan, plan.counts)
+
+
+def _fact(evaluator: Evaluator, plan: PurchasePlan, counts: dict[str, int]) -> dict[str, Any]:
+    return priced_purchase_fact(
+        evaluator.rulesets.compiled,
+        plan.event,
+        [(line.sku, line.total_cents) for line in plan.lines],
+        plan.event.amount_cents or 0,
+        plan.contact.segments,
+        counts,
+    )
 
 
 def write_purchase(
@@ -161,12 +175,11 @@ def write_purchase(
     rows.insert_lines(connection, event.id, plan.lines)
     rows.add_to_catalogue(connection, plan.new_skus, plan.classification)
     decisions = plan.decisions
-    if plan.facts is not None and runtime.rulesets.award_windows(event.type):
+    if plan.fact is not None and runtime.rulesets.award_windows(event.type):
         # Awards of this contact committed since the plan count against the windows.
         counts = awards_in_window(connection, runtime, event)
         if counts != plan.counts:
-            facts = build_facts(None, event, plan.contact.segments, counts)
-            decisions = evaluator.evaluate(facts, mode="immediate")
+            decisions = decide_facts(evaluator, [_fact(evaluator, plan, counts)])[0]
     decided = [Decided(decision, beneficiary_of(event, decision)) for decision in decisions]
     awards = write_awards(connection, event, decided, {plan.contact.id: plan.contact.wallet_id})
     spends = []

@@ -92,6 +92,32 @@ def wallet_id_of(session: Session | Connection, contact_id: str) -> int:
     return int(row[0])
 
 
+def made_award(
+    event: Event,
+    decision: AwardDecision,
+    contact_id: str,
+    award_id: str,
+    wallet_id: int = 0,
+    ledger_entry_id: int = 0,
+) -> MadeAward:
+    """The award row of ``decision`` for ``event``, to ``contact_id`` (the wallet and the
+    ledger entry as known so far: 0 until the ledger has posted it)."""
+    return MadeAward(
+        id=award_id,
+        event_id=event.id,
+        offer_id=decision.offer_id,
+        offer_name=decision.offer_name,
+        classification=decision.classification,
+        beneficiary=decision.beneficiary,
+        contact_id=contact_id,
+        wallet_id=wallet_id,
+        amount_cents=to_cents(decision.amount),
+        lines=stored_lines(decision),
+        instant_spend=decision.instant_spend,
+        ledger_entry_id=ledger_entry_id,
+    )
+
+
 def write_award(
     session: Session | Connection,
     event: Event,
@@ -115,20 +141,7 @@ def write_award(
         offer_id=decision.offer_id,
         award_id=award_id,
     )
-    award = MadeAward(
-        id=award_id,
-        event_id=event.id,
-        offer_id=decision.offer_id,
-        offer_name=decision.offer_name,
-        classification=decision.classification,
-        beneficiary=decision.beneficiary,
-        contact_id=contact_id,
-        wallet_id=wallet_id,
-        amount_cents=amount,
-        lines=stored_lines(decision),
-        instant_spend=decision.instant_spend,
-        ledger_entry_id=entry.id,
-    )
+    award = made_award(event, decision, contact_id, award_id, wallet_id, entry.id)
     row = award._asdict()
     del row["wallet_id"]
     row |= {

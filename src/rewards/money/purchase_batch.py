@@ -17,10 +17,9 @@ from rewards.db.ids import time_ordered_id
 from rewards.db.tables import Award, Event, Spend
 from rewards.db.types import table_of
 from rewards.domain.decisions import AwardDecision
-from rewards.domain.money import to_cents
-from rewards.money.awards import AWARD_COLUMNS, MadeAward, encode_lines, stored_lines
+from rewards.money.awards import AWARD_COLUMNS, MadeAward, encode_lines, made_award
 from rewards.money.ledger import BulkCredits, Credit
-from rewards.money.spending import SPEND_COLUMNS, MadeSpend, instant_amounts
+from rewards.money.spending import SPEND_COLUMNS, MadeSpend, instant_amounts, reduction_at
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
 
@@ -70,25 +69,12 @@ class BatchPurchaseAwards:
         for purchase in purchases:
             event = purchase.event
             awards = [
-                MadeAward(
-                    id=time_ordered_id(),
-                    event_id=event.id,
-                    offer_id=d.offer_id,
-                    offer_name=d.offer_name,
-                    classification=d.classification,
-                    beneficiary=d.beneficiary,
-                    contact_id=purchase.contact_id,
-                    wallet_id=0,
-                    amount_cents=to_cents(d.amount),
-                    lines=stored_lines(d),
-                    instant_spend=d.instant_spend,
-                    ledger_entry_id=0,
-                )
-                for d in purchase.decisions
+                made_award(event, decision, purchase.contact_id, time_ordered_id())
+                for decision in purchase.decisions
             ]
             blocked = {purchase.contact_id: purchase.spend_blocked}
             amounts = instant_amounts(awards, event.amount_cents or 0, blocked.__getitem__)
-            unit = runtime.rulesets.unit(event.performed_by_unit or "")
+            reduction = reduction_at(runtime, event.performed_by_unit)
             spends = [
                 MadeSpend(
                     id=str(uuid.uuid4()),
@@ -98,7 +84,7 @@ class BatchPurchaseAwards:
                     requested_cents=award.amount_cents,
                     amount_cents=amount,
                     instant=True,
-                    reduction=unit.reduction if unit is not None else "front_end",
+                    reduction=reduction,
                     ledger_entry_id=0,
                 )
                 for award, amount in zip(awards, amounts, strict=True)

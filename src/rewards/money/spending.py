@@ -223,6 +223,12 @@ def _insert_spend(dialect: Dialect) -> DriverStatement:
     return DriverStatement(insert(table_of(Spend)), dialect, columns=SPEND_COLUMNS)
 
 
+def reduction_at(runtime: Runtime, unit_code: str | None) -> str:
+    """How the unit of a purchase settles spends on it (the definition's units)."""
+    unit = runtime.rulesets.unit(unit_code or "")
+    return unit.reduction if unit is not None else "front_end"
+
+
 def debit(
     session: Session | Connection,
     runtime: Runtime,
@@ -252,7 +258,6 @@ def debit(
         )
     except InsufficientBalance:
         raise InsufficientFunds("Available funds changed; the spend is not covered.") from None
-    unit = runtime.rulesets.unit(purchase.performed_by_unit or "")
     spend = MadeSpend(
         id=spend_id,
         event_id=event_id,
@@ -261,7 +266,7 @@ def debit(
         requested_cents=requested_cents,
         amount_cents=amount_cents,
         instant=instant,
-        reduction=unit.reduction if unit is not None else "front_end",
+        reduction=reduction_at(runtime, purchase.performed_by_unit),
         ledger_entry_id=entry.id,
     )
     connection = session.connection() if isinstance(session, Session) else session

@@ -8,14 +8,16 @@ in the caller's transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select
 from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Contact, Event
-from rewards.engine import AwardDecision
+from rewards.engine import AwardDecision, Evaluator
+from rewards.engine.compiler import prepare_fact
 from rewards.offers.facts import build_facts
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
@@ -114,3 +116,14 @@ def decide_on_intake(
     with metrics().engine_seconds.time():
         decisions = evaluator.evaluate(facts, mode="immediate")
     return [Decided(decision, beneficiary_of(event, decision)) for decision in decisions]
+
+
+def decide_facts(
+    evaluator: Evaluator, facts: Sequence[dict[str, Any]]
+) -> list[list[AwardDecision]]:
+    """The immediate offers' decisions for engine facts built by ``facts``' functions
+    (``priced_purchase_fact``), in one trip to the engine thread."""
+    compiled = evaluator.rulesets.compiled
+    return evaluator.evaluate_prepared(
+        [prepare_fact(compiled, fact) for fact in facts], mode="immediate"
+    )

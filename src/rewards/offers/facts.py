@@ -4,6 +4,7 @@ a purchase's engine fact straight from its stored JSON, the same fact, faster)."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -163,4 +164,31 @@ def purchase_fact(
         total_cents=None if total is msgspec.UNSET else _cents(total),
         payment_brand=None if medium is None else medium.brand,
         payment_type=None if medium is None else medium.type,
+    )
+
+
+def priced_purchase_fact(
+    compiled: CompiledRulesets,
+    event: FactSource,
+    lines: Sequence[tuple[str, int]],
+    total_cents: int,
+    segments: list[str],
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """The engine fact of a purchase being recorded, from its priced lines ((SKU, total
+    cents) each) and total: the same ``compiler.purchase_fact`` evaluation runs build
+    from the stored JSON (``purchase_fact``), and the same fact as
+    ``compiler.build_fact(build_facts(...))``."""
+    medium = event.details.get("payment_medium") or {}
+    return compiler.purchase_fact(
+        compiled,
+        performed_on=event.performed_on,
+        classification=event.classification,
+        unit=event.performed_by_unit,
+        segments=segments,
+        awards_in_window=counts,
+        lines=[{"s": sku, "a": cents} for sku, cents in lines],
+        total_cents=total_cents,
+        payment_brand=medium.get("brand"),
+        payment_type=medium.get("type"),
     )

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from rewards.engine import Evaluator, PeriodTotals, Rulesets
 from rewards.engine.compiler import build_fact, prepare, prepare_fact
-from rewards.offers.facts import build_facts, purchase_fact
+from rewards.offers.facts import build_facts, priced_purchase_fact, purchase_fact
 from rewards.runs import EventRecord
 from tests.unit.engine.builders import offer, rulesets, summary
 
@@ -211,3 +211,60 @@ def test_aggregate_rulesets_alone_decide_the_aggregate_offers(
             [d for d in full if d.offer_id == offer_id]
         )
         assert {d.offer_id for d in alone} <= set(aggregate_ids)
+
+
+@st.composite
+def priced_purchases(draw: Any) -> tuple[Any, list[tuple[str, int]], int, list[str]]:
+    """A purchase as intake has it before writing: priced lines (cents), the stored
+    details (decimal text) and the payment medium after automation."""
+    cents = st.integers(0, 100_000)
+    skus = st.sampled_from([s for s in SKUS if isinstance(s, str)])
+    priced = draw(st.lists(st.tuples(skus, cents), min_size=1, max_size=5))
+    total = sum(c for _, c in priced)
+    medium = draw(mediums)
+    details: dict[str, Any] = {
+        "products": [
+            {"sku": sku, "quantity": "1", "total_amount": f"{c // 100}.{c % 100:02d}"}
+            for sku, c in priced
+        ],
+        "total_amount": f"{total // 100}.{total % 100:02d}",
+    }
+    if medium is not None:
+        details["payment_medium"] = medium
+    event = EventRecord(
+        number=1,
+        id="e-1",
+        type="purchase",
+        contact_id="c-1",
+        classification=draw(st.sampled_from([None, "campaign"])),
+        performed_on=datetime(2025, 1, 1, tzinfo=UTC)
+        + timedelta(minutes=draw(st.integers(0, 365 * 24 * 60))),
+        performed_by_unit=draw(st.sampled_from(UNITS)),
+        evaluated=False,
+        raw=json.dumps(details),
+    )
+    segments = draw(st.lists(st.sampled_from(["gold", "silver", "staff"]), unique=True))
+    return event, priced, total, segments
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(priced_purchases())
+def test_intake_fact_is_the_runs_fact(shipped: Rulesets, case: Any) -> None:
+    """Intake builds a purchase's fact from its priced lines (``priced_purchase_fact``),
+    runs from its stored JSON (``purchase_fact``): both the general ``build_fact``."""
+    event, priced, total, segments = case
+    compiled = shipped.compiled
+    stored = json.loads(event.raw)
+
+    class Recorded:  # what intake holds: the event with its details as a dict
+        type = "purchase"
+        performed_on = event.performed_on
+        classification = event.classification
+        performed_by_unit = event.performed_by_unit
+        details = stored
+
+    intake = priced_purchase_fact(compiled, Recorded(), priced, total, segments, {})
+    assert intake == purchase_fact(compiled, event, segments, {})
+    assert intake == build_fact(compiled, build_facts(None, Recorded(), segments, {}))
