@@ -72,7 +72,9 @@ def http_metrics(app: ASGIApp) -> ASGIApp:
             return
         http = cast("HTTPScope", scope)
         method = http["method"]
-        path = http.get("path_template") or http["path"]
+        # The route's template: a path that matched no route (a 404) is not a label of
+        # its own, or the series would grow with every path anyone tries.
+        path = http.get("path_template") or "<unmatched>"
         started = time.perf_counter()
         status = [500]  # what a handler that never answers is counted as
 

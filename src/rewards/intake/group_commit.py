@@ -69,7 +69,9 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Recorded | WrittenPurchase]
     plan: PurchasePlan | None = None
+    evaluator: Evaluator | None = None  # the ruleset version it was planned (decided) with
     outcome: Recorded | WrittenPurchase | BaseException | None = field(default=None)
+    refused_in_transaction: bool = False  # refused by a write that may not commit
 
 
 def _settle_all(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
@@ -90,7 +92,7 @@ class GroupCommit:
         self.runtime = runtime
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # requests
-        self._planned: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (requests, evaluator)
+        self._planned: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of requests
         self._threads: list[threading.Thread] = []
         self._starting = threading.Lock()
         # What the threads did, for tests that need proof of overlap: requests planned,
@@ -104,6 +106,7 @@ class GroupCommit:
         self._together: tuple[Any, PurchaseBatchWriter] | None = None  # (dialect, writer)
         self._read_connection: Connection | None = None  # the planner's
         self._write_connection: Connection | None = None  # the writer's
+        self._stopped = False
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -125,19 +128,18 @@ class GroupCommit:
         """Write what is queued, then stop the planner and writer threads."""
         with self._starting:
             threads, self._threads = self._threads, []
+        self._stopped = True
         if threads:
-            self._queue.put(_STOP)
+            self._queue.put(_STOP)  # each thread closes its connection when it sees it
             for thread in threads:
                 thread.join(timeout=60)
-        for connection in (self._read_connection, self._write_connection):
-            if connection is not None:
-                connection.close()
-        self._read_connection = self._write_connection = None
 
     # ---- the request side -------------------------------------------------------------
 
     async def record(self, event_type: str, body: EventIn) -> Recorded:
         """Record one event (201) or replay its original (200), as ``record_event`` does."""
+        if self._stopped:  # the app is shutting down: nothing is written (a 500)
+            raise RuntimeError("the intake writer has stopped")
         if not self._threads:
             self.start()
         loop = asyncio.get_running_loop()
@@ -179,15 +181,20 @@ class GroupCommit:
             requests, stop = self._take(self._queue, self.max_batch)
             if requests:
                 evaluator = self.runtime.evaluator  # one ruleset version for the batch
+                for request in requests:
+                    request.evaluator = evaluator
                 try:
                     self._plan(requests, evaluator)
-                except BaseException as error:  # never leave a caller waiting
-                    log.exception("planning an intake batch failed")
+                except Exception:  # e.g. a dropped connection: the full path, one by one
+                    log.exception("planning an intake batch failed; recording it in full")
+                    self._drop_reader()
                     for request in requests:
-                        request.outcome = request.outcome or error
-                self._planned.put((requests, evaluator))
+                        if not isinstance(request.outcome, DomainError):
+                            request.plan, request.outcome = None, None
+                self._planned.put(requests)
                 self.planned_count += len(requests)
             if stop:
+                self._drop_reader()
                 self._planned.put(_STOP)
                 return
 
@@ -220,28 +227,44 @@ class GroupCommit:
 
     def _write_loop(self) -> None:
         while True:
-            batches, stop = self._take(self._planned, self.max_batch)
-            # Every batch planned meanwhile, in one transaction.
-            requests = [request for batch, _ in batches for request in batch]
+            requests, stop = self._take_planned()
             if requests:
                 try:
-                    self._write_batch(requests, batches[-1][1])
+                    self._write_batch(requests)
                 except BaseException as error:  # never leave a caller waiting
                     log.exception("writing an intake batch failed")
                     for request in requests:
                         request.outcome = request.outcome or error
                 self._answer(requests)
             if stop:
+                self._drop_writer()
                 return
 
-    def _write_batch(self, requests: list[_Request], evaluator: Evaluator) -> None:
+    def _take_planned(self) -> tuple[list[_Request], bool]:
+        """The batches planned meanwhile (waiting for the first), up to ``max_batch``
+        requests in all, to write in one transaction; and whether STOP came."""
+        first = self._planned.get()
+        if first is _STOP:
+            return [], True
+        requests: list[_Request] = list(first)
+        while len(requests) < self.max_batch:
+            try:
+                more = self._planned.get_nowait()
+            except queue.Empty:
+                break
+            if more is _STOP:
+                return requests, True
+            requests += more
+        return requests, False
+
+    def _write_batch(self, requests: list[_Request]) -> None:
         todo = [r for r in requests if r.outcome is None]
         if self.database.is_sqlite:
             order = todo
         else:  # one lock order for every batch: two processes' batches do not deadlock
             order = sorted(todo, key=lambda r: r.plan.contact.id if r.plan else "")
-        for request in self._write(order, evaluator, alone=False):
-            self._write([request], evaluator, alone=True)
+        for request in self._write(order, alone=False):
+            self._write([request], alone=True)
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(requests))
 
@@ -258,9 +281,7 @@ class GroupCommit:
             except RuntimeError:  # its event loop is closed: nobody waits any more
                 pass
 
-    def _write(
-        self, requests: list[_Request], evaluator: Evaluator, *, alone: bool
-    ) -> list[_Request]:
+    def _write(self, requests: list[_Request], *, alone: bool) -> list[_Request]:
         """Write ``requests`` in one transaction, a savepoint each; the requests to run
         again alone (a database error; empty when ``alone``)."""
         if not requests:
@@ -269,61 +290,84 @@ class GroupCommit:
         written: list[_Request] = []
         try:
             connection = self._writer()
-            with connection.begin():
+            transaction = connection.begin()
+            try:
                 cursor = driver_cursor(connection)
                 single = requests
-                windows = self.runtime.rulesets.award_windows("purchase")
                 if not alone:
                     done = self._write_together(connection, cursor, requests)
                     written += done
                     single = [r for r in requests if r not in done]
                 for request in single:
                     try:
-                        outcome: Recorded | WrittenPurchase | None = None
-                        # A purchase of the fast path in one pipeline on PostgreSQL (its
-                        # end waits for every statement, so an error is its own), unless
-                        # max_awards windows are counted again (SQLAlchemy statements).
-                        with (
-                            pipelined(connection) if request.plan and not windows else nullcontext()
-                        ):
-                            cursor.execute("SAVEPOINT intake")
-                            if request.plan is not None:
-                                outcome = request.context.run(
-                                    write_purchase, connection, self.runtime, evaluator,
-                                    request.plan,
-                                )  # fmt: skip
-                        if outcome is None:  # the full path, or the answer to a replay
-                            outcome = request.context.run(self._record, connection, request)
-                        cursor.execute("RELEASE SAVEPOINT intake")
-                        request.outcome = outcome
+                        request.outcome = self._write_alone(connection, cursor, request)
                         written.append(request)
                     except DomainError as error:
                         self._undo(cursor)
-                        request.outcome = error
+                        request.outcome, request.refused_in_transaction = error, True
                     except Exception as error:
                         self._undo(cursor)
                         if alone:
                             request.outcome = error
                         else:
                             again.append(request)
-            if len(self._catalogue) > 100_000:
-                self._catalogue.clear()
-            for request in written:
-                if request.plan is not None:
-                    self._catalogue.update(request.plan.new_skus)
-        except Exception as error:  # the transaction itself failed: nothing was written
+            except BaseException:
+                transaction.rollback()
+                raise
+        except Exception as error:  # the transaction failed before its commit: nothing kept
             self._drop_writer()
-            # Every request but those refused (their refusal stands: they wrote nothing).
-            unanswered = [r for r in requests if not isinstance(r.outcome, DomainError)]
+            # Every request but those the planner refused: a refusal made inside the
+            # transaction may rest on writes that were rolled back.
+            redo = [
+                r
+                for r in requests
+                if not isinstance(r.outcome, DomainError) or r.refused_in_transaction
+            ]
             if alone:
-                for request in unanswered:
+                for request in redo:
                     request.outcome = error
                 return []
             log.warning("intake batch of %d rolled back (%s); writing alone", len(requests), error)
-            for request in unanswered:
-                request.outcome = None
-            return unanswered
+            for request in redo:
+                request.outcome, request.refused_in_transaction = None, False
+            return redo
+        try:
+            transaction.commit()
+        except Exception as error:
+            # Never retried: a commit that failed on the way back may have been applied
+            # (a request without an external reference would then be recorded twice).
+            self._drop_writer()
+            log.exception("intake commit failed")
+            for request in written:
+                request.outcome = error
+            return []
+        if len(self._catalogue) > 100_000:
+            self._catalogue.clear()
+        for request in written:
+            if request.plan is not None:
+                self._catalogue.update(request.plan.new_skus)
         return again
+
+    def _write_alone(
+        self, connection: Connection, cursor: Any, request: _Request
+    ) -> Recorded | WrittenPurchase:
+        """One request in a savepoint of its own (released on success)."""
+        assert request.evaluator is not None  # set by the planner
+        windows = request.evaluator.rulesets.award_windows("purchase")
+        outcome: Recorded | WrittenPurchase | None = None
+        # A purchase of the fast path in one pipeline on PostgreSQL (its end waits for
+        # every statement, so an error is its own), unless max_awards windows are
+        # counted again (SQLAlchemy statements).
+        with pipelined(connection) if request.plan and not windows else nullcontext():
+            cursor.execute("SAVEPOINT intake")
+            if request.plan is not None:
+                outcome = request.context.run(
+                    write_purchase, connection, self.runtime, request.evaluator, request.plan
+                )
+        if outcome is None:  # the full path, or the answer to a replay
+            outcome = request.context.run(self._record, connection, request)
+        cursor.execute("RELEASE SAVEPOINT intake")
+        return outcome
 
     def _write_together(
         self, connection: Connection, cursor: Any, requests: list[_Request]
@@ -331,7 +375,9 @@ class GroupCommit:
         """The batch's fast-path purchases in bulk (``PurchaseBatchWriter``), in one
         savepoint; those written. When anything fails, none is: each is written alone."""
         together = [r for r in requests if r.plan is not None]
-        if len(together) < 2 or self.runtime.rulesets.award_windows("purchase"):
+        if len(together) < 2 or any(
+            r.evaluator is None or r.evaluator.rulesets.award_windows("purchase") for r in together
+        ):
             return []  # one purchase, or max_awards windows to count again: one by one
         if self._together is None or self._together[0] is not connection.dialect:
             self._together = (connection.dialect, PurchaseBatchWriter(connection.dialect))
@@ -375,6 +421,14 @@ class GroupCommit:
         except Exception:  # a broken connection: the next batch opens another
             log.warning("intake reader connection dropped", exc_info=True)
             reader.invalidate()
+            self._read_connection = None
+
+    def _drop_reader(self) -> None:
+        if self._read_connection is not None:
+            try:
+                self._read_connection.close()
+            except Exception:
+                log.warning("intake reader connection dropped", exc_info=True)
             self._read_connection = None
 
     def _writer(self) -> Connection:

@@ -175,7 +175,7 @@ def write_purchase(
     rows.insert_lines(connection, event.id, plan.lines)
     rows.add_to_catalogue(connection, plan.new_skus, plan.classification)
     decisions = plan.decisions
-    if plan.fact is not None and runtime.rulesets.award_windows(event.type):
+    if plan.fact is not None and evaluator.rulesets.award_windows(event.type):
         # Awards of this contact committed since the plan count against the windows.
         counts = awards_in_window(connection, runtime, event)
         if counts != plan.counts:
@@ -229,7 +229,8 @@ class PurchaseBatchWriter:
         for plan in kept:
             if plan.classification is not None:
                 rows.add_to_catalogue(connection, [], plan.classification)
-        held = held_by(connection, [plan.contact.wallet_id for plan in kept], now)
+        # Open reservations at the service's clock, as the one-by-one path reads them.
+        held = held_by(connection, [plan.contact.wallet_id for plan in kept], runtime.now())
         reserved = {plan.contact.id: held.get(plan.contact.wallet_id, 0) for plan in kept}
         made = self.money.write(
             connection,

@@ -35,11 +35,22 @@ def slot_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def refuse_if_taken(host: str, port: int) -> None:
+    """``SO_REUSEPORT`` would let a second server on the same port share the traffic
+    silently: bind once without it first, so a taken port fails as "address in use"."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
 class SpreadWorkers(Multiprocess):
     """uvicorn's supervisor (signals, health checks, restarts), each worker on the
     socket of its own slot instead of one shared socket."""
 
     def __init__(self, config: Config, host: str, port: int) -> None:
+        refuse_if_taken(host, port)
+        self.host, self.port = host, port
         self.slots = [slot_socket(host, port) for _ in range(config.workers)]
         super().__init__(config, sockets=self.slots)
 
@@ -81,6 +92,23 @@ class SpreadWorkers(Multiprocess):
                 return
             logger.info(f"Worker [{process.pid}] exited; starting its replacement")
             self.processes[slot] = self._start(slot)
+
+    def handle_ttin(self) -> None:
+        """SIGTTIN: one more worker, on a slot socket of its own."""
+        self.processes_num += 1
+        self.slots.append(slot_socket(self.host, self.port))
+        self.processes.append(self._start(len(self.slots) - 1))
+
+    def handle_ttou(self) -> None:
+        """SIGTTOU: one worker fewer, its slot socket closed (else the kernel would keep
+        giving it connections nobody accepts)."""
+        if self.processes_num <= 1:
+            return
+        self.processes_num -= 1
+        process = self.processes.pop()
+        self.slots.pop().close()
+        process.terminate()
+        process.join()
 
     def run(self) -> None:
         try:
