@@ -151,19 +151,16 @@ def purchase_fact(
         details = _PURCHASE.decode(event.raw)
     except msgspec.ValidationError:
         return None
-    medium = details.payment_medium
+    medium = details.payment_medium or _Medium()
     total = details.total_amount
-    return compiler.purchase_fact(
+    return _purchase_fact(
         compiled,
-        performed_on=event.performed_on,
-        classification=event.classification,
-        unit=event.performed_by_unit,
-        segments=segments,
-        awards_in_window=counts,
-        lines=[{"s": line.sku, "a": _cents(line.total_amount)} for line in details.products],
-        total_cents=None if total is msgspec.UNSET else _cents(total),
-        payment_brand=None if medium is None else medium.brand,
-        payment_type=None if medium is None else medium.type,
+        event,
+        [{"s": line.sku, "a": _cents(line.total_amount)} for line in details.products],
+        None if total is msgspec.UNSET else _cents(total),
+        (medium.brand, medium.type),
+        segments,
+        counts,
     )
 
 
@@ -180,6 +177,23 @@ def priced_purchase_fact(
     from the stored JSON (``purchase_fact``), and the same fact as
     ``compiler.build_fact(build_facts(...))``."""
     medium = event.details.get("payment_medium") or {}
+    brand_and_type = (medium.get("brand"), medium.get("type"))
+    facts_lines = [{"s": sku, "a": cents} for sku, cents in lines]
+    return _purchase_fact(
+        compiled, event, facts_lines, total_cents, brand_and_type, segments, counts
+    )
+
+
+def _purchase_fact(
+    compiled: CompiledRulesets,
+    event: _EventColumns,
+    lines: list[dict[str, Any]],  # the fact's own {"s": SKU, "a": cents}
+    total_cents: int | None,
+    brand_and_type: tuple[Any, Any],
+    segments: list[str],
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """``compiler.purchase_fact``: the one function both callers above end in."""
     return compiler.purchase_fact(
         compiled,
         performed_on=event.performed_on,
@@ -187,8 +201,8 @@ def priced_purchase_fact(
         unit=event.performed_by_unit,
         segments=segments,
         awards_in_window=counts,
-        lines=[{"s": sku, "a": cents} for sku, cents in lines],
+        lines=lines,
         total_cents=total_cents,
-        payment_brand=medium.get("brand"),
-        payment_type=medium.get("type"),
+        payment_brand=brand_and_type[0],
+        payment_type=brand_and_type[1],
     )
