@@ -32,6 +32,40 @@ class InvalidJson(DomainError):
     title = "Request body is not valid JSON"
 
 
+MAX_DEPTH = 32  # objects and arrays inside one another; the deepest body needs 5
+# C0 controls but tab, line feed and carriage return, and DEL: no field of this API
+# means them, and PostgreSQL cannot store NUL in text at all.
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_shape(instance: Any) -> None:
+    """A decoded body nests at most ``MAX_DEPTH`` levels (400) and no string in it,
+    key or value, holds a control character (422 at its path)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(instance, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if CONTROL_CHARACTERS.search(value):
+                raise ValidationFailed.at(pointer(path), "control characters are not allowed")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if len(path) >= MAX_DEPTH:
+            raise InvalidJson(
+                f"The body nests deeper than {MAX_DEPTH} levels.",
+                errors=[FieldError(path=pointer(path), message="nested too deeply")],
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if CONTROL_CHARACTERS.search(key):
+                    raise ValidationFailed.at(
+                        pointer((*path, key)), "control characters are not allowed"
+                    )
+                stack.append((item, (*path, key)))
+        else:
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+
+
 def pointer(parts: Any) -> str:
     return "".join(f"/{str(p).replace('~', '~0').replace('/', '~1')}" for p in parts)
 
@@ -96,6 +130,9 @@ class SchemaRegistry:
             instance = _untyped.decode(raw) if raw else None
         except msgspec.DecodeError as exc:
             raise InvalidJson(str(exc)) from None
+        except RecursionError:  # the decoder's own limit, far deeper than MAX_DEPTH
+            raise InvalidJson(f"The body nests deeper than {MAX_DEPTH} levels.") from None
+        check_shape(instance)
         return self.convert(name, instance, struct)
 
     def convert(self, name: str, instance: Any, struct: type[T]) -> T:

@@ -19,6 +19,7 @@ from rewards.errors import (
     http_problem,
     refusal,
 )
+from rewards.schemas import CONTROL_CHARACTERS
 
 log = logging.getLogger("rewards.api")
 
@@ -109,6 +110,7 @@ async def allow_header_for_every_method(message: Any, scope: Any) -> None:
 
 
 InvalidParameter = refusal("invalid_parameters", "Invalid request parameters", 400)
+NoSuchPath = refusal("not_found", "Not Found", 404)
 
 
 def _declared_query_parameters(app: Any) -> dict[tuple[str, str], frozenset[str]]:
@@ -130,7 +132,15 @@ def _declared_query_parameters(app: Any) -> dict[tuple[str, str], frozenset[str]
 async def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
     """``before_request`` hook: a query parameter the operation does not declare, or one
     given twice (no parameter of this API is a list), is a 400 instead of being ignored.
-    Async: Litestar runs a sync hook on a worker thread, a thread hop per request."""
+    Async: Litestar runs a sync hook on a worker thread, a thread hop per request.
+    A control character in a query value is a 400 as well, in the path a 404 (no id of
+    this API holds one, so there is no such resource; PostgreSQL cannot even compare NUL
+    in text)."""
+    if CONTROL_CHARACTERS.search(request.scope["path"]):
+        raise NoSuchPath(
+            "No resource has control characters in its path.",
+            errors=[FieldError(path="path", message="control characters are not allowed")],
+        )
     if not request.query_params:
         return
     known = _declared_query_parameters(request.app).get(
@@ -146,4 +156,9 @@ async def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> No
             raise InvalidParameter(
                 f"Query parameter {name!r} given {len(values)} times.",
                 errors=[FieldError(path=name, message="given more than once")],
+            )
+        if any(CONTROL_CHARACTERS.search(value) for value in values):
+            raise InvalidParameter(
+                f"Control characters in query parameter {name!r}.",
+                errors=[FieldError(path=name, message="control characters are not allowed")],
             )
