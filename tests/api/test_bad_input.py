@@ -74,3 +74,38 @@ def test_control_characters_in_paths_are_a_404_and_in_queries_a_400(client: Clie
         response = client.get(url)
         assert response.status_code == status, (url, response.text)
         assert response.json()["errors"][0]["message"] == "control characters are not allowed"
+
+
+def test_business_timestamps_outside_the_calendar_range_are_refused(
+    client: Client, new_contact: Any
+) -> None:
+    """Issue 16, defects 2 and 3: years before 2000 are refused at the field (the
+    schemas' patterns and the server agree), and timestamps that leave the calendar in
+    UTC are a 4xx wherever they are accepted, never a 500."""
+    wallet = new_contact()["wallet"]["code"]
+    for performed_on in (
+        "0001-01-01T00:00:00+23:59",
+        "0001-01-01T00:00:00Z",
+        "1999-12-31T23:59:59Z",
+        "2000-01-01T00:30:00+01:00",  # 1999-12-31T23:30Z: the schema lets it through
+    ):
+        answer = client.post(
+            "/v1/events/purchases", json=purchase_body(wallet, performed_on=performed_on)
+        )
+        assert answer.status_code == 422, (performed_on, answer.text)
+        assert answer.json()["errors"][0]["path"] == "/performed_on"
+    accepted = client.post(
+        "/v1/events/purchases", json=purchase_body(wallet, performed_on="2000-01-01T00:00:00Z")
+    )
+    assert accepted.status_code == 201, accepted.text
+    for url in (
+        "/v1/events?performed_from=0001-01-01T00:00:00%2B23:59",
+        "/v1/events?performed_to=9999-12-31T23:59:59-23:59",
+        "/v1/analytics/summary?from=0001-01-01T00:00:00%2B23:59",
+        "/v1/analytics/summary?to=9999-12-31T23:59:59-23:59",
+    ):
+        response = client.get(url)
+        assert response.status_code == 400, (url, response.text)
+    run = client.post("/v1/evaluation-runs", json={"as_of": "9999-12-31T23:59:59-10:00"})
+    assert run.status_code == 422, run.text
+    assert run.json()["errors"][0]["path"] == "/as_of"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from litestar import Litestar
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from rewards import runs
 from rewards.db.run_tables import EvaluatedEvent, EvaluationRun
@@ -589,3 +589,23 @@ def test_get_run_reports_progress_and_offers(world: World) -> None:
     assert seen.offers == [
         runs.RunOfferOut(offer_id="five-star-service", awards=1, total_awarded=Decimal("5.00"))
     ]
+
+
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+@pytest.mark.parametrize("rulesets_dir", [SHIPPED], indirect=False)
+def test_an_event_stored_in_year_1_does_not_stop_runs(world: World) -> None:
+    """Intake refuses such dates now (issue 16, defect 3); older data may hold one, and
+    the period arithmetic of the aggregates met the calendar's start (OverflowError)."""
+    contact = world.contact(["gold"])
+    old = world.purchase(contact, T0, "store-001")
+    world.purchase(contact, T0 + timedelta(days=1), "store-001")
+    with world.database.transaction() as session:
+        session.execute(
+            update(Event)
+            .where(Event.id == old.id)  # type: ignore[arg-type]
+            .values(performed_on=datetime(1, 1, 1, tzinfo=UTC))
+        )
+    run = world.run()
+    assert run.status == "finished", run.error
+    assert run.events_total >= 2
+    assert world.run().status == "finished"  # and the next one too

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import cast
 
@@ -32,6 +32,7 @@ from rewards.errors import (
     FieldError,
     IdempotencyConflict,
     PerformedInFuture,
+    ValidationFailed,
     refusal,
 )
 from rewards.intake import rows
@@ -59,6 +60,10 @@ from rewards.wire import (
 )
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# The earliest business timestamp an event may carry (the schemas' patterns allow years
+# 2000-2999): older dates are typing errors, and the calendar arithmetic of runs must
+# never meet year 1 (docs/decisions.md).
+EARLIEST_BUSINESS_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 InvalidParameter = refusal("invalid_parameters", "Invalid request parameters", 400)
 _encoder = msgspec.json.Encoder(decimal_format="string")
 _EVENT_TABLE = table_of(Event)
@@ -105,11 +110,14 @@ def _find_external(session: Session, system: str, reference: str) -> Event | Non
 
 
 def check_not_future(body: EventIn, now: datetime) -> None:
+    """A business timestamp lies between ``EARLIEST_BUSINESS_TIME`` and 5 minutes from now."""
     if body.performed_on > now + FUTURE_TOLERANCE:
         raise PerformedInFuture(
             "performed_on is more than 5 minutes in the future.",
             errors=[FieldError(path="/performed_on", message="more than 5 minutes in the future")],
         )
+    if body.performed_on < EARLIEST_BUSINESS_TIME:
+        raise ValidationFailed.at("/performed_on", "before 2000-01-01T00:00:00Z")
 
 
 def new_event(
@@ -254,7 +262,13 @@ def parse_timestamp(name: str, value: str | None) -> datetime | None:
             f"{name}: not an RFC 3339 timestamp with zone",
             errors=[FieldError(path=name, message="not an RFC 3339 timestamp with zone")],
         )
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset that leaves the calendar
+        raise InvalidParameter(
+            f"{name}: outside the calendar in UTC",
+            errors=[FieldError(path=name, message="outside the calendar in UTC")],
+        ) from None
 
 
 def list_events(

@@ -41,7 +41,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -168,6 +168,15 @@ def period_start(period: str, key: int, zone: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=zone)
 
 
+def _shifted(moment: datetime, days: int) -> datetime:
+    """``moment`` moved by whole days, held at the calendar's ends: a stored event of year
+    1 (older data; intake refuses such dates now) must not stop every run."""
+    try:
+        return moment + timedelta(days=days)
+    except OverflowError:
+        return (datetime.min if days < 0 else datetime.max).replace(tzinfo=UTC)
+
+
 def period_end(period: str, key: int, zone: ZoneInfo) -> datetime:
     """First instant after a period (business time zone)."""
     start = period_start(period, key, zone)
@@ -177,8 +186,10 @@ def period_end(period: str, key: int, zone: ZoneInfo) -> datetime:
         day = start.date() + timedelta(days=7)
     elif period == "month":
         day = date(start.year + start.month // 12, start.month % 12 + 1, 1)
-    else:
+    elif start.year < 9999:
         day = date(start.year + 1, 1, 1)
+    else:  # the calendar's last year: it ends with the calendar
+        return datetime.max.replace(tzinfo=UTC)
     return datetime(day.year, day.month, day.day, tzinfo=zone)
 
 
@@ -493,8 +504,8 @@ def _contributions(
     for offer in offers:
         columns.append(case((and_(true(), *contribution_filter(offer, rulesets)), 1), else_=0))
     tests = [
-        e.c.performed_on >= period_start(piece.period, piece.key, zone) - timedelta(days=1),
-        e.c.performed_on < period_end(piece.period, piece.key, zone) + timedelta(days=1),
+        e.c.performed_on >= _shifted(period_start(piece.period, piece.key, zone), -1),
+        e.c.performed_on < _shifted(period_end(piece.period, piece.key, zone), 1),
         e.c.state == "posted",
         *key_between(piece.period, piece.key, piece.key),
     ]
