@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             ContactsController,
             WalletsController,
-            events_router(),
+            events_router(settings.bulk_max_body_bytes),
             EstimatesController,
             list_offers,
             get_rulesets,

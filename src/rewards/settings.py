@@ -45,6 +45,9 @@ class Settings:
     rulesets_dir: Path = _REPO_RULESETS
     api_keys: Mapping[str, str] = field(default_factory=dict)  # key -> role
     max_body_bytes: int = 64 * 1024
+    # POST /v1/events/bulk: 1,000 realistic purchases (5 lines, a payment medium, an
+    # external reference) take about 700 KB; the limit leaves room for longer ones.
+    bulk_max_body_bytes: int = 2 * 1024 * 1024
     otp_ttl_seconds: int = 300
     auto_migrate: bool = True  # upgrade the database schema at start-up
     evaluation_interval_seconds: int = 0  # >0: scheduled evaluation runs inside serve
@@ -63,6 +66,9 @@ class Settings:
             rulesets_dir=Path(env.get("REWARDS_RULESETS_DIR") or defaults.rulesets_dir),
             api_keys=parse_api_keys(env.get("REWARDS_API_KEYS", "")),
             otp_ttl_seconds=int(env.get("REWARDS_OTP_TTL_SECONDS") or defaults.otp_ttl_seconds),
+            bulk_max_body_bytes=int(
+                env.get("REWARDS_BULK_MAX_BODY_BYTES") or defaults.bulk_max_body_bytes
+            ),
             auto_migrate=(env.get("REWARDS_AUTO_MIGRATE", "1") != "0"),
             evaluation_interval_seconds=int(env.get("REWARDS_EVALUATION_INTERVAL") or 0),
             sql_echo=(env.get("REWARDS_SQL_ECHO", "0") == "1"),

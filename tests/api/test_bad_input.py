@@ -5,6 +5,7 @@ query values."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -109,3 +110,46 @@ def test_business_timestamps_outside_the_calendar_range_are_refused(
     run = client.post("/v1/evaluation-runs", json={"as_of": "9999-12-31T23:59:59-10:00"})
     assert run.status_code == 422, run.text
     assert run.json()["errors"][0]["path"] == "/as_of"
+
+
+def test_bulk_carries_its_1000_events_and_other_bodies_keep_64_kb(client: Client) -> None:
+    """Issue 16, defect 6: the bulk endpoint has its own body limit (2 MB), sized for
+    1,000 realistic purchases; every other body keeps the general 64 KB."""
+    item = {
+        "type": "purchase",
+        "event": purchase_body(
+            "NO-SUCH-WALLET",  # refused cheaply, item by item: the size is what counts
+            external_system="pos",
+            payment_medium={"brand": "visa", "type": "credit"},
+            products=[
+                {"sku": f"SKU-{i}", "quantity": 1, "net_amount": "10.00", "vat_amount": "1.90"}
+                for i in range(5)
+            ],
+        ),
+    }
+    items = [
+        item | {"event": item["event"] | {"external_reference": f"B-{i}"}} for i in range(1000)
+    ]
+    body = json.dumps(items)
+    assert 500_000 < len(body) < 2 * 1024 * 1024
+    answer = client.post(
+        "/v1/events/bulk", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 200, answer.text[:300]
+    results = answer.json()["items"]
+    assert len(results) == 1000
+    assert {r["problem"]["code"] for r in results} == {"contact_not_found"}
+    too_big = client.post(
+        "/v1/events/bulk",
+        content=json.dumps(items * 3),
+        headers={"Content-Type": "application/json"},
+    )
+    assert too_big.status_code == 413
+    contact = client.post(
+        "/v1/contacts",
+        content=json.dumps({"name": "x" * 70_000}),
+        headers={"Content-Type": "application/json"},
+    )
+    assert contact.status_code == 413
+    documented = client.get("/schema/openapi.json").json()["paths"]["/v1/events/bulk"]["post"]
+    assert "2,097,152 bytes" in documented["description"] and "429" in documented["description"]

@@ -167,29 +167,39 @@ def return_products(
     return returns.return_products(session, runtime, event_id, payload)
 
 
-@post(
-    "/bulk",
-    operation_id="create_events_bulk",
-    summary="Up to 1,000 events, each validated and recorded on its own",
-    status_code=200,
-    dependencies={"payload": Provide(body_provider("bulk", list[BulkItemIn]))},
-    opt=request_schema("bulk"),
-    responses=BODY,
-    sync_to_thread=True,
-    tags=["events"],
-)
-def bulk(
-    payload: NamedDependency[SkipValidation[list[BulkItemIn]]],
-    session: SessionDep,
-    runtime: RuntimeDep,
-) -> BulkOut:
-    return events.record_bulk(session, runtime, payload)
+def _bulk_handler(max_body_bytes: int) -> HTTPRouteHandler:
+    def bulk(
+        payload: NamedDependency[SkipValidation[list[BulkItemIn]]],
+        session: SessionDep,
+        runtime: RuntimeDep,
+    ) -> BulkOut:
+        return events.record_bulk(session, runtime, payload)
+
+    return post(
+        "/bulk",
+        operation_id="create_events_bulk",
+        summary="Up to 1,000 events, each validated and recorded on its own",
+        description=(
+            f"Body: `schemas/bulk.json`, at most {max_body_bytes:,} bytes (other bodies: "
+            "the service's general limit); larger is a 413. Each item's `status` is 201 "
+            "(recorded), 200 (an idempotent replay), or the status of its `problem`: 400, "
+            "404, 409, 422 or 429 (too many one-time-password attempts)."
+        ),
+        status_code=200,
+        dependencies={"payload": Provide(body_provider("bulk", list[BulkItemIn]))},
+        opt=request_schema("bulk"),
+        responses=BODY,
+        request_max_body_size=max_body_bytes,
+        sync_to_thread=True,
+        tags=["events"],
+    )(bulk)
 
 
-def events_router() -> Router:
+def events_router(bulk_max_body_bytes: int) -> Router:
     handlers = [
         _create_handler(segment, event_type) for segment, event_type in CREATE_PATHS.items()
     ]
+    bulk = _bulk_handler(bulk_max_body_bytes)
     return Router(
         path="/events",
         route_handlers=[*handlers, bulk, list_events, read_event, cancel_event, return_products],
