@@ -22,7 +22,7 @@ from rewards.db.tables import (
     Spend,
     StatementPeriod,
 )
-from rewards.db.types import table_of, unsaved_row
+from rewards.db.types import unsaved_row
 from rewards.domain.details import EventDetails
 from rewards.domain.money import from_cents
 from rewards.errors import (
@@ -66,7 +66,6 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 EARLIEST_BUSINESS_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 InvalidParameter = refusal("invalid_parameters", "Invalid request parameters", 400)
 _encoder = msgspec.json.Encoder(decimal_format="string")
-_EVENT_TABLE = table_of(Event)
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def _find_external(session: Session, system: str, reference: str) -> Event | Non
     ).first()
 
 
-def check_not_future(body: EventIn, now: datetime) -> None:
+def check_business_time(body: EventIn, now: datetime) -> None:
     """A business timestamp lies between ``EARLIEST_BUSINESS_TIME`` and 5 minutes from now."""
     if body.performed_on > now + FUTURE_TOLERANCE:
         raise PerformedInFuture(
@@ -178,7 +177,7 @@ def record_event(session: Session, runtime: Runtime, event_type: str, body: Even
     ):
         return _replay(session, runtime, existing, digest)
     now = runtime.now()
-    check_not_future(body, now)
+    check_business_time(body, now)
     draft = PREPARE[event_type](session, runtime, body)
     event = new_event(
         runtime, event_type, body, digest, draft.contact.id, draft.amount_cents, draft.details, now

@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -160,13 +161,16 @@ class GroupCommit:
     # ---- the planner thread: requests in, decided batches out ------------------------
 
     @staticmethod
-    def _take(source: queue.SimpleQueue[Any], limit: int) -> tuple[list[Any], bool]:
-        """What ``source`` holds now (waiting for the first), and whether STOP came."""
+    def _take(
+        source: queue.SimpleQueue[Any], limit: int, size: Callable[[Any], int]
+    ) -> tuple[list[Any], bool]:
+        """What ``source`` holds now (waiting for the first), items of ``size`` up to
+        ``limit`` in all; and whether STOP came."""
         first = source.get()
         if first is _STOP:
             return [], True
-        items = [first]
-        while len(items) < limit:
+        items, total = [first], size(first)
+        while total < limit:
             try:
                 item = source.get_nowait()
             except queue.Empty:
@@ -174,11 +178,12 @@ class GroupCommit:
             if item is _STOP:
                 return items, True
             items.append(item)
+            total += size(item)
         return items, False
 
     def _plan_loop(self) -> None:
         while True:
-            requests, stop = self._take(self._queue, self.max_batch)
+            requests, stop = self._take(self._queue, self.max_batch, lambda _: 1)
             if requests:
                 evaluator = self.runtime.evaluator  # one ruleset version for the batch
                 for request in requests:
@@ -227,7 +232,9 @@ class GroupCommit:
 
     def _write_loop(self) -> None:
         while True:
-            requests, stop = self._take_planned()
+            # The batches planned meanwhile, up to max_batch requests: one transaction.
+            batches, stop = self._take(self._planned, self.max_batch, len)
+            requests = [request for batch in batches for request in batch]
             if requests:
                 try:
                     self._write_batch(requests)
@@ -239,23 +246,6 @@ class GroupCommit:
             if stop:
                 self._drop_writer()
                 return
-
-    def _take_planned(self) -> tuple[list[_Request], bool]:
-        """The batches planned meanwhile (waiting for the first), up to ``max_batch``
-        requests in all, to write in one transaction; and whether STOP came."""
-        first = self._planned.get()
-        if first is _STOP:
-            return [], True
-        requests: list[_Request] = list(first)
-        while len(requests) < self.max_batch:
-            try:
-                more = self._planned.get_nowait()
-            except queue.Empty:
-                break
-            if more is _STOP:
-                return requests, True
-            requests += more
-        return requests, False
 
     def _write_batch(self, requests: list[_Request]) -> None:
         todo = [r for r in requests if r.outcome is None]

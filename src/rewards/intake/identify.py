@@ -186,7 +186,3 @@ def contact_of(
     if contact is None:
         raise not_found(kind, value, path)
     return contact
-
-
-def is_otp(identifier: ContactIdentifier) -> bool:
-    return identifier.otp is not None

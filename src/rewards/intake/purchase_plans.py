@@ -32,7 +32,7 @@ from rewards.domain.purchase import PricedLine
 from rewards.engine import Evaluator
 from rewards.errors import DomainError
 from rewards.intake import rows
-from rewards.intake.events import check_not_future, new_event, request_hash
+from rewards.intake.events import check_business_time, new_event, request_hash
 from rewards.intake.identify import ContactRow, contact_of, find_contacts
 from rewards.intake.purchases import new_classification, purchase_details
 from rewards.money.awards import MadeAward, write_awards
@@ -122,7 +122,7 @@ def _plan(
     catalogue: Container[str],
 ) -> PurchasePlan:
     now = runtime.now()
-    check_not_future(body, now)
+    check_business_time(body, now)
     priced, details = purchase_details(runtime, body)
     assert body.contact is not None  # _takes
     contact = contact_of(contacts, body.contact, "/contact")
@@ -192,17 +192,12 @@ def write_purchase(
     return WrittenPurchase(event=event, awards=awards, spends=spends, wallet=wallet, now=now)
 
 
-_LINE_COLUMNS = (
-    "event_id", "line_no", "sku", "quantity_milli", "net_cents", "vat_cents", "total_cents",
-)  # fmt: skip
-
-
 class PurchaseBatchWriter:
     """Many planned purchases written at once (``write``): a statement per table for
     the whole batch instead of a dozen per purchase. Built once per intake writer."""
 
     def __init__(self, dialect: Any) -> None:
-        self.lines = BulkInsert(dialect, table_of(EventLine), _LINE_COLUMNS)
+        self.lines = BulkInsert(dialect, table_of(EventLine), rows.LINE_COLUMNS)
         self.money = BatchPurchaseAwards(dialect)
 
     def write(

@@ -20,14 +20,13 @@ from rewards.db.types import table_of, utcnow
 from rewards.domain.purchase import PricedLine
 
 _EVENT_COLUMNS = tuple(c.name for c in table_of(Event).columns if c.name != "number")
-_LINE_COLUMNS = (
+LINE_COLUMNS = (
     "event_id", "line_no", "sku", "quantity_milli", "net_cents", "vat_cents", "total_cents",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class _Statements:
-    insert_event: DriverStatement  # ON CONFLICT (external reference) DO NOTHING RETURNING number
     insert_sku: DriverStatement  # ON CONFLICT DO NOTHING
     insert_classification: DriverStatement  # ON CONFLICT DO NOTHING
 
@@ -35,16 +34,8 @@ class _Statements:
 @cache
 def _statements(dialect: Dialect) -> _Statements:
     on = postgresql if dialect.name == "postgresql" else sqlite
-    events = table_of(Event)
     now = {"created_at": bindparam("created_at", type_=table_of(Sku).c.created_at.type)}
     return _Statements(
-        insert_event=DriverStatement(
-            on.insert(events)
-            .on_conflict_do_nothing(index_elements=["external_system", "external_reference"])
-            .returning(events.c.number),
-            dialect,
-            columns=_EVENT_COLUMNS,
-        ),
         insert_sku=DriverStatement(
             on.insert(table_of(Sku)).values(code=bindparam("code"), **now).on_conflict_do_nothing(),
             dialect,
@@ -62,13 +53,7 @@ def insert_event(connection: Connection, event: Event) -> bool:
     """INSERT the event row and set its ``number``; False when the unique (external_system,
     external_reference) already holds a row: a concurrent twin committed first (or was
     written earlier in the same transaction; PostgreSQL waits for an uncommitted one)."""
-    row: dict[str, Any] = {name: getattr(event, name) for name in _EVENT_COLUMNS}
-    found = _statements(connection.dialect).insert_event.run(driver_cursor(connection), row)
-    number = found.fetchone()
-    if number is None:
-        return False
-    event.number = number[0]
-    return True
+    return event.id in insert_events(connection, [event])
 
 
 @cache
@@ -76,7 +61,7 @@ def _insert_lines(dialect: Dialect, count: int) -> DriverStatement:
     """``count`` lines in one multi-row INSERT (``executemany`` is one statement per row
     on PostgreSQL), compiled once per dialect and count."""
     rows: list[dict[str, Any]] = [
-        {name: bindparam(f"{name}_{i}") for name in _LINE_COLUMNS} for i in range(count)
+        {name: bindparam(f"{name}_{i}") for name in LINE_COLUMNS} for i in range(count)
     ]
     return DriverStatement(insert(table_of(EventLine)).values(rows), dialect)
 
