@@ -33,7 +33,7 @@ from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
 from rewards.intake.group_commit import GroupCommit
 from rewards.runs import scheduler
-from rewards.runtime import watcher
+from rewards.runtime import private_logs, watcher
 from rewards.runtime.context import Runtime
 from rewards.schemas import shared_registry
 from rewards.settings import Settings
@@ -51,6 +51,7 @@ class MetricsController(PrometheusController):
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app. ``settings`` default to the environment (``REWARDS_*``)."""
     settings = settings or Settings.from_env()
+    private_logs.install()
     database = Database(settings.database_url, echo=settings.sql_echo)
     runtime = Runtime(
         settings=settings,

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from rewards.commands import backtest, evaluate, rulesets, simulate
+from rewards.runtime import private_logs
 from rewards.settings import Settings, format_api_keys, generate_api_keys
 
 
@@ -85,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    private_logs.install()
     result: int = args.run(args)
     return result
 

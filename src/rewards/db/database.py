@@ -107,7 +107,14 @@ def _sqlite_engine(url: str, *, gate: WriterGate | None, echo: bool) -> Engine:
     }
     if gate is not None:
         connect_args["factory"] = _gated_connection_class(gate)
-    engine = create_engine(url, echo=echo, connect_args=connect_args, pool_size=20, max_overflow=20)
+    engine = create_engine(
+        url,
+        echo=echo,
+        hide_parameters=True,  # a failing statement's values may be personal data
+        connect_args=connect_args,
+        pool_size=20,
+        max_overflow=20,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -168,7 +175,12 @@ class Database:
             self.read_engine = _sqlite_engine(url, gate=None, echo=echo)
         else:
             self.write_engine = create_engine(
-                url, echo=echo, pool_size=20, max_overflow=20, pool_pre_ping=True
+                url,
+                echo=echo,
+                hide_parameters=True,  # a failing statement's values may be personal data
+                pool_size=20,
+                max_overflow=20,
+                pool_pre_ping=True,
             )
             self.read_engine = self.write_engine
         self._writer = sessionmaker(self.write_engine, class_=Session, expire_on_commit=False)

@@ -34,6 +34,7 @@ from rewards.runs.deciding import fewer_collections
 from rewards.runs.records import HEX_DIGITS, pending_events_filter
 from rewards.runs.writing import Worker
 from rewards.runtime.context import Runtime
+from rewards.runtime.private_logs import describe
 
 log = logging.getLogger("rewards.runs")
 
@@ -212,7 +213,7 @@ def execute_run(
         _fail(database, run_id, "interrupted: the process was stopping", runtime.now())
     except BaseException as error:
         log.exception("evaluation run %s failed", run_id)
-        _fail(database, run_id, f"{type(error).__name__}: {error}", runtime.now())
+        _fail(database, run_id, describe(error), runtime.now())  # shown to admins: no values
         raise
     with database.session(write=False) as session:
         return get_run(session, run_id)
