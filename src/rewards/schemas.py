@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 import jsonschema_rs
 import msgspec
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from rewards.errors import DomainError, FieldError, ValidationFailed
@@ -34,20 +35,20 @@ class InvalidJson(DomainError):
 
 MAX_DEPTH = 32  # objects and arrays inside one another; the deepest body needs 5
 # C0 controls but tab, line feed and carriage return, and DEL: no field of this API
-# means them, and PostgreSQL cannot store NUL in text at all.
+# means them, and PostgreSQL cannot store NUL in text at all. The schemas say it with
+# TEXT_PATTERN on every free-text string (other strings have stricter patterns).
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"
+_INTEGRAL_DIGITS = 18  # an integral JSON number this long or shorter becomes an int
 
 
 def check_shape(instance: Any) -> None:
-    """A decoded body nests at most ``MAX_DEPTH`` levels (400) and no string in it,
-    key or value, holds a control character (422 at its path)."""
+    """A decoded body nests at most ``MAX_DEPTH`` levels (400); numbers written with a
+    zero fraction (``60.0``) become integers, as JSON Schema counts them (so ``60.0`` is
+    a valid ``integer``)."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(instance, ())]
     while stack:
         value, path = stack.pop()
-        if isinstance(value, str):
-            if CONTROL_CHARACTERS.search(value):
-                raise ValidationFailed.at(pointer(path), "control characters are not allowed")
-            continue
         if not isinstance(value, dict | list):
             continue
         if len(path) >= MAX_DEPTH:
@@ -55,15 +56,79 @@ def check_shape(instance: Any) -> None:
                 f"The body nests deeper than {MAX_DEPTH} levels.",
                 errors=[FieldError(path=pointer(path), message="nested too deeply")],
             )
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if CONTROL_CHARACTERS.search(key):
-                    raise ValidationFailed.at(
-                        pointer((*path, key)), "control characters are not allowed"
-                    )
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(item, Decimal):
+                if _is_small_integral(item):
+                    value[key] = int(item)
+            elif isinstance(item, dict | list):
                 stack.append((item, (*path, key)))
+
+
+def _is_small_integral(number: Decimal) -> bool:
+    return (
+        number.is_finite()
+        and number.adjusted() < _INTEGRAL_DIGITS
+        and number == number.to_integral_value()
+    )
+
+
+def _exact_multiple_of(validator: Any, step: Any, instance: Any, schema: Any) -> Any:
+    """``multipleOf`` in exact decimal arithmetic (the library's divides floats, or
+    fails on a Decimal far from the step); steps are powers of ten in these schemas."""
+    if not validator.is_type(instance, "number") or isinstance(instance, bool):
+        return
+    exact_step = Decimal(str(step))
+    value = instance if isinstance(instance, Decimal) else Decimal(str(instance))
+    if not value.is_finite():
+        yield SchemaError(f"{instance!r} is not a multiple of {step}")
+        return
+    places = -exact_step.normalize().as_tuple().exponent  # type: ignore[operator]
+    if exact_step == Decimal(1).scaleb(-places):
+        multiple = value.normalize().as_tuple().exponent >= -places  # type: ignore[operator]
+    else:
+        multiple = (value / exact_step) == (value / exact_step).to_integral_value()
+    if not multiple:
+        yield SchemaError(f"{instance!r} is not a multiple of {step}")
+
+
+_Validator = validators.extend(Draft202012Validator, {"multipleOf": _exact_multiple_of})
+
+
+def _within_branches(errors: Iterable[SchemaError]) -> Iterator[SchemaError]:
+    """Errors of an ``anyOf``/``oneOf`` told from the one branch the instance meant,
+    rather than "not valid under any of the given schemas": the branch whose type and
+    constants fit (an amount given as a number is judged as a number; a simulation of
+    type ``web`` by the web event's schema). Several such branches: the error as is."""
+    for error in errors:
+        if error.validator not in ("anyOf", "oneOf") or not error.context:
+            yield error
+            continue
+        branches: dict[Any, list[SchemaError]] = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        meant = [
+            found
+            for found in branches.values()
+            if not any(
+                e.validator in ("type", "const") and len(e.relative_path) <= 1 for e in found
+            )
+        ]
+        if len(meant) == 1:
+            yield from _within_branches(meant[0])
         else:
-            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+            yield error
+
+
+def _message(error: SchemaError) -> str:
+    if error.validator == "pattern" and error.validator_value == TEXT_PATTERN:
+        return "control characters are not allowed"
+    if error.validator == "type" and isinstance(error.instance, Decimal):
+        return f"{error.instance} is not of type {error.validator_value!r}"
+    if error.validator == "multipleOf":
+        places = -Decimal(str(error.validator_value)).normalize().as_tuple().exponent  # type: ignore[operator]
+        return f"at most {places} decimals"
+    return error.message
 
 
 def pointer(parts: Any) -> str:
@@ -96,7 +161,7 @@ class SchemaRegistry:
     def __init__(self, root: Path = SCHEMAS_DIR) -> None:
         self.root = root
         self.documents: dict[str, dict[str, Any]] = {}
-        self.validators: dict[str, Draft202012Validator] = {}
+        self.validators: dict[str, Any] = {}
         self._fast: dict[str, Any] = {}
         for path in sorted(root.rglob("*.json")):
             name = path.relative_to(root).with_suffix("").as_posix()
@@ -104,7 +169,7 @@ class SchemaRegistry:
             if "ruleset" in name or "definition" in name:
                 continue  # ruleset file schemas are the engine's, not request bodies
             self.documents[name] = document
-            self.validators[name] = Draft202012Validator(document)
+            self.validators[name] = _Validator(document)
             # Formats stay annotations, as in the Python validator (no format checker).
             self._fast[name] = jsonschema_rs.validator_for(document, validate_formats=False)
 
@@ -121,8 +186,20 @@ class SchemaRegistry:
         validator = self.validators[name]
         if validator.is_valid(instance):
             return []
-        found = sorted(validator.iter_errors(instance), key=_sort_key)
-        return [FieldError(path=error_path(e), message=e.message) for e in found]
+        found = list(_within_branches(validator.iter_errors(instance)))
+        # "Not valid under any of the given schemas" says less than an error inside it
+        # (an unknown simulation type: the enum at /type).
+        paths = [error_path(e) for e in found]
+        found = [
+            e
+            for e, path in zip(found, paths, strict=True)
+            if e.validator not in ("anyOf", "oneOf")
+            or not any(other.startswith(f"{path}/") for other in paths)
+        ]
+        return [
+            FieldError(path=error_path(e), message=_message(e))
+            for e in sorted(found, key=_sort_key)
+        ]
 
     def decode(self, name: str, raw: bytes, struct: type[T]) -> T:
         """Validate ``raw`` against schema ``name`` and decode it into ``struct``."""

@@ -81,32 +81,42 @@ def test_business_timestamps_outside_the_calendar_range_are_refused(
     client: Client, new_contact: Any
 ) -> None:
     """Issue 16, defects 2 and 3: years before 2000 are refused at the field (the
-    schemas' patterns and the server agree), and timestamps that leave the calendar in
-    UTC are a 4xx wherever they are accepted, never a 500."""
-    wallet = new_contact()["wallet"]["code"]
+    schemas' patterns and the server agree: a year of 2000 in any offset is accepted),
+    query timestamps that leave the calendar in UTC are taken as its end, never a 500."""
+    contact = new_contact()
+    contact_id, wallet = contact["id"], contact["wallet"]["code"]
     for performed_on in (
         "0001-01-01T00:00:00+23:59",
         "0001-01-01T00:00:00Z",
         "1999-12-31T23:59:59Z",
-        "2000-01-01T00:30:00+01:00",  # 1999-12-31T23:30Z: the schema lets it through
+        "2023-02-29T00:00:00Z",  # not a date: the schema's pattern knows leap years
     ):
         answer = client.post(
             "/v1/events/purchases", json=purchase_body(wallet, performed_on=performed_on)
         )
         assert answer.status_code == 422, (performed_on, answer.text)
         assert answer.json()["errors"][0]["path"] == "/performed_on"
-    accepted = client.post(
-        "/v1/events/purchases", json=purchase_body(wallet, performed_on="2000-01-01T00:00:00Z")
-    )
-    assert accepted.status_code == 201, accepted.text
+    for performed_on in (
+        "2000-01-01T00:00:00Z",
+        "2000-01-01T00:30:00+23:59",
+        "2024-02-29t10:00:00z",
+    ):
+        accepted = client.post(
+            "/v1/events/purchases", json=purchase_body(wallet, performed_on=performed_on)
+        )
+        assert accepted.status_code == 201, (performed_on, accepted.text)
     for url in (
         "/v1/events?performed_from=0001-01-01T00:00:00%2B23:59",
-        "/v1/events?performed_to=9999-12-31T23:59:59-23:59",
+        "/v1/events?performed_from=2023-02-29T00:00:00Z",
         "/v1/analytics/summary?from=0001-01-01T00:00:00%2B23:59",
-        "/v1/analytics/summary?to=9999-12-31T23:59:59-23:59",
     ):
         response = client.get(url)
         assert response.status_code == 400, (url, response.text)
+    # The last instant of the calendar west of UTC is past its end in UTC: the end.
+    every = client.get("/v1/events?performed_to=9999-12-31T23:59:59-23:59&contact_id=" + contact_id)
+    assert every.status_code == 200 and len(every.json()["items"]) == 3, every.text
+    summary = client.get("/v1/analytics/summary?to=9999-12-31T23:59:59-23:59")
+    assert summary.status_code == 200, summary.text
     run = client.post("/v1/evaluation-runs", json={"as_of": "9999-12-31T23:59:59-10:00"})
     assert run.status_code == 422, run.text
     assert run.json()["errors"][0]["path"] == "/as_of"
@@ -153,3 +163,77 @@ def test_bulk_carries_its_1000_events_and_other_bodies_keep_64_kb(client: Client
     assert contact.status_code == 413
     documented = client.get("/schema/openapi.json").json()["paths"]["/v1/events/bulk"]["post"]
     assert "2,097,152 bytes" in documented["description"] and "429" in documented["description"]
+
+
+def test_what_the_schemas_allow_the_server_accepts(client: Client, new_contact: Any) -> None:
+    """Issue 16, "the schema must be as strict as the server": requests an outside
+    schemathesis run generated from the published schemas and saw refused."""
+    contact = new_contact()
+    wallet = contact["wallet"]["code"]
+    # 60.0 is a JSON Schema integer.
+    otp = client.post(f"/v1/contacts/{contact['id']}/otp", json={"ttl_seconds": 60.0})
+    assert otp.status_code == 201, otp.text
+    estimate = client.post(
+        "/v1/purchase-estimates",
+        json={k: v for k, v in purchase_body(wallet).items() if k != "reference_number"}
+        | {"reserve_ttl_seconds": 3442.0},
+    )
+    assert estimate.status_code == 201, estimate.text
+    # Numbers with trailing zeros, exponents and the largest amount with cents.
+    for amount in (1.10, 1e2, 99999999.99):
+        body = purchase_body(wallet, products=[{"sku": "CAKE", "net_amount": amount}])
+        assert client.post("/v1/events/purchases", json=body).status_code == 201, amount
+    # An empty cursor is the first page; every date of the calendar, leap days included.
+    assert client.get("/v1/events?cursor=").status_code == 200
+    assert client.get("/v1/offers?cursor=").status_code == 200
+    assert client.get("/v1/events?performed_from=2024-02-29T00:00:00z").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "message"),
+    [
+        ({"net_amount": 1.005}, "/products/0/net_amount", "at most 2 decimals"),
+        ({"net_amount": "1.005"}, "/products/0/net_amount", None),
+        ({"net_amount": 1, "quantity": 1.0005}, "/products/0/quantity", "at most 3 decimals"),
+        ({"net_amount": 1e400}, "/products/0/net_amount", None),
+    ],
+)
+def test_the_schemas_say_how_many_decimals(
+    client: Client, new_contact: Any, body: dict[str, Any], path: str, message: str | None
+) -> None:
+    """Amounts have at most 2 decimals and quantities 3, in the schemas (``multipleOf``,
+    checked in exact decimal arithmetic), not only in descriptions."""
+    wallet = new_contact()["wallet"]["code"]
+    raw = json.dumps(purchase_body(wallet, products=[{"sku": "CAKE"} | body]))
+    raw = raw.replace("Infinity", "1e400")  # json.dumps writes 1e400 as Infinity
+    answer = client.post(
+        "/v1/events/purchases", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["errors"][0]
+    assert error["path"] == path
+    if message:
+        assert error["message"] == message
+    document = client.get("/schema/openapi.json").json()
+    purchase = document["paths"]["/v1/events/purchases"]["post"]["requestBody"]
+    product = purchase["content"]["application/json"]["schema"]["properties"]["products"]
+    assert product["items"]["properties"]["quantity"]["multipleOf"] == 0.001
+    assert product["items"]["properties"]["net_amount"]["anyOf"][0]["multipleOf"] == 0.01
+
+
+def test_a_simulation_event_is_typed_by_its_type(client: Client) -> None:
+    """``POST /v1/simulations``: ``event`` is the schema of its ``type`` (contact
+    identifiers optional), in OpenAPI and at the server, with errors under /event."""
+    document = client.get("/schema/openapi.json").json()
+    body = document["paths"]["/v1/simulations"]["post"]["requestBody"]
+    branches = body["content"]["application/json"]["schema"]["oneOf"]
+    web = next(b for b in branches if b["properties"]["type"]["const"] == "web")
+    reference = web["properties"]["event"]["$ref"].rsplit("/", 1)[1]
+    web_event = document["components"]["schemas"][reference]
+    assert "website" in web_event["required"] and "contact" not in web_event["required"]
+    refused = client.post("/v1/simulations", json={"type": "web", "event": {"website": 5}})
+    assert refused.status_code == 422, refused.text
+    assert {e["path"] for e in refused.json()["errors"]} == {
+        "/event/performed_on",
+        "/event/website",
+    }

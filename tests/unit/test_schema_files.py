@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
 
@@ -108,3 +109,15 @@ def test_fast_validator_never_accepts_a_body_the_python_validator_refuses(
         body = _mutate(body, path, action, data.draw(JSON_VALUES), data.draw(st.text(max_size=6)))
     refused = bool(registry.errors(name, body))
     assert refused == (not registry.validators[name].is_valid(body))
+
+
+def test_simulation_schema_is_generated_from_the_event_schemas() -> None:
+    """schemas/simulation.json types its ``event`` per event type with the event
+    schemas (contact identifiers optional): regenerate it after changing an event schema
+    (``.venv/bin/python schemas/generate_simulation.py``)."""
+    spec = importlib.util.spec_from_file_location("generate", ROOT / "generate_simulation.py")
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    expected = generate.render(generate.simulation_document())
+    assert (ROOT / "simulation.json").read_text() == expected

@@ -9,7 +9,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import PathParameter, QueryParameter, SkipValidation
 
 from rewards.api.bodies import body_provider
-from rewards.api.deps import RuntimeDep, SessionDep
+from rewards.api.deps import CursorParameter, RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.intake import contacts
 from rewards.money import wallets
@@ -120,6 +120,6 @@ class WalletsController(Controller):
         session: SessionDep,
         runtime: RuntimeDep,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, QueryParameter()] = None,
+        cursor: CursorParameter = None,
     ) -> LedgerPage:
         return wallets.wallet_transactions(session, runtime, code, limit, cursor)

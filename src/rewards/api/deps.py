@@ -8,12 +8,12 @@ Blocking database calls run in a worker thread, never on the event loop.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import to_thread
 from litestar import Request
 from litestar.di import NamedDependency, Provide
-from litestar.params import SkipValidation
+from litestar.params import QueryParameter, SkipValidation
 from sqlmodel import Session
 
 from rewards.db.database import Database
@@ -50,6 +50,15 @@ def _end(session: Session, commit: bool) -> None:
 
 
 # Parameters injected by name; their values are ours, not user input, so not validated.
+# A page cursor is what this service issued (base64url); empty is the first page.
+CursorParameter = Annotated[
+    str | None,
+    QueryParameter(
+        description="`next_cursor` of the previous page; empty or absent: the first page.",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        max_length=64,
+    ),
+]
 SessionDep = NamedDependency[SkipValidation[Session]]
 RuntimeDep = NamedDependency[SkipValidation[Runtime]]
 

@@ -80,6 +80,32 @@ class SchemaCarryingJsonPlugin(JsonRenderPlugin):
         return rendered
 
 
+def _hoisted(schema: dict[str, Any], name: str, document: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` for the OpenAPI document: its ``$defs`` become components (named after
+    the file) and its ``#/$defs/`` references point there."""
+    prefix = name.replace("/", "_")
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: (
+                    f"#/components/schemas/{prefix}_{value.removeprefix('#/$defs/')}"
+                    if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/")
+                    else rewrite(value)
+                )
+                for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        return node
+
+    for def_name, definition in schema.get("$defs", {}).items():
+        components[f"{prefix}_{def_name}"] = rewrite(definition)
+    kept = {k: v for k, v in schema.items() if k not in ("$schema", "$id", "$defs")}
+    return dict(rewrite(kept))
+
+
 def with_request_bodies(app: Litestar, document: dict[str, Any]) -> dict[str, Any]:
     """Insert each handler's request body schema (named by its ``opt``)."""
     registry = app.state.runtime.schemas
@@ -91,9 +117,7 @@ def with_request_bodies(app: Litestar, document: dict[str, Any]) -> dict[str, An
             name = handler.opt.get("request_schema")
             if not name:
                 continue
-            body = {
-                k: v for k, v in registry.documents[name].items() if k not in ("$schema", "$id")
-            }
+            body = _hoisted(registry.documents[name], name, document)
             for method in handler.http_methods:
                 operation = document["paths"][path][method.lower()]
                 operation["requestBody"] = {

@@ -14,7 +14,7 @@ from litestar.params import PathParameter, QueryParameter, SkipValidation
 
 from rewards.analyst import simulation
 from rewards.api.bodies import body_provider
-from rewards.api.deps import RuntimeDep, SessionDep
+from rewards.api.deps import CursorParameter, RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
 from rewards.intake import events
@@ -33,7 +33,16 @@ from rewards.wire import (
     ReturnOut,
 )
 
-RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+# RFC 3339 with a zone, years 1000-9999, only dates of the calendar (February 29 in leap
+# years): what the pattern admits, the server accepts (a bound past the calendar's end in
+# UTC is taken as the end). Business timestamps in bodies: schemas/events/*.json.
+_MONTH_DAY = r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+_LEAP_YEAR = r"([1-9][0-9](0[48]|[2468][048]|[13579][26])|([2468][048]|[13579][26])00)"
+RFC3339 = (
+    rf"^([1-9][0-9]{{3}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+    r"[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 EventId = Annotated[str, PathParameter(description="The event's id (UUID).")]
 
 # path segment -> event type
@@ -117,7 +126,7 @@ def list_events(
     session: SessionDep,
     runtime: RuntimeDep,
     type: Annotated[EventType | None, QueryParameter()] = None,
-    contact_id: Annotated[str | None, QueryParameter()] = None,
+    contact_id: Annotated[str | None, QueryParameter(pattern=UUID_PATTERN)] = None,
     event_state: Annotated[
         Literal["posted", "cancelled"] | None, QueryParameter(name="state")
     ] = None,
@@ -128,7 +137,7 @@ def list_events(
         str | None, QueryParameter(description="Exclusive, RFC 3339 with zone.", pattern=RFC3339)
     ] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, QueryParameter()] = None,
+    cursor: CursorParameter = None,
 ) -> EventPage:
     where = events.EventFilter(type, contact_id, event_state, performed_from, performed_to)
     return events.list_events(session, runtime, where, limit, cursor)

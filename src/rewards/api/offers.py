@@ -7,7 +7,7 @@ from typing import Annotated
 from litestar import get
 from litestar.params import QueryParameter
 
-from rewards.api.deps import RuntimeDep, SessionDep
+from rewards.api.deps import CursorParameter, RuntimeDep, SessionDep
 from rewards.api.docs import problems
 from rewards.offers import catalog as offers
 from rewards.wire import OfferPage, RulesetsOut
@@ -24,7 +24,7 @@ from rewards.wire import OfferPage, RulesetsOut
 def list_offers(
     runtime: RuntimeDep,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, QueryParameter()] = None,
+    cursor: CursorParameter = None,
 ) -> OfferPage:
     return offers.list_offers(runtime, limit, cursor)
 

@@ -14,7 +14,7 @@ def encode_cursor(key: int) -> str:
 
 
 def decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
+    if not cursor:  # absent or empty: the first page
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()

@@ -60,10 +60,11 @@ from rewards.wire import (
 )
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
-# The earliest business timestamp an event may carry (the schemas' patterns allow years
-# 2000-2999): older dates are typing errors, and the calendar arithmetic of runs must
-# never meet year 1 (docs/decisions.md).
-EARLIEST_BUSINESS_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+# The earliest business timestamp an event may carry: the schemas' patterns allow the
+# years 2000-2999 in the timestamp's own offset, so 2000-01-01T00:00:00+23:59 is the
+# earliest instant. Older dates are typing errors, and the calendar arithmetic of runs
+# must never meet year 1 (docs/decisions.md).
+EARLIEST_BUSINESS_TIME = datetime(1999, 12, 31, 0, 1, tzinfo=UTC)
 InvalidParameter = refusal("invalid_parameters", "Invalid request parameters", 400)
 _encoder = msgspec.json.Encoder(decimal_format="string")
 
@@ -116,7 +117,7 @@ def check_business_time(body: EventIn, now: datetime) -> None:
             errors=[FieldError(path="/performed_on", message="more than 5 minutes in the future")],
         )
     if body.performed_on < EARLIEST_BUSINESS_TIME:
-        raise ValidationFailed.at("/performed_on", "before 2000-01-01T00:00:00Z")
+        raise ValidationFailed.at("/performed_on", "before 2000-01-01")
 
 
 def new_event(
@@ -253,7 +254,7 @@ def parse_timestamp(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
@@ -263,11 +264,10 @@ def parse_timestamp(name: str, value: str | None) -> datetime | None:
         )
     try:
         return moment.astimezone(UTC)
-    except OverflowError:  # year 1 or 9999 with an offset that leaves the calendar
-        raise InvalidParameter(
-            f"{name}: outside the calendar in UTC",
-            errors=[FieldError(path=name, message="outside the calendar in UTC")],
-        ) from None
+    except OverflowError:  # an offset past the calendar's end (9999-12-31, west of UTC)
+        # or start (year 1, east of UTC): as a bound that is the calendar's end or start.
+        edge = datetime.max if moment.year == datetime.max.year else datetime.min
+        return edge.replace(tzinfo=UTC)
 
 
 def list_events(
