@@ -1,20 +1,30 @@
-"""Real servers for tests: ``rewards serve`` in a subprocess (its workers are processes
-of their own, on loopback and a free port), and which worker holds a connection (read
-from /proc, Linux only)."""
+"""Real servers for the tests whose claims need requests that really overlap.
+
+Litestar's test clients run one request at a time, so concurrency is proven here against
+``rewards serve`` in a subprocess (its workers are processes of their own, on loopback
+and a free port), with requests released together at a barrier, each from a thread and
+a connection of its own, and with proof that they overlapped: the moments each was sent
+and answered, and which worker held its connection (read from /proc, Linux only)."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tests.conftest import ROOT
 
@@ -195,6 +205,19 @@ class RewardsServer:
             self.kill()
 
 
+def api(server: RewardsServer, api_key: str) -> httpx.Client:
+    """A client of ``server`` with ``api_key``."""
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+    )
+
+
+def json_of(response: httpx.Response, status: int) -> Any:
+    """The answer's JSON (numbers as Decimal), once its status is the one expected."""
+    assert response.status_code == status, response.text
+    return response.json(parse_float=Decimal)
+
+
 @contextlib.contextmanager
 def rewards_serve(database_url: str, log: Path, **options: Any) -> Iterator[RewardsServer]:
     """A started server (``RewardsServer.start``), stopped when the block ends."""
@@ -203,3 +226,115 @@ def rewards_serve(database_url: str, log: Path, **options: Any) -> Iterator[Rewa
         yield server
     finally:
         server.stop()
+
+
+# ---- requests released together -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of a burst: its answer (JSON numbers as Decimal), when it was sent and
+    answered (``time.perf_counter``), and the worker process that held its connection."""
+
+    status: int
+    body: Any
+    sent: float
+    answered: float
+    worker: int
+
+
+def post_together(
+    server: RewardsServer, requests: Sequence[tuple[str, dict[str, Any]]], api_key: str
+) -> list[Answer]:
+    """POST every ``(path, body)`` at once: each from a thread and a connection of its own,
+    all connected (and accepted by a worker) first, then released at one barrier."""
+    count = len(requests)
+    connections = [http.client.HTTPConnection(HOST, server.port, timeout=120) for _ in requests]
+    connected = threading.Barrier(count + 1, timeout=120)
+    start = threading.Barrier(count + 1, timeout=120)
+    answers: list[tuple[int, Any, float, float] | None] = [None] * count
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+
+    def send(i: int, path: str, body: dict[str, Any]) -> None:
+        connection = connections[i]
+        try:
+            connection.connect()
+            connected.wait()
+            start.wait()
+            sent = time.perf_counter()
+            connection.request("POST", path, body=json.dumps(body), headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            answers[i] = (
+                response.status,
+                json.loads(data, parse_float=Decimal),
+                sent,
+                time.perf_counter(),
+            )
+        except BaseException:
+            connected.abort()  # the others stop waiting; the missing answer fails the test
+            start.abort()
+            raise
+
+    threads = [
+        threading.Thread(target=send, args=(i, path, body), daemon=True)
+        for i, (path, body) in enumerate(requests)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        connected.wait()
+        # Every connection accepted (its server end open in a worker) before the release,
+        # so which worker answers each request is known.
+        pids = workers(server.pid)
+        owners: list[int | None] = []
+
+        def all_accepted() -> bool:
+            nonlocal owners
+            owners = connection_owners(server.port, pids, connections)
+            return None not in owners
+
+        until(all_accepted, f"{count} connections accepted by the workers", log=server.log)
+        start.wait()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        connected.abort()
+        start.abort()
+        for connection in connections:
+            connection.close()
+    burst = []
+    for answer, worker in zip(answers, owners, strict=True):
+        assert answer is not None and worker is not None, "a request of the burst got no answer"
+        burst.append(Answer(*answer, worker))
+    return burst
+
+
+def peak_in_flight(answers: Sequence[Answer]) -> int:
+    """The most requests that were sent and not yet answered at one moment."""
+    moments = sorted([(a.sent, 1) for a in answers] + [(a.answered, -1) for a in answers])
+    peak = running = 0
+    for _, step in moments:  # at the same instant an answer (-1) sorts before a send
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def overlapped_across_workers(answers: Sequence[Answer]) -> bool:
+    """Whether a request answered by one worker was in flight while another worker's was."""
+    return any(
+        a.worker != b.worker and a.sent < b.answered and b.sent < a.answered
+        for a in answers
+        for b in answers
+    )
+
+
+def assert_overlapped(answers: Sequence[Answer], server: RewardsServer) -> None:
+    """Proof that the burst ran concurrently: requests in flight together, and with
+    several workers, on every worker and across workers at once."""
+    peak = peak_in_flight(answers)
+    assert peak >= 2, f"the requests never overlapped (at most {peak} in flight)"
+    served = {a.worker for a in answers}
+    if server.workers > 1:
+        assert len(served) == server.workers, f"only workers {served} answered"
+        assert overlapped_across_workers(answers), "no two workers were busy at once"
