@@ -12,7 +12,10 @@ is set), with the shipped rulesets and one server process:
 - ``KILLS`` times, at a moment drawn from a seeded RNG (``REWARDS_CRASH_SEED``), the
   server gets SIGKILL mid-load, is restarted on the same database, and every request
   that got no answer (connection error) is replayed with the same body: 201 (it had
-  not been written) or 200 (it had committed before the kill), never a new event;
+  not been written) or 200 (it had committed before the kill), never a new event.
+  A kill counts when it hit requests in flight (sent before it, never answered); one
+  that landed while every answer was already on its way is made again, up to
+  ``MAX_ROUNDS`` kills in all;
 - afterwards, over HTTP and straight from the database with SQLAlchemy: every event
   acknowledged with 201/200 exists with the awards it was acknowledged with; the
   stored events of the run are exactly the acknowledged ones; every stored event has
@@ -27,13 +30,8 @@ server is always killed in ``finally``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -48,80 +46,18 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT, postgres_schema
+from tests.conftest import postgres_schema
+from tests.serving import RewardsServer
 
 KILLS = 4
 CLIENT_THREADS = 4
 CONTACTS = 6
 SEED = int(os.environ.get("REWARDS_CRASH_SEED", "20261123"))
 API_KEY = "crash-admin-key"
-HOST = "127.0.0.1"
 MAX_REQUESTS_PER_ROUND = 400  # per thread; the kill comes long before
 ROUND_SECONDS = 20.0  # a round never lasts longer, kill or not
 KILL_WAIT_SECONDS = 8.0
-
-
-# ---- the server -----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """``rewards serve`` (1 worker) in its own process group."""
-
-    def __init__(self, port: int, log: Path, process: subprocess.Popen[bytes]) -> None:
-        self.port = port
-        self.log = log
-        self.process = process
-
-    @classmethod
-    def start(cls, database_url: str, log: Path) -> Server:
-        port = _free_port()
-        env = os.environ | {
-            "REWARDS_DATABASE_URL": database_url,
-            "REWARDS_RULESETS_DIR": str(ROOT / "rulesets"),
-            "REWARDS_API_KEYS": f"admin:{API_KEY}",
-        }
-        argv = [sys.executable, "-m", "rewards.cli", "serve", "--host", HOST]
-        argv += ["--port", str(port), "--workers", "1", "--log-level", "warning"]
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = cls(port, log, process)
-        server.wait_ready()
-        return server
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited:\n{self.log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        self.kill()
-        raise AssertionError(f"server not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL to the whole process group; reaped."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
+MAX_ROUNDS = 3 * KILLS  # a kill that hits no request in flight does not count
 
 
 # ---- the database ---------------------------------------------------------------------
@@ -157,6 +93,7 @@ class Ledger:
 
     acknowledged: dict[str, dict[str, Any]] = field(default_factory=dict)  # reference -> event
     refused: dict[str, dict[str, Any]] = field(default_factory=dict)  # reference -> problem
+    sent: set[str] = field(default_factory=set)  # references sent and not yet answered
     unanswered: list[Request] = field(default_factory=list)
     purchases: dict[int, list[str]] = field(default_factory=dict)  # contact -> purchase ids
     stats: Counter[str] = field(default_factory=Counter)
@@ -165,6 +102,7 @@ class Ledger:
     def record(self, request: Request, response: httpx.Response) -> None:
         assert response.status_code < 500, f"{request.path}: {response.status_code} {response.text}"
         with self.lock:
+            self.sent.discard(request.reference)
             if response.status_code in (200, 201):
                 event = response.json()
                 assert event["external_reference"] == request.reference
@@ -248,20 +186,22 @@ def client_loop(
             reference = f"{number}-{uuid.UUID(int=rng.getrandbits(128)).hex}"
             with ledger.lock:
                 owned = list(ledger.purchases.get(contact, []))
-            if owned and rng.random() < 0.35:
-                request = Request(
-                    "/v1/events/spend-requests",
-                    spend_request(wallets[contact], rng.choice(owned), reference),
-                    contact,
-                )
-            else:
-                request = Request(
-                    "/v1/events/purchases", purchase(rng, wallets[contact], reference), contact
-                )
+                if owned and rng.random() < 0.35:
+                    request = Request(
+                        "/v1/events/spend-requests",
+                        spend_request(wallets[contact], rng.choice(owned), reference),
+                        contact,
+                    )
+                else:
+                    request = Request(
+                        "/v1/events/purchases", purchase(rng, wallets[contact], reference), contact
+                    )
+                ledger.sent.add(reference)
             try:
                 response = client.post(request.path, json=request.body)
             except httpx.TransportError:
                 with ledger.lock:
+                    ledger.sent.discard(reference)
                     ledger.unanswered.append(request)
                 return
             ledger.record(request, response)
@@ -434,7 +374,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged_and_half_writes_nothing(
     log = tmp_path / "server.log"
     ledger = Ledger()
     round_stats: list[str] = []
-    server = Server.start(crash_database, log)
+    server = RewardsServer.start(crash_database, log, api_key=API_KEY)
     try:
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
@@ -445,7 +385,10 @@ def test_sigkill_under_load_loses_nothing_acknowledged_and_half_writes_nothing(
                 assert response.status_code == 201, response.text
                 wallets.append(response.json()["wallet"]["code"])
 
-        for kill in range(KILLS):
+        hits = 0  # kills that hit requests in flight
+        for kill in range(MAX_ROUNDS):
+            if hits == KILLS:
+                break
             stop = threading.Event()
             threads = [
                 threading.Thread(
@@ -469,23 +412,30 @@ def test_sigkill_under_load_loses_nothing_acknowledged_and_half_writes_nothing(
             ):
                 time.sleep(0.01)
             time.sleep(extra)
+            with ledger.lock:  # what was sent and not answered when the kill came
+                sent = set(ledger.sent)
             server.kill()
             killed_after = time.monotonic() - started
             stop.set()
             for thread in threads:
                 thread.join(timeout=30)
                 assert not thread.is_alive(), "a client thread did not stop"
-            in_flight = len(ledger.unanswered)
+            # In flight at the kill: sent before it and never answered. A kill that
+            # landed while every request sent had its answer on the way does not count.
+            in_flight = sent & {request.reference for request in ledger.unanswered}
+            hits += bool(in_flight)
+            unanswered = len(ledger.unanswered)
             answered = sum(ledger.stats.values()) - before
             restart = time.monotonic()
-            server = Server.start(crash_database, log)
+            server = RewardsServer.start(crash_database, log, api_key=API_KEY)
             restarted_in = time.monotonic() - restart
             outcomes = replay(server.url, ledger)
             round_stats.append(
                 f"kill {kill + 1} after {killed_after:.2f} s: {answered} answered before, "
-                f"{in_flight} unanswered, replayed {dict(outcomes)}; "
-                f"restart took {restarted_in:.1f} s"
+                f"{len(in_flight)} in flight at the kill, {unanswered} unanswered, "
+                f"replayed {dict(outcomes)}; restart took {restarted_in:.1f} s"
             )
+        assert hits == KILLS, f"only {hits} of {MAX_ROUNDS} kills hit a request in flight"
 
         check_over_http(server.url, ledger)
     finally:

@@ -5,7 +5,6 @@ recorded, with their awards and ledger entries."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from sqlalchemy import func, select
 
 from rewards.db.tables import Event, Wallet, WalletTransaction
 from tests.conftest import ADMIN_KEY, BOTH, ROOT, purchase_body
+from tests.serving import free_port, until
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -70,9 +70,7 @@ def writes_held(app: Litestar) -> Iterator[None]:
 def serving(app: Litestar) -> Iterator[str]:
     """``app`` served by uvicorn on a free port in a thread of this process (the test
     reads ``app.state``): requests really run at the same time."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -82,13 +80,6 @@ def serving(app: Litestar) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
-
-
-def until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        assert time.monotonic() < deadline, f"not within 20 s: {what}"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("database_url", BOTH, indirect=True)
