@@ -6,20 +6,14 @@ the server is scanned."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import BOTH, ROOT, postgres_schema, purchase_body
-from tests.integration.test_serve_recycle import HOST, _free_port, _until
+from tests.conftest import BOTH, postgres_schema, purchase_body
+from tests.serving import api, rewards_serve
 
 ADMIN_KEY = "private-logs-admin-key-5c1e"
 NAME = "Ann Example-Smith"
@@ -92,52 +86,28 @@ def test_the_served_log_carries_no_personal_data_even_on_database_errors(
 ) -> None:
     database_url = own_database_url
     log = tmp_path / "server.log"
-    port = _free_port()
-    env = os.environ | {
-        "REWARDS_DATABASE_URL": database_url,
-        "REWARDS_RULESETS_DIR": str(ROOT / "rulesets"),
-        "REWARDS_API_KEYS": f"admin:{ADMIN_KEY}",
-    }
-    env.pop("REWARDS_LOG_EXCEPTION_MESSAGES", None)
-    argv = [sys.executable, "-m", "rewards.cli", "serve", "--host", HOST, "--port", str(port)]
-    argv += ["--log-level", "debug"]
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    environment = {"REWARDS_LOG_EXCEPTION_MESSAGES": ""}  # the default: messages withheld
+    with (
+        rewards_serve(database_url, log, api_key=ADMIN_KEY, environment=environment) as server,
+        api(server, ADMIN_KEY) as client,
+    ):
+        contact = client.post("/v1/contacts", json={"name": "Bo", "cim": "CIM-1"}).json()
+        wallet = contact["wallet"]["code"]
+        card = {"payment_medium": {"identifier": CARD}}
+        recorded = client.post("/v1/events/purchases", json=purchase_body(wallet, **card))
+        assert recorded.status_code == 201, recorded.text
+        _set_traps(database_url)
+        refused = client.post("/v1/contacts", json={"name": NAME, "cim": CIM})
+        assert refused.status_code == 500, refused.text
+        assert refused.json()["code"] == "internal_error"
+        assert NAME not in refused.text and CIM not in refused.text
+        trapped = client.post(
+            "/v1/events/purchases",
+            json=purchase_body(wallet, external_reference=TRAPPED_REFERENCE, **card),
         )
-    base = f"http://{HOST}:{port}"
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    try:
-
-        def answers() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{base}/health", timeout=5).status_code == 200
-            return False
-
-        _until(answers, 60, "the server answers", log)
-        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-            contact = client.post("/v1/contacts", json={"name": "Bo", "cim": "CIM-1"}).json()
-            wallet = contact["wallet"]["code"]
-            card = {"payment_medium": {"identifier": CARD}}
-            recorded = client.post("/v1/events/purchases", json=purchase_body(wallet, **card))
-            assert recorded.status_code == 201, recorded.text
-            _set_traps(database_url)
-            refused = client.post("/v1/contacts", json={"name": NAME, "cim": CIM})
-            assert refused.status_code == 500, refused.text
-            assert refused.json()["code"] == "internal_error"
-            assert NAME not in refused.text and CIM not in refused.text
-
-            trapped = client.post(
-                "/v1/events/purchases",
-                json=purchase_body(wallet, external_reference=TRAPPED_REFERENCE, **card),
-            )
-            assert trapped.status_code == 500, trapped.text
-            client.post("/v1/events/purchases", json={"broken": f"{NAME} {CARD}"})
-            client.get("/v1/events", headers={"Authorization": "Bearer not-a-key-9f8e7d"})
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        assert trapped.status_code == 500, trapped.text
+        client.post("/v1/events/purchases", json={"broken": f"{NAME} {CARD}"})
+        client.get("/v1/events", headers={"Authorization": "Bearer not-a-key-9f8e7d"})
     output = log.read_text()
     # The errors were logged (with what an operator needs), so the scan below means something.
     assert output.count("unhandled error on POST") >= 2, output[-4000:]
