@@ -3,6 +3,7 @@
 Every test gets a fresh database: a SQLite file under ``tmp_path`` (copied from a
 template migrated once per run), or, for tests parametrized over ``database_url`` with
 ``REWARDS_TEST_POSTGRES_URL`` set, a PostgreSQL schema of this run, emptied per test.
+Tests of the Redis rate counters use the Redis of ``REWARDS_TEST_REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
@@ -32,6 +34,7 @@ ADMIN_KEY = "test-admin-key"
 INTEGRATOR_KEY = "test-integrator-key"
 API_KEYS = {ADMIN_KEY: "admin", INTEGRATOR_KEY: "integrator"}
 POSTGRES_URL = os.environ.get("REWARDS_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("REWARDS_TEST_REDIS_URL")
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +101,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 BOTH = ["sqlite", "postgres"]
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """``REWARDS_TEST_REDIS_URL``, once its Redis answers. Skips the test without it or
+    when it does not answer; fails it instead when ``REWARDS_REQUIRE_POSTGRES`` is set
+    (CI, where every service's tests must run). Tests keep their counters apart by API
+    keys of their own, never by emptying the Redis."""
+    required = os.environ.get("REWARDS_REQUIRE_POSTGRES")
+    if not REDIS_URL:
+        if required:
+            pytest.fail("REWARDS_REQUIRE_POSTGRES is set but REWARDS_TEST_REDIS_URL is not")
+        pytest.skip("REWARDS_TEST_REDIS_URL not set")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if required:
+            pytest.fail(f"the Redis of REWARDS_TEST_REDIS_URL does not answer: {error}")
+        pytest.skip(f"the Redis of REWARDS_TEST_REDIS_URL does not answer: {error}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
 @pytest.fixture
 def rulesets_dir() -> Path:
     """The HTTP tests' offers (tests/api/offer_rulesets): each pinned to its own unit or
@@ -116,9 +142,15 @@ def app(settings: Settings) -> Litestar:
 
 
 @pytest.fixture
-def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
+def api_key() -> str:
+    """The key ``client`` sends (a module may give its tests keys of their own)."""
+    return ADMIN_KEY
+
+
+@pytest.fixture
+def client(app: Litestar, api_key: str) -> Iterator[TestClient[Litestar]]:
     with TestClient(app, raise_server_exceptions=False) as client:
-        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        client.headers["Authorization"] = f"Bearer {api_key}"
         yield client
 
 

@@ -79,15 +79,17 @@ def socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def server_side_inodes(server_port: int) -> dict[int, int]:
-    """Client port -> the inode of the server's end of each loopback connection to
-    ``server_port``."""
+def server_side_inodes(server_port: int) -> dict[tuple[str, int], int]:
+    """Client (address, port) -> the inode of the server's end of each loopback
+    connection to ``server_port`` (/proc/net/tcp writes IPv4 addresses little-endian)."""
     found = {}
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, remote, inode = fields[1], fields[2], int(fields[9])
         if int(local.split(":")[1], 16) == server_port and inode:
-            found[int(remote.split(":")[1], 16)] = inode
+            address, port = remote.split(":")
+            host = socket.inet_ntoa(bytes.fromhex(address)[::-1])
+            found[(host, int(port, 16))] = inode
     return found
 
 
@@ -100,7 +102,7 @@ def connection_owners(
     owners: list[int | None] = []
     for connection in connections:
         assert connection.sock is not None
-        inode = inodes.get(connection.sock.getsockname()[1])
+        inode = inodes.get(connection.sock.getsockname()[:2])
         found = [pid for pid, sockets in held.items() if inode in sockets]
         owners.append(found[0] if len(found) == 1 else None)
     return owners

@@ -35,6 +35,8 @@ from rewards.intake.group_commit import GroupCommit
 from rewards.runs import scheduler
 from rewards.runtime import private_logs, watcher
 from rewards.runtime.context import Runtime
+from rewards.runtime.rate_counters import RateCounters, RedisCounters, SqlCounters
+from rewards.runtime.ratelimit import OtpLimits
 from rewards.schemas import shared_registry
 from rewards.settings import Settings
 
@@ -59,6 +61,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         schemas=shared_registry(),
     )
     intake = GroupCommit(database, runtime)
+    # Counters every worker process shares: Redis when configured, else the database.
+    counters: RateCounters = (
+        RedisCounters(settings.redis_url)
+        if settings.redis_url
+        else SqlCounters(database.write_engine)
+    )
+    otp_limits = OtpLimits(counters, settings, runtime.now)
 
     def on_startup() -> None:
         if settings.auto_migrate:
@@ -73,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         intake.stop()
         scheduler.stop(runtime, database)
         watcher.stop(runtime, database)
+        counters.close()
         database.dispose()
 
     v1 = Router(
@@ -101,7 +111,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_send=[allow_header_for_every_method],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        state=State({"runtime": runtime, "database": database, "intake": intake}),
+        state=State(
+            {"runtime": runtime, "database": database, "intake": intake, "otp_limits": otp_limits}
+        ),
         openapi_config=OpenAPIConfig(
             title="rewards",
             version="1",

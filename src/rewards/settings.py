@@ -39,6 +39,22 @@ def format_api_keys(keys: Mapping[str, str]) -> str:
     return ",".join(f"{role}:{key}" for key, role in keys.items())
 
 
+@dataclass(frozen=True)
+class Budget:
+    """At most ``count`` in each fixed window of ``seconds``."""
+
+    count: int
+    seconds: int
+
+
+def parse_budget(name: str, raw: str) -> Budget:
+    """``"100/3600"`` -> ``Budget(100, 3600)``: a count per window of seconds."""
+    count, sep, seconds = (part.strip() for part in raw.partition("/"))
+    if not (sep and count.isdigit() and seconds.isdigit() and int(count) > 0 and int(seconds) > 0):
+        raise SettingsError(f"{name}: {raw!r} is not '<count>/<seconds>' with both above 0")
+    return Budget(int(count), int(seconds))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     database_url: str = "sqlite:///rewards.db"
@@ -49,6 +65,11 @@ class Settings:
     # external reference) take about 700 KB; the limit leaves room for longer ones.
     bulk_max_body_bytes: int = 2 * 1024 * 1024
     otp_ttl_seconds: int = 300
+    # Wrong OTP guesses accepted (answered 422) per API key and per client of a key,
+    # counted across every worker process (runtime.ratelimit, docs/otp.md).
+    otp_guesses_per_key: Budget = Budget(100, 3600)
+    otp_guesses_per_client: Budget = Budget(10, 600)
+    redis_url: str | None = None  # rate counters in Redis instead of the database
     auto_migrate: bool = True  # upgrade the database schema at start-up
     evaluation_interval_seconds: int = 0  # >0: scheduled evaluation runs inside serve
     sql_echo: bool = False
@@ -66,6 +87,13 @@ class Settings:
             rulesets_dir=Path(env.get("REWARDS_RULESETS_DIR") or defaults.rulesets_dir),
             api_keys=parse_api_keys(env.get("REWARDS_API_KEYS", "")),
             otp_ttl_seconds=int(env.get("REWARDS_OTP_TTL_SECONDS") or defaults.otp_ttl_seconds),
+            otp_guesses_per_key=_budget(
+                env, "REWARDS_OTP_GUESSES_PER_KEY", defaults.otp_guesses_per_key
+            ),
+            otp_guesses_per_client=_budget(
+                env, "REWARDS_OTP_GUESSES_PER_CLIENT", defaults.otp_guesses_per_client
+            ),
+            redis_url=env.get("REWARDS_REDIS_URL") or None,
             bulk_max_body_bytes=int(
                 env.get("REWARDS_BULK_MAX_BODY_BYTES") or defaults.bulk_max_body_bytes
             ),
@@ -80,3 +108,8 @@ class Settings:
 
     def with_changes(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _budget(env: Mapping[str, str], name: str, default: Budget) -> Budget:
+    raw = env.get(name)
+    return parse_budget(name, raw) if raw else default

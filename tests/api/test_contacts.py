@@ -185,25 +185,30 @@ def test_unknown_or_repeated_query_parameters_are_400(client: Client) -> None:
 
 
 def test_otp_issue_and_use_are_rate_limited(client: Client, new_contact: Any) -> None:
+    """The defaults: 5 OTPs per contact per 5 minutes; 10 wrong guesses per client of
+    a key per 10 minutes (tests/api/test_otp_limits.py has the rest)."""
     contact = new_contact()
     issued = [client.post(f"/v1/contacts/{contact['id']}/otp", json={}) for _ in range(6)]
     assert [r.status_code for r in issued] == [201] * 5 + [429]
     limited = issued[-1]
     assert limited.json()["code"] == "rate_limited"
     assert limited.headers["RateLimit-Limit"] == "5" and int(limited.headers["Retry-After"]) > 0
+    codes = {r.json()["otp"] for r in issued[:5]}
+    wrong = (f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in codes)
     guesses = [
         client.post(
             "/v1/events/achievements",
             json={
-                "contact": {"otp": f"{n:06d}"},
+                "contact": {"otp": next(wrong)},
                 "performed_on": "2026-03-04T10:00:00Z",
                 "classification": "5-star-service",
             },
         )
-        for n in range(121)
+        for _ in range(11)
     ]
-    assert {r.json()["code"] for r in guesses[:120]} == {"otp_invalid"}
-    assert guesses[120].status_code == 429 and guesses[120].json()["code"] == "rate_limited"
+    assert {r.json()["code"] for r in guesses[:10]} == {"otp_invalid"}
+    assert guesses[10].status_code == 429 and guesses[10].json()["code"] == "rate_limited"
+    assert guesses[10].headers["RateLimit-Limit"] == "10"
 
 
 def test_logs_carry_no_names_card_numbers_or_keys(client: Client, caplog: Any) -> None:

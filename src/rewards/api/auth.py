@@ -12,14 +12,16 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
 
-from rewards.runtime.ratelimit import CALLER, caller_id
+from rewards.runtime.ratelimit import CALLER, Caller, caller_id
 
 OPEN_PATHS = ["^/health$", "^/schema", "^/metrics$"]
 SECURITY_SCHEME = "BearerAuth"
 
 
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
-    """Resolves the bearer key to a role; a missing or unknown key is a 401."""
+    """Resolves the bearer key to a role; a missing or unknown key is a 401. The caller
+    (the key's hash and the client's address: the peer, or the address a trusted proxy
+    forwards, as uvicorn's ``FORWARDED_ALLOW_IPS`` decides) is what OTP limits count."""
 
     def __init__(self, app: Any, keys: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -33,7 +35,8 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("Missing 'Authorization: Bearer <key>' header.")
         for known, role in self._keys.items():  # constant-time compare, every key
             if hmac.compare_digest(known.encode(), key.strip().encode()):
-                CALLER.set(caller_id(known))
+                client = connection.client.host if connection.client else "unknown"
+                CALLER.set(Caller(key=caller_id(known), client=client))
                 return AuthenticationResult(user=role, auth=key)
         raise NotAuthorizedException("Unknown API key.")
 

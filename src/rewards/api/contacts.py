@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get, patch, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import PathParameter, QueryParameter, SkipValidation
 
@@ -13,6 +14,8 @@ from rewards.api.deps import CursorParameter, RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.intake import contacts
 from rewards.money import wallets
+from rewards.runtime.context import Runtime
+from rewards.runtime.ratelimit import OtpLimits
 from rewards.wire import (
     ContactCreate,
     ContactOut,
@@ -84,10 +87,14 @@ class ContactsController(Controller):
         self,
         contact_id: ContactId,
         payload: NamedDependency[SkipValidation[OtpRequest]],
-        session: SessionDep,
-        runtime: RuntimeDep,
+        state: State,
     ) -> OtpOut:
-        return contacts.issue_otp(session, runtime, contact_id, payload)
+        # Counted before the transaction, in one of its own (runtime.ratelimit).
+        runtime: Runtime = state.runtime
+        limits: OtpLimits = state.otp_limits
+        limits.count_issue(contact_id)
+        with state.database.transaction() as session:
+            return contacts.issue_otp(session, runtime, contact_id, payload)
 
 
 class WalletsController(Controller):

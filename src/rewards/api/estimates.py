@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import PathParameter, SkipValidation
 
@@ -12,6 +13,9 @@ from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.intake import estimates
+from rewards.intake.identify import otp_identifiers
+from rewards.runtime.context import Runtime
+from rewards.runtime.ratelimit import OtpLimits
 from rewards.wire import EstimateIn, EstimateOut
 
 EstimateId = Annotated[str, PathParameter(description="The estimate's id (UUID).")]
@@ -31,12 +35,14 @@ class EstimatesController(Controller):
         sync_to_thread=True,
     )
     def create(
-        self,
-        payload: NamedDependency[SkipValidation[EstimateIn]],
-        session: SessionDep,
-        runtime: RuntimeDep,
+        self, payload: NamedDependency[SkipValidation[EstimateIn]], state: State
     ) -> EstimateOut:
-        return estimates.create_estimate(session, runtime, payload)
+        # An OTP is reserved before the transaction and settled after it.
+        runtime: Runtime = state.runtime
+        limits: OtpLimits = state.otp_limits
+        with limits.attempts(otp_identifiers(payload)):
+            with state.database.transaction() as session:
+                return estimates.create_estimate(session, runtime, payload)
 
     @get(
         "/{estimate_id:str}",

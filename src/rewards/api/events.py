@@ -19,7 +19,10 @@ from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
 from rewards.intake import events
 from rewards.intake.group_commit import GroupCommit
+from rewards.intake.identify import otp_identifiers, otp_identifiers_in_bulk
 from rewards.money import returns
+from rewards.runtime.context import Runtime
+from rewards.runtime.ratelimit import OtpLimits
 from rewards.wire import (
     EVENT_BODIES,
     BulkItemIn,
@@ -73,7 +76,12 @@ def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
         # The intake writer from the app's state: one dependency (the body) per request,
         # where two would be resolved in a task group of their own.
         intake: GroupCommit = state.intake
-        recorded = await intake.record(event_type, payload)
+        if wanted := otp_identifiers(payload):  # reserved around the write (ratelimit)
+            limits: OtpLimits = state.otp_limits
+            async with limits.attempts_async(wanted):
+                recorded = await intake.record(event_type, payload)
+        else:  # no OTP: the counters are never touched
+            recorded = await intake.record(event_type, payload)
         return JSONResponse(recorded.event, status_code=201 if recorded.created else 200)
 
     create.__name__ = f"create_{event_type}"
@@ -177,12 +185,13 @@ def return_products(
 
 
 def _bulk_handler(max_body_bytes: int) -> HTTPRouteHandler:
-    def bulk(
-        payload: NamedDependency[SkipValidation[list[BulkItemIn]]],
-        session: SessionDep,
-        runtime: RuntimeDep,
-    ) -> BulkOut:
-        return events.record_bulk(session, runtime, payload)
+    def bulk(payload: NamedDependency[SkipValidation[list[BulkItemIn]]], state: State) -> BulkOut:
+        # The OTP attempts are reserved before the transaction and settled after it.
+        runtime: Runtime = state.runtime
+        limits: OtpLimits = state.otp_limits
+        with limits.attempts(otp_identifiers_in_bulk(payload), partial=True):
+            with state.database.transaction() as session:
+                return events.record_bulk(session, runtime, payload)
 
     return post(
         "/bulk",

@@ -247,6 +247,20 @@ class Otp(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class RateCounter(SQLModel, table=True):
+    """A rate limit's count for one subject (an API key's hash, a client of a key, a
+    contact) in its current fixed window, shared by every worker process
+    (runtime.rate_counters). One row per (limit, subject), reset in place when a new
+    window starts, so the table holds one row per subject that ever met a limit."""
+
+    __tablename__ = "rate_counters"
+
+    name: str = Field(primary_key=True, max_length=40)
+    subject: str = Field(primary_key=True, max_length=200)
+    window_start: int = Field(sa_type=BigInteger)  # seconds since the epoch, UTC
+    used: int = Field(default=0)
+
+
 metadata = SQLModel.metadata
 
 

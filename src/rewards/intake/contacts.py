@@ -21,7 +21,6 @@ from rewards.errors import (
 )
 from rewards.money.wallets import wallet_out
 from rewards.runtime.context import Runtime
-from rewards.runtime.ratelimit import CALLER, OTP_ISSUE_PER_CONTACT, OTP_ISSUE_PER_KEY
 from rewards.wire import (
     ContactCreate,
     ContactOut,
@@ -155,11 +154,10 @@ def update_contact(
 
 
 def issue_otp(session: Session, runtime: Runtime, contact_id: str, body: OtpRequest) -> OtpOut:
-    """A six-digit single-use code, unique among the codes still usable."""
+    """A six-digit single-use code, unique among the codes still usable. (The API
+    counts the request against the issuing limits first: runtime.ratelimit.)"""
     contact = _contact(session, contact_id)
     now = runtime.now()
-    runtime.limiter.hit(OTP_ISSUE_PER_KEY, CALLER.get(), now)
-    runtime.limiter.hit(OTP_ISSUE_PER_CONTACT, contact.id, now)
     spend_cents = None
     if body.spend_amount is not None:
         spend_cents = to_cents(body.spend_amount)

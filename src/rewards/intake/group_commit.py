@@ -66,7 +66,7 @@ _STOP = object()
 class _Request:
     event_type: str
     body: EventIn
-    context: contextvars.Context  # the caller's (its API key, for rate limits)
+    context: contextvars.Context  # the caller's: its API key and OTP reservation (ratelimit)
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Recorded | WrittenPurchase]
     plan: PurchasePlan | None = None

@@ -18,8 +18,8 @@ from rewards.db.tables import Contact, GiftCard, Otp, Wallet
 from rewards.db.types import table_of
 from rewards.errors import ContactNotFound, DomainError, FieldError, OtpInvalid
 from rewards.runtime.context import Runtime
-from rewards.runtime.ratelimit import CALLER, OTP_USE_PER_CONTACT, OTP_USE_PER_KEY
-from rewards.wire import ContactIdentifier
+from rewards.runtime.ratelimit import otp_attempts
+from rewards.wire import BulkItemIn, ContactIdentifier
 
 
 @dataclass(frozen=True)
@@ -54,18 +54,52 @@ def _kind_and_value(identifier: ContactIdentifier) -> tuple[str, str]:
     raise AssertionError("the schema requires exactly one identifier")
 
 
+@cache
+def _identifier_fields(body_type: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The fields of a request body type that hold a contact identifier."""
+    return tuple(
+        field.name
+        for field in msgspec.structs.fields(body_type)
+        if ContactIdentifier in (field.type, *getattr(field.type, "__args__", ()))
+    )
+
+
+def otp_identifiers(body: msgspec.Struct) -> int:
+    """How many of a request body's contact identifiers are OTPs: the attempts its
+    request reserves (runtime.ratelimit.OtpLimits.attempts). On every event request:
+    the fields to look at are found once per body type."""
+    count = 0
+    for name in _identifier_fields(type(body)):
+        identifier = getattr(body, name)
+        if identifier is not None and identifier.otp is not None:
+            count += 1
+    return count
+
+
+def otp_identifiers_in_bulk(items: Sequence[BulkItemIn]) -> int:
+    """At least the OTP attempts of a bulk's items, before they are validated: every
+    object in an event's fields that has an ``otp``."""
+    return sum(
+        1
+        for item in items
+        for value in item.event.values()
+        if isinstance(value, dict) and "otp" in value
+    )
+
+
 def identify(
     session: Session, runtime: Runtime, identifier: ContactIdentifier, path: str
 ) -> Identified:
     """Find the contact; an unknown identifier is a 422 pointing at ``path/<kind>``.
-    OTP attempts are rate limited per API key (failures included) and per contact."""
+    An OTP uses one of the attempts its request reserved (429 when none is left) and
+    stays a miss unless it identifies a contact."""
     kind, value = _kind_and_value(identifier)
     now = runtime.now()
-    if kind == "otp":
-        runtime.limiter.hit(OTP_USE_PER_KEY, CALLER.get(), now)
     otp: Otp | None = None
     query = _contact_queries().get(kind)
     if query is None:  # otp
+        attempts = otp_attempts()
+        attempts.attempt(identifier)
         otp = session.scalars(
             select(Otp).where(
                 col(Otp.code) == value, col(Otp.used_at).is_(None), col(Otp.expires_at) > now
@@ -76,12 +110,11 @@ def identify(
                 "The one-time password is unknown, used or expired.",
                 errors=[FieldError(path=f"{path}/otp", message="unknown, used or expired")],
             )
+        attempts.identified(identifier)
         query, value = _contact_queries()["contact_id"], otp.contact_id
     contact = session.scalars(query, {"value": value}).first()
     if contact is None:
         raise not_found(kind, value, path)
-    if otp is not None:
-        runtime.limiter.hit(OTP_USE_PER_CONTACT, contact.id, now)
     return Identified(contact=contact, otp=otp)
 
 

@@ -1,14 +1,14 @@
 """What the use cases (intake, money, offers, runs, analyst) need besides the session:
-settings, the evaluator with its loaded rulesets, the schemas, the clock, the rate limits."""
+settings, the evaluator with its loaded rulesets, the schemas, the clock. (The OTP limits
+are the app's, ``app.state.otp_limits``: the API counts them around the use cases.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from rewards.runtime.ratelimit import RateLimiter
 from rewards.schemas import SchemaRegistry
 from rewards.settings import Settings
 
@@ -30,7 +30,6 @@ class Runtime:
     evaluator: Evaluator
     schemas: SchemaRegistry
     clock: Callable[[], datetime] = _utcnow
-    limiter: RateLimiter = field(default_factory=RateLimiter)
     reload_errors: tuple[str, ...] = ()  # of the last refused reload, as file:line: message
 
     @property
