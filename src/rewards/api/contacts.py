@@ -80,7 +80,7 @@ class ContactsController(Controller):
         summary="Issue a six-digit single-use OTP for the contact",
         dependencies={"payload": Provide(body_provider("otp_request", OtpRequest))},
         opt=request_schema("otp_request"),
-        responses={**BODY, **problems(404, 429)},
+        responses={**BODY, **problems(404, 429, 503)},
         sync_to_thread=True,
     )
     def issue_otp(

@@ -27,6 +27,7 @@ _DESCRIPTIONS = {
     413: "Request body larger than 64 KB",
     422: "Invalid body (with `errors[].path`) or a business refusal (with its `code`)",
     429: "Rate limit reached (OTP issue and use); see the RateLimit-* and Retry-After headers",
+    503: "The shared rate counters (Redis) cannot be reached: requests using OTPs are refused",
 }
 
 

@@ -31,7 +31,7 @@ class EstimatesController(Controller):
         summary="Estimate a purchase: awards, spendable amount, optional reservation",
         dependencies={"payload": Provide(body_provider("purchase_estimate", EstimateIn))},
         opt=request_schema("purchase_estimate"),
-        responses={**BODY, **problems(429)},
+        responses={**BODY, **problems(429, 503)},
         sync_to_thread=True,
     )
     def create(

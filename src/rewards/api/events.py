@@ -92,7 +92,7 @@ def _create_handler(segment: str, event_type: str) -> HTTPRouteHandler:
         description=f"Body: `schemas/{schema}.json`. 201 with the new event; 200 on an idempotent replay.",
         dependencies={"payload": Provide(body_provider(schema, EVENT_BODIES[event_type]))},
         opt=request_schema(schema),
-        responses={**BODY, **problems(409, 429), **REPLAY},
+        responses={**BODY, **problems(409, 429, 503), **REPLAY},
         status_code=201,
         tags=["events"],
     )(create)
@@ -206,7 +206,7 @@ def _bulk_handler(max_body_bytes: int) -> HTTPRouteHandler:
         status_code=200,
         dependencies={"payload": Provide(body_provider("bulk", list[BulkItemIn]))},
         opt=request_schema("bulk"),
-        responses=BODY,
+        responses={**BODY, **problems(503)},
         request_max_body_size=max_body_bytes,
         sync_to_thread=True,
         tags=["events"],
