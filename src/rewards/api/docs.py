@@ -25,6 +25,7 @@ _DESCRIPTIONS = {
     404: "Not found",
     409: "Conflict with the current state",
     413: "Request body larger than 64 KB",
+    415: "Body not sent as `application/json` (or a `+json` type) in UTF-8",
     422: "Invalid body (with `errors[].path`) or a business refusal (with its `code`)",
     429: "Rate limit reached (OTP issue and use); see the RateLimit-* and Retry-After headers",
 }
@@ -41,7 +42,7 @@ def problems(*statuses: int, auth: bool = True, admin: bool = False) -> dict[int
     }
 
 
-BODY = problems(400, 413, 422)  # every handler that reads a body
+BODY = problems(400, 413, 415, 422)  # every handler that reads a body
 
 
 def request_schema(name: str) -> dict[str, Any]:
