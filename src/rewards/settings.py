@@ -56,6 +56,9 @@ class Settings:
     # runtime.reload. Each one keeps 80-560 KB that durable-rules never gives back.
     recycle_after_rulesets: int = 150
     supervised: bool = False  # a worker of `rewards serve` (which sets REWARDS_SUPERVISED)
+    # /metrics is open (like /health: counts only) unless a key is set; then it needs
+    # that key (the scraper's) or an admin key.
+    metrics_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +79,7 @@ class Settings:
                 env.get("REWARDS_RECYCLE_AFTER_RULESETS") or defaults.recycle_after_rulesets
             ),
             supervised=(env.get("REWARDS_SUPERVISED", "0") == "1"),
+            metrics_key=env.get("REWARDS_METRICS_KEY") or None,
         )
 
     def with_changes(self, **changes: Any) -> Settings:
