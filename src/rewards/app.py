@@ -14,7 +14,7 @@ from rewards.api.analytics import analytics_summary
 from rewards.api.auth import SECURITY_SCHEME, api_key_middleware
 from rewards.api.contacts import ContactsController, WalletsController
 from rewards.api.deps import DEPENDENCIES
-from rewards.api.docs import DecimalAsNumber, SchemaCarryingJsonPlugin
+from rewards.api.docs import DecimalAsNumber, OfflineSwaggerPlugin, SchemaCarryingJsonPlugin
 from rewards.api.estimates import EstimatesController
 from rewards.api.events import events_router
 from rewards.api.health import health, metrics_controller
@@ -109,7 +109,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     )
                 }
             ),
-            render_plugins=[SchemaCarryingJsonPlugin()],
+            # /schema and /schema/openapi.json: the document; /schema/swagger: Swagger UI.
+            render_plugins=[SchemaCarryingJsonPlugin(), OfflineSwaggerPlugin("/schema")],
             path="/schema",
         ),
         plugins=[DecimalAsNumber()],
