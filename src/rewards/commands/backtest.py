@@ -35,6 +35,11 @@ def register(commands: Any) -> None:
     )
     backtest.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD or RFC 3339")
     backtest.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD or RFC 3339")
+    backtest.add_argument(
+        "--database",
+        help="the database to read, a URL (default: REWARDS_DATABASE_URL, else "
+        "sqlite:///rewards.db in the working folder); it must exist: nothing is created",
+    )
     backtest.add_argument("--format", choices=["table", "json"], default="table")
     progress = backtest.add_mutually_exclusive_group()
     progress.add_argument(
@@ -143,6 +148,7 @@ def run_backtest(args: argparse.Namespace) -> int:
 
     from rewards.analyst.backtest import backtest
     from rewards.db.database import Database
+    from rewards.db.migrate import readable_problem
     from rewards.engine import RulesetLoadError, load_rulesets
 
     settings = Settings.from_env()
@@ -166,8 +172,12 @@ def run_backtest(args: argparse.Namespace) -> int:
     if end <= start:
         print("rewards backtest: --to is before --from", file=sys.stderr)
         return 2
+    url = args.database or settings.database_url
+    if unreadable := readable_problem(url):
+        print(f"rewards backtest: {unreadable}", file=sys.stderr)
+        return 1
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    database = Database(settings.database_url)
+    database = Database(url)
     try:
         with database.session(write=False) as session:
             if not database.is_sqlite:
