@@ -214,7 +214,7 @@ def test_backtest_command_json_and_table(
 
     assert main(["backtest", "--rulesets", str(new_dir), *window, "--progress"]) == 0
     captured = capsys.readouterr()
-    assert "] 7/7 events" in captured.err and "[####" in captured.err
+    assert "replaying" in captured.err and "100% 7/7 events" in captured.err
     lines = captured.out.splitlines()
     assert lines[0].startswith("Backtest 2026-03-01T00:00:00+02:00 .. 2026-04-01T00:00:00+03:00")
     assert lines[0].endswith(": 7 events replayed")
@@ -223,6 +223,13 @@ def test_backtest_command_json_and_table(
     total = next(line for line in lines if line.startswith("total"))
     assert total.split() == ["total", "5", "18.50", "7", "28.50", "+2", "+10.00"]
     assert counts(app) == before
+
+    # a window without events: no bar at all, never "0/0"
+    empty = ["--from", "2025-03-01", "--to", "2025-03-31"]
+    assert main(["backtest", "--rulesets", str(new_dir), *empty, "--progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.splitlines()[0].endswith(": 0 events replayed")
 
 
 def test_backtest_command_refusals(
