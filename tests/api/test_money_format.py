@@ -106,7 +106,9 @@ def test_every_money_field_of_the_answers_has_two_decimals(
     answers = [
         purchase,
         spend,
-        client.post(f"/v1/events/{event_id}/returns", json={"products": [{"sku": "BASKET", "quantity": 1}]}),
+        client.post(
+            f"/v1/events/{event_id}/returns", json={"products": [{"sku": "BASKET", "quantity": 1}]}
+        ),
         client.post(f"/v1/events/{spend.json()['id']}/cancel"),
         client.get(f"/v1/contacts/{ann['id']}"),
         client.get(f"/v1/wallets/{wallet}"),
