@@ -84,3 +84,46 @@ class Settings:
 
     def with_changes(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def environment() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) of every variable ``Settings.from_env`` reads, for
+    ``rewards serve --help`` (README's configuration table says the same)."""
+    default = Settings()
+    return [
+        (
+            "REWARDS_DATABASE_URL",
+            default.database_url,
+            "a SQLite file, or postgresql+psycopg://user@host/db",
+        ),
+        ("REWARDS_RULESETS_DIR", "the repository's rulesets/", "definition + offer files"),
+        (
+            "REWARDS_API_KEYS",
+            "generated and printed by serve",
+            "comma separated admin:<key> / integrator:<key>",
+        ),
+        ("REWARDS_OTP_TTL_SECONDS", str(default.otp_ttl_seconds), "default OTP lifetime"),
+        (
+            "REWARDS_BULK_MAX_BODY_BYTES",
+            str(default.bulk_max_body_bytes),
+            f"body limit of POST /v1/events/bulk (other bodies: {default.max_body_bytes:,})",
+        ),
+        ("REWARDS_AUTO_MIGRATE", "1", "upgrade the database schema at start-up (0: do not)"),
+        ("REWARDS_EVALUATION_INTERVAL", "0, off", "seconds between scheduled evaluation runs"),
+        (
+            "REWARDS_RECYCLE_AFTER_RULESETS",
+            str(default.recycle_after_rulesets),
+            "engine rulesets a worker may build by reloads, then it restarts (0: never)",
+        ),
+        (
+            "REWARDS_METRICS_KEY",
+            "unset, /metrics is open",
+            "when set, GET /metrics needs this key or an admin key",
+        ),
+        ("REWARDS_SQL_ECHO", "0", "1: log every SQL statement (debugging)"),
+        (
+            "REWARDS_SUPERVISED",
+            "set by serve",
+            "marks serve's worker processes; not for users to set",
+        ),
+    ]
