@@ -13,10 +13,9 @@ from rewards.settings import Settings, environment, format_api_keys, generate_ap
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
+    from rewards.runtime.http_protocol import ServeConfig
     from rewards.runtime.workers import SpreadWorkers
 
     settings = Settings.from_env()
@@ -43,8 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
     # wait for the new worker. The workers read their settings from the environment
     # (create_app's factory).
     os.environ["REWARDS_SUPERVISED"] = "1"
-    config = uvicorn.Config(
+    config = ServeConfig(
         "rewards.app:create_app",
+        request_timeout=settings.request_timeout_seconds,
         factory=True,
         host=args.host,
         port=args.port,

@@ -59,6 +59,9 @@ class Settings:
     # /metrics is open (like /health: counts only) unless a key is set; then it needs
     # that key (the scraper's) or an admin key.
     metrics_key: str | None = None
+    # `rewards serve`: a request must arrive whole (line, headers, body) within this many
+    # seconds of its first byte, or it gets a 408 and the connection is closed.
+    request_timeout_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +83,9 @@ class Settings:
             ),
             supervised=(env.get("REWARDS_SUPERVISED", "0") == "1"),
             metrics_key=env.get("REWARDS_METRICS_KEY") or None,
+            request_timeout_seconds=float(
+                env.get("REWARDS_REQUEST_TIMEOUT") or defaults.request_timeout_seconds
+            ),
         )
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -119,6 +125,11 @@ def environment() -> list[tuple[str, str, str]]:
             "REWARDS_METRICS_KEY",
             "unset, /metrics is open",
             "when set, GET /metrics needs this key or an admin key",
+        ),
+        (
+            "REWARDS_REQUEST_TIMEOUT",
+            f"{default.request_timeout_seconds:g}",
+            "seconds a request may take to arrive whole (line, headers, body): then 408, closed",
         ),
         ("REWARDS_SQL_ECHO", "0", "1: log every SQL statement (debugging)"),
         (

@@ -7,13 +7,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
-from tests.integration.test_serve_recycle import HOST, _free_port, _until, _workers
+from tests.integration.serving import rewards_serve
+from tests.integration.test_serve_recycle import HOST, _until, _workers
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -40,35 +37,14 @@ def _server_side_inode(server_port: int, client_port: int) -> int | None:
 
 
 def test_two_workers_share_the_connections(tmp_path: Path) -> None:
-    log = tmp_path / "server.log"
-    port = _free_port()
-    env = os.environ | {
-        "REWARDS_DATABASE_URL": f"sqlite:///{tmp_path / 'workers.db'}",
-        "REWARDS_RULESETS_DIR": str(ROOT / "rulesets"),
-        "REWARDS_API_KEYS": "admin:workers-admin-key",
-    }
-    argv = [sys.executable, "-m", "rewards.cli", "serve", "--host", HOST, "--port", str(port)]
-    argv += ["--workers", "2", "--log-level", "warning"]
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    connections: list[http.client.HTTPConnection] = []
-    try:
+    with rewards_serve(tmp_path, workers=2) as served, contextlib.ExitStack() as closing:
+        server, port, log = served.process, served.port, served.log
         _until(lambda: len(_workers(server.pid)) == 2, 60, "two workers", log)
-
-        def both_serve() -> bool:
-            with contextlib.suppress(OSError):
-                probe = http.client.HTTPConnection(HOST, port, timeout=5)
-                probe.request("GET", "/health")
-                ok = probe.getresponse().status == 200
-                probe.close()
-                return ok
-            return False
-
-        _until(both_serve, 60, "the server answers", log)
+        _until(served.answers, 60, "the server answers", log)
+        connections: list[http.client.HTTPConnection] = []
         for _ in range(16):  # keep-alive connections, as a POS fleet or wrk holds them
             connection = http.client.HTTPConnection(HOST, port, timeout=10)
+            closing.callback(connection.close)
             connection.request("GET", "/health")
             response = connection.getresponse()
             response.read()
@@ -84,9 +60,3 @@ def test_two_workers_share_the_connections(tmp_path: Path) -> None:
             owners[owner[0]] += 1
         assert sum(owners.values()) == 16
         assert all(count > 0 for count in owners.values()), f"one worker idles: {owners}"
-    finally:
-        for connection in connections:
-            connection.close()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
