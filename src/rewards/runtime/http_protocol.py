@@ -23,6 +23,7 @@ from uvicorn import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rewards.errors import PROBLEM_MEDIA_TYPE, http_problem
+from rewards.settings import Settings
 
 # Until the request is whole: nothing yet (IDLE) or its body (SEND_BODY).
 _RECEIVING = (h11.IDLE, h11.SEND_BODY)
@@ -56,7 +57,9 @@ class RequestDeadlineProtocol(H11Protocol):
 
     def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
-        self.request_timeout: float = getattr(config, "request_timeout", 30.0)
+        self.request_timeout: float = getattr(
+            config, "request_timeout", Settings.request_timeout_seconds
+        )
         self.request_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
