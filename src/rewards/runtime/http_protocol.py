@@ -67,11 +67,13 @@ class RequestDeadlineProtocol(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self.request_deadline is None and self.conn.their_state is h11.IDLE:
-            self._arm()  # the first bytes of the next request on a kept-alive connection
         super().data_received(data)
         if self.conn.their_state not in _RECEIVING:  # whole (or refused, or closed)
             self._disarm()
+        elif self.request_deadline is None:
+            # the first bytes of the next request on a kept-alive connection (a request
+            # that arrives whole at once, the usual case, needs no timer at all)
+            self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
