@@ -65,6 +65,9 @@ def _is_money(annotation: Any) -> bool:
     return False
 
 
+_force_setattr = msgspec.structs.force_setattr
+
+
 @cache
 def _money_fields(struct: type[msgspec.Struct]) -> tuple[str, ...]:
     return tuple(f.name for f in msgspec.structs.fields(struct) if _is_money(f.type))
@@ -75,7 +78,8 @@ class MoneyStruct(msgspec.Struct, kw_only=True):
     half-up to two decimals when the struct is made (built, converted or replaced)."""
 
     def __post_init__(self) -> None:
+        # On every answer struct made: kept lean (no helper calls in the loop).
         for name in _money_fields(type(self)):
             value = getattr(self, name)
             if value is not None:
-                msgspec.structs.force_setattr(self, name, quantize(value))
+                _force_setattr(self, name, value.quantize(CENT, ROUND_HALF_UP))
