@@ -9,12 +9,14 @@ import json
 import re
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.conftest import fund, moment, purchase_body
+from tests.conftest import BOTH, fund, moment, purchase_body
 
 Client = TestClient[Litestar]
+pytestmark = pytest.mark.parametrize("database_url", BOTH, indirect=True)
 TWO_DECIMALS = re.compile(r"-?[0-9]+\.[0-9]{2}")
 
 
