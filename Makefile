@@ -2,22 +2,31 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+VERSION_OF = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYTHON_VERSION := $(call VERSION_OF,$(PYTHON))
+# The venv remembers the Python that made it: `make PYTHON=python3.12 install` rebuilds a
+# venv made by another version (a venv cannot change its interpreter in place).
+VENV_PYTHON := $(VENV)/.python-$(PYTHON_VERSION)
+STAMP  := $(VENV)/.installed-$(PYTHON_VERSION)-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: help install dev run test lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+$(VENV_PYTHON):
+	@test -n "$(PYTHON_VERSION)" || { echo "$(PYTHON) not found; try make PYTHON=python3.11 or python3.12"; exit 1; }
+	@if [ "$(call VERSION_OF,$(BIN)/python)" != "$(PYTHON_VERSION)" ]; then \
+		echo "creating $(VENV) with $(PYTHON) ($(PYTHON_VERSION))"; \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip; \
+	fi
+	@rm -f $(VENV)/.python-* && touch $@
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(VENV_PYTHON) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install rewards with its dev extras
+install: $(STAMP) ## create .venv (make PYTHON=python3.12 install: another Python) and install rewards with its dev extras
 
 run: install ## serve on http://127.0.0.1:8000 (SQLite file rewards.db, shipped rulesets/)
 	$(BIN)/rewards serve --host 127.0.0.1 --port 8000

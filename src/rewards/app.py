@@ -8,17 +8,16 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusController
 
 from rewards.api.analyst import analyst_handlers
 from rewards.api.analytics import analytics_summary
 from rewards.api.auth import SECURITY_SCHEME, api_key_middleware
 from rewards.api.contacts import ContactsController, WalletsController
 from rewards.api.deps import DEPENDENCIES
-from rewards.api.docs import DecimalAsNumber, SchemaCarryingJsonPlugin
+from rewards.api.docs import DecimalAsNumber, OfflineSwaggerPlugin, SchemaCarryingJsonPlugin
 from rewards.api.estimates import EstimatesController
 from rewards.api.events import events_router
-from rewards.api.health import health
+from rewards.api.health import health, metrics_controller
 from rewards.api.http_metrics import http_metrics
 from rewards.api.offers import get_rulesets, list_offers
 from rewards.api.responses import (
@@ -41,13 +40,6 @@ from rewards.schemas import shared_registry
 from rewards.settings import Settings
 
 log = logging.getLogger("rewards")
-
-
-class MetricsController(PrometheusController):
-    """Prometheus text format at /metrics (open, like /health: counts only, no PII)."""
-
-    path = "/metrics"
-    include_in_schema = False
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -101,7 +93,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         security=[{SECURITY_SCHEME: []}],
     )
     return Litestar(
-        route_handlers=[health, v1, MetricsController],
+        route_handlers=[
+            health,
+            v1,
+            metrics_controller(settings.metrics_key, settings.api_keys),
+        ],
         dependencies=DEPENDENCIES,
         middleware=[http_metrics, api_key_middleware(settings.api_keys)],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -126,7 +122,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     )
                 }
             ),
-            render_plugins=[SchemaCarryingJsonPlugin()],
+            # /schema and /schema/openapi.json: the document; /schema/swagger: Swagger UI.
+            render_plugins=[SchemaCarryingJsonPlugin(), OfflineSwaggerPlugin("/schema")],
             path="/schema",
         ),
         plugins=[DecimalAsNumber()],

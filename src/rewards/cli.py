@@ -6,17 +6,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from rewards.commands import backtest, evaluate, rulesets, simulate
 from rewards.runtime import private_logs
-from rewards.settings import Settings, format_api_keys, generate_api_keys
+from rewards.settings import Settings, environment, format_api_keys, generate_api_keys
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
+    from rewards.runtime.http_protocol import ServeConfig
     from rewards.runtime.workers import SpreadWorkers
 
     settings = Settings.from_env()
@@ -43,8 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
     # wait for the new worker. The workers read their settings from the environment
     # (create_app's factory).
     os.environ["REWARDS_SUPERVISED"] = "1"
-    config = uvicorn.Config(
+    config = ServeConfig(
         "rewards.app:create_app",
+        request_timeout=settings.request_timeout_seconds,
         factory=True,
         host=args.host,
         port=args.port,
@@ -66,14 +67,45 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _environment_help() -> str:
+    rows = environment()
+    width = max(len(name) for name, _, _ in rows)
+    lines = ["environment (read at start-up by serve and by each worker):"]
+    for name, default, meaning in rows:
+        lines.append(f"  {name:<{width}}  {meaning}")
+        lines.append(f"  {'':<{width}}  default: {default}")
+    return "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="rewards", description="Loyalty rules engine.")
+    root.add_argument("--version", action="version", version=f"%(prog)s {version('rewards')}")
     commands = root.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
-    serve.add_argument("--log-level", default="info")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the HTTP API",
+        description="Serve the HTTP API (migrating the database first) with N worker\n"
+        "processes sharing the port, under a supervisor that replaces a worker that stops.",
+        epilog=_environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port, each with a socket of its own "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="uvicorn's log level (default: %(default)s)",
+    )
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="upgrade the database schema to this version")
     migrate.set_defaults(run=_migrate)

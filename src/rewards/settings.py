@@ -77,6 +77,12 @@ class Settings:
     # runtime.reload. Each one keeps 80-560 KB that durable-rules never gives back.
     recycle_after_rulesets: int = 150
     supervised: bool = False  # a worker of `rewards serve` (which sets REWARDS_SUPERVISED)
+    # /metrics is open (like /health: counts only) unless a key is set; then it needs
+    # that key (the scraper's) or an admin key.
+    metrics_key: str | None = None
+    # `rewards serve`: a request must arrive whole (line, headers, body) within this many
+    # seconds of its first byte, or it gets a 408 and the connection is closed.
+    request_timeout_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +110,10 @@ class Settings:
                 env.get("REWARDS_RECYCLE_AFTER_RULESETS") or defaults.recycle_after_rulesets
             ),
             supervised=(env.get("REWARDS_SUPERVISED", "0") == "1"),
+            metrics_key=env.get("REWARDS_METRICS_KEY") or None,
+            request_timeout_seconds=float(
+                env.get("REWARDS_REQUEST_TIMEOUT") or defaults.request_timeout_seconds
+            ),
         )
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -113,3 +123,71 @@ class Settings:
 def _budget(env: Mapping[str, str], name: str, default: Budget) -> Budget:
     raw = env.get(name)
     return parse_budget(name, raw) if raw else default
+
+
+def environment() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) of every variable ``Settings.from_env`` reads, for
+    ``rewards serve --help`` (README's configuration table says the same)."""
+    default = Settings()
+    return [
+        (
+            "REWARDS_DATABASE_URL",
+            default.database_url,
+            "a SQLite file, or postgresql+psycopg://user@host/db",
+        ),
+        ("REWARDS_RULESETS_DIR", "the repository's rulesets/", "definition + offer files"),
+        (
+            "REWARDS_API_KEYS",
+            "generated and printed by serve",
+            "comma separated admin:<key> / integrator:<key>",
+        ),
+        ("REWARDS_OTP_TTL_SECONDS", str(default.otp_ttl_seconds), "default OTP lifetime"),
+        (
+            "REWARDS_BULK_MAX_BODY_BYTES",
+            str(default.bulk_max_body_bytes),
+            f"body limit of POST /v1/events/bulk (other bodies: {default.max_body_bytes:,})",
+        ),
+        ("REWARDS_AUTO_MIGRATE", "1", "upgrade the database schema at start-up (0: do not)"),
+        ("REWARDS_EVALUATION_INTERVAL", "0, off", "seconds between scheduled evaluation runs"),
+        (
+            "REWARDS_RECYCLE_AFTER_RULESETS",
+            str(default.recycle_after_rulesets),
+            "engine rulesets a worker may build by reloads, then it restarts (0: never)",
+        ),
+        (
+            "REWARDS_METRICS_KEY",
+            "unset, /metrics is open",
+            "when set, GET /metrics needs this key or an admin key",
+        ),
+        (
+            "REWARDS_REQUEST_TIMEOUT",
+            f"{default.request_timeout_seconds:g}",
+            "seconds a request may take to arrive whole (line, headers, body): then 408, closed",
+        ),
+        (
+            "REWARDS_OTP_GUESSES_PER_KEY",
+            "100/3600",
+            "wrong OTP guesses an API key may make per window (count/seconds), all workers",
+        ),
+        (
+            "REWARDS_OTP_GUESSES_PER_CLIENT",
+            "10/600",
+            "wrong OTP guesses one client address of a key may make per window",
+        ),
+        (
+            "REWARDS_REDIS_URL",
+            "unset: the database",
+            "Redis for the rate counters every worker shares (redis://host:6379/0)",
+        ),
+        (
+            "REWARDS_LOG_EXCEPTION_MESSAGES",
+            "unset",
+            "1: exception messages in logs (development only: they can quote customer data)",
+        ),
+        ("REWARDS_SQL_ECHO", "0", "1: log every SQL statement (debugging)"),
+        (
+            "REWARDS_SUPERVISED",
+            "set by serve",
+            "marks serve's worker processes; not for users to set",
+        ),
+    ]

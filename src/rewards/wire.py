@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from rewards.domain.decisions import Explanation
+from rewards.domain.money import Money, MoneyStruct
 
 
 class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -23,8 +24,13 @@ class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     says ``additionalProperties: false`` too, so both layers agree)."""
 
 
-class Out(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Base of response structs: optional fields that are ``None`` are left out."""
+class Answer(MoneyStruct, kw_only=True):
+    """Base of response structs: their money fields (typed ``Money``) leave with two
+    decimals (domain.money.MoneyStruct)."""
+
+
+class Out(Answer, kw_only=True, omit_defaults=True):
+    """Base of response structs whose optional fields that are ``None`` are left out."""
 
 
 # ---- requests -------------------------------------------------------------------------
@@ -173,12 +179,12 @@ class OtpRequest(Base, kw_only=True):
 # ---- responses ------------------------------------------------------------------------
 
 
-class WalletOut(msgspec.Struct, kw_only=True):
+class WalletOut(Answer, kw_only=True):
     code: str
     currency: str
-    balance: Decimal
-    reserved: Decimal
-    available: Decimal
+    balance: Money
+    reserved: Money
+    available: Money
 
 
 class WalletWithContact(WalletOut, kw_only=True):
@@ -197,17 +203,17 @@ class ContactOut(msgspec.Struct, kw_only=True):
     wallet: WalletOut
 
 
-class OtpOut(msgspec.Struct, kw_only=True):
+class OtpOut(Answer, kw_only=True):
     otp: str
     expires_at: datetime
-    spend_amount: Decimal | None
+    spend_amount: Money | None
 
 
-class LedgerEntry(msgspec.Struct, kw_only=True):
+class LedgerEntry(Answer, kw_only=True):
     id: int
     kind: Literal["award", "spend", "award_reversal", "spend_reversal"]
-    amount: Decimal
-    balance_after: Decimal
+    amount: Money
+    balance_after: Money
     event_id: str
     offer_id: str | None
     created_at: datetime
@@ -218,39 +224,39 @@ class LedgerPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-class LineAwardOut(msgspec.Struct, kw_only=True):
+class LineAwardOut(Answer, kw_only=True):
     index: int
     sku: str
-    amount: Decimal
+    amount: Money
 
 
 class AwardOut(Out, kw_only=True):
     offer_id: str
     offer_name: str
     classification: str
-    amount: Decimal
+    amount: Money
     contact_id: str
     lines: list[LineAwardOut] | None = None
 
 
-class SpendOut(msgspec.Struct, kw_only=True):
+class SpendOut(Answer, kw_only=True):
     id: str
-    amount: Decimal
+    amount: Money
     instant: bool
 
 
-class EventWallet(msgspec.Struct, kw_only=True):
+class EventWallet(Answer, kw_only=True):
     code: str
-    balance: Decimal
-    available: Decimal
+    balance: Money
+    available: Money
 
 
-class ProductLineOut(msgspec.Struct, kw_only=True):
+class ProductLineOut(Answer, kw_only=True):
     sku: str
     quantity: Decimal
-    net_amount: Decimal
-    vat_amount: Decimal
-    total_amount: Decimal
+    net_amount: Money
+    vat_amount: Money
+    total_amount: Money
 
 
 class PaymentMediumOut(Out, kw_only=True):
@@ -290,18 +296,18 @@ class EventOut(Out, kw_only=True):
     reference_number: str | None = None
     currency: str | None = None
     products: list[ProductLineOut] | None = None
-    net_amount: Decimal | None = None
-    vat_amount: Decimal | None = None
-    total_amount: Decimal | None = None
+    net_amount: Money | None = None
+    vat_amount: Money | None = None
+    total_amount: Money | None = None
     original_currency: str | None = None
-    original_total_amount: Decimal | None = None
+    original_total_amount: Money | None = None
     payment_medium: PaymentMediumOut | None = None
     estimate_id: str | None = None
     # referral
     referred_contact_id: str | None = None
     referrer_contact_id: str | None = None
     # financial achievement / statement
-    amount: Decimal | None = None
+    amount: Money | None = None
     product: str | None = None
     period: str | None = None
     kpis: list[KpiOut] | None = None
@@ -312,7 +318,7 @@ class EventOut(Out, kw_only=True):
     website: str | None = None
     # spend request
     purchase_event_id: str | None = None
-    requested_amount: Decimal | None = None
+    requested_amount: Money | None = None
     # GET /v1/events/{id}?explain=true: why each offer of its type did or did not apply
     explanation: Explanation | None = None
 
@@ -325,11 +331,11 @@ class EventPage(msgspec.Struct, kw_only=True):
 ReversalKind = Literal["award_reversal", "spend_reversal"]
 
 
-class ReversalOut(msgspec.Struct, kw_only=True):
+class ReversalOut(Answer, kw_only=True):
     id: int
     kind: ReversalKind
-    amount: Decimal
-    balance_after: Decimal
+    amount: Money
+    balance_after: Money
     reverses_id: int | None  # the entry reversed whole; None for a partial (return) reversal
     offer_id: str | None
 
@@ -430,31 +436,31 @@ class EstimateIn(Base, kw_only=True):
     requires_approval: bool = False
 
 
-class SpendableOut(msgspec.Struct, kw_only=True):
-    amount: Decimal
-    min_spend: Decimal | None
-    max_spend: Decimal | None
+class SpendableOut(Answer, kw_only=True):
+    amount: Money
+    min_spend: Money | None
+    max_spend: Money | None
 
 
-class EstimateWallet(msgspec.Struct, kw_only=True):
+class EstimateWallet(Answer, kw_only=True):
     code: str
-    balance: Decimal
-    available: Decimal
+    balance: Money
+    available: Money
 
 
-class ReservationOut(msgspec.Struct, kw_only=True):
-    amount: Decimal
+class ReservationOut(Answer, kw_only=True):
+    amount: Money
     expires_at: datetime
 
 
-class EstimateOut(msgspec.Struct, kw_only=True):
+class EstimateOut(Answer, kw_only=True):
     id: str
     contact_id: str
     status: Literal["pending", "approved", "consumed", "expired"]
     awards: list[AwardOut]
-    total_award: Decimal
-    instant_spend: Decimal
-    total_amount: Decimal
+    total_award: Money
+    instant_spend: Money
+    total_amount: Money
     spendable: SpendableOut
     allow_spending: bool
     wallet: EstimateWallet
@@ -475,11 +481,11 @@ class ReturnIn(Base, kw_only=True):
     description: str | None = None
 
 
-class ReturnedLineOut(msgspec.Struct, kw_only=True):
+class ReturnedLineOut(Answer, kw_only=True):
     index: int
     sku: str
     quantity: Decimal
-    amount: Decimal
+    amount: Money
 
 
 class ReturnOut(msgspec.Struct, kw_only=True):
@@ -496,28 +502,28 @@ class EventTypeCount(msgspec.Struct, kw_only=True):
     cancelled: int
 
 
-class OfferTotals(msgspec.Struct, kw_only=True):
+class OfferTotals(Answer, kw_only=True):
     offer_id: str
     count: int
-    amount: Decimal
+    amount: Money
 
 
-class AwardTotals(msgspec.Struct, kw_only=True):
+class AwardTotals(Answer, kw_only=True):
     count: int
-    amount: Decimal
-    reversed: Decimal
+    amount: Money
+    reversed: Money
     by_offer: list[OfferTotals]
 
 
-class SpendTotals(msgspec.Struct, kw_only=True):
+class SpendTotals(Answer, kw_only=True):
     count: int
-    amount: Decimal
+    amount: Money
 
 
-class AnalyticsSummary(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+class AnalyticsSummary(Answer, kw_only=True, rename={"from_": "from"}):
     from_: datetime | None
     to: datetime | None
     events: list[EventTypeCount]
     awards: AwardTotals
     spends: SpendTotals
-    outstanding_liability: Decimal
+    outstanding_liability: Money

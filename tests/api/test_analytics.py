@@ -8,7 +8,9 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from tests.conftest import BOTH, fund
+from rewards.app import create_app
+from rewards.settings import Settings
+from tests.conftest import ADMIN_KEY, BOTH, INTEGRATOR_KEY, fund
 
 Client = TestClient[Litestar]
 
@@ -85,3 +87,41 @@ def test_metrics_in_prometheus_format(client: Client, new_contact: Any) -> None:
     assert 'rewards_events_recorded_total{type="financial_achievement"}' in text
     assert 'rewards_awards_total{offer_id="wallet-load"}' in text
     assert "rewards_engine_evaluation_seconds_bucket" in text
+
+
+def test_metrics_are_open_by_default_and_documented(client: Client) -> None:
+    operation = client.get("/schema/openapi.json").json()["paths"]["/metrics"]["get"]
+    assert operation["operationId"] == "get_metrics"
+    assert list(operation["responses"]["200"]["content"]) == ["text/plain"]
+    assert "security" not in operation and "401" not in operation["responses"]
+    assert "REWARDS_METRICS_KEY" in operation["description"]
+    del client.headers["Authorization"]
+    assert client.get("/metrics").status_code == 200
+
+
+def test_metrics_key_required_when_set(settings: Settings) -> None:
+    app = create_app(settings.with_changes(metrics_key="scraper-key"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        operation = client.get("/schema/openapi.json").json()["paths"]["/metrics"]["get"]
+        assert operation["security"] == [{"BearerAuth": []}]
+        assert {"401", "403"} <= set(operation["responses"])
+
+        def scrape(key: str | None) -> Any:
+            return client.get("/metrics", headers={"Authorization": f"Bearer {key}"} if key else {})
+
+        for key, status in [
+            (None, 401),
+            ("nope", 401),
+            (INTEGRATOR_KEY, 403),
+            ("scraper-key", 200),
+            (ADMIN_KEY, 200),
+        ]:
+            answer = scrape(key)
+            assert answer.status_code == status, (key, answer.text)
+            if status == 200:
+                assert "rewards_requests_total" in answer.text
+            else:
+                assert answer.headers["content-type"] == "application/problem+json"
+        # the scraper's key is no API key
+        refused = client.get("/v1/offers", headers={"Authorization": "Bearer scraper-key"})
+        assert refused.status_code == 401

@@ -214,7 +214,7 @@ def test_backtest_command_json_and_table(
 
     assert main(["backtest", "--rulesets", str(new_dir), *window, "--progress"]) == 0
     captured = capsys.readouterr()
-    assert "] 7/7 events" in captured.err and "[####" in captured.err
+    assert "replaying" in captured.err and "100% 7/7 events" in captured.err
     lines = captured.out.splitlines()
     assert lines[0].startswith("Backtest 2026-03-01T00:00:00+02:00 .. 2026-04-01T00:00:00+03:00")
     assert lines[0].endswith(": 7 events replayed")
@@ -223,6 +223,13 @@ def test_backtest_command_json_and_table(
     total = next(line for line in lines if line.startswith("total"))
     assert total.split() == ["total", "5", "18.50", "7", "28.50", "+2", "+10.00"]
     assert counts(app) == before
+
+    # a window without events: no bar at all, never "0/0"
+    empty = ["--from", "2025-03-01", "--to", "2025-03-31"]
+    assert main(["backtest", "--rulesets", str(new_dir), *empty, "--progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.splitlines()[0].endswith(": 0 events replayed")
 
 
 def test_backtest_command_refusals(
@@ -262,3 +269,45 @@ def test_backtest_command_refusals(
         == 2
     )
     assert "--to is before --from" in capsys.readouterr().err
+
+
+def test_backtest_without_a_database_says_so_in_one_line_and_creates_nothing(
+    rulesets_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REWARDS_DATABASE_URL", raising=False)
+    monkeypatch.setenv("REWARDS_RULESETS_DIR", str(rulesets_dir))
+    window = ["--rulesets", str(rulesets_dir), "--from", "2026-03-01", "--to", "2026-03-02"]
+    assert main(["backtest", *window]) == 1
+    assert capsys.readouterr().err == (
+        "rewards backtest: no database file rewards.db (give --database or REWARDS_DATABASE_URL)\n"
+    )
+    assert main(["backtest", *window, "--database", f"sqlite:///{tmp_path / 'gone.db'}"]) == 1
+    assert "no database file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current"]  # no database made
+    (tmp_path / "empty.db").touch()
+    assert main(["backtest", *window, "--database", "sqlite:///empty.db"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no rewards schema" in err and "rewards migrate" in err
+
+
+def test_backtest_database_option_wins_over_the_environment(
+    app: Litestar,
+    history: dict[str, Any],
+    rulesets_dir: Path,
+    new_dir: Path,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REWARDS_DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    monkeypatch.setenv("REWARDS_RULESETS_DIR", str(rulesets_dir))
+    window = ["--from", "2026-03-01", "--to", "2026-03-31", "--format", "json"]
+    argv = ["backtest", "--rulesets", str(new_dir), *window, "--database", database_url]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["events"] == 7
+    assert not (tmp_path / "elsewhere.db").exists()

@@ -4,7 +4,7 @@ inside ``rewards serve`` (REWARDS_EVALUATION_INTERVAL)."""
 from __future__ import annotations
 
 import dataclasses
-import io
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from rewards import runs
 from rewards.cli import main
-from rewards.commands.evaluate import ProgressBar
 from rewards.db.run_tables import EvaluationRun
 from rewards.runs import scheduler
 from rewards.settings import Settings
@@ -77,13 +76,18 @@ def test_rewards_evaluate_as_of_and_bad_arguments(
     assert main(["evaluate", "--workers", "0"]) == 2
 
 
-def test_the_progress_bar_shows_rate_and_eta() -> None:
-    stream = io.StringIO()
-    bar = ProgressBar(stream, total=1000, started=time.monotonic() - 2)
-    bar.update(500, 42, "events", force=True)
-    line = stream.getvalue()
-    assert "50.0%" in line and "500/1,000 events" in line
-    assert "ev/s" in line and "ETA" in line and "awards 42" in line
+@pytest.mark.usefixtures("environment")
+def test_the_progress_bar_shows_count_rate_eta_and_awards(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate"]) == 0  # nothing pending: no bar (not "0/0")
+    assert capsys.readouterr().err == ""
+    person = world.contact()
+    for _ in range(3):
+        world.event("achievement", person, classification="5-star-service")
+    assert main(["evaluate"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # not a terminal: plain lines
+    assert re.search(r"^evaluating .* 100% 3/3 events [0-9,]+ ev/s ETA 0:00:00 awards 3$", last)
 
 
 def test_a_scheduled_turn_runs_or_skips(world: World) -> None:

@@ -7,15 +7,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.datastructures import Headers
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
+from litestar.types import Guard
 
 from rewards.runtime.ratelimit import CALLER, Caller, caller_id
 
 OPEN_PATHS = ["^/health$", "^/schema", "^/metrics$"]
 SECURITY_SCHEME = "BearerAuth"
+
+
+def bearer_key(headers: Headers) -> str:
+    """The key of ``Authorization: Bearer <key>``; a missing one is a 401."""
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise NotAuthorizedException("Missing 'Authorization: Bearer <key>' header.")
+    return key.strip()
 
 
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
@@ -30,9 +40,7 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        scheme, _, key = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key:
-            raise NotAuthorizedException("Missing 'Authorization: Bearer <key>' header.")
+        key = bearer_key(connection.headers)
         for known, role in self._keys.items():  # constant-time compare, every key
             if hmac.compare_digest(known.encode(), key.strip().encode()):
                 client = connection.client.host if connection.client else "unknown"
@@ -49,3 +57,21 @@ def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandl
     """Guard for the admin endpoints: integrator keys get 403."""
     if connection.user != "admin":
         raise PermissionDeniedException("This endpoint needs an admin key.")
+
+
+def metrics_guard(metrics_key: str, keys: Mapping[str, str]) -> Guard:
+    """Guard for /metrics when REWARDS_METRICS_KEY is set: that key (a scraper's) or an
+    admin key; an integrator key is a 403, a missing or unknown one a 401."""
+    allowed = {metrics_key: "metrics", **keys}
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        key = bearer_key(connection.headers).encode()
+        roles = [
+            role for known, role in allowed.items() if hmac.compare_digest(known.encode(), key)
+        ]
+        if not roles:
+            raise NotAuthorizedException("Unknown metrics or API key.")
+        if roles[0] not in ("metrics", "admin"):
+            raise PermissionDeniedException("/metrics needs the metrics key or an admin key.")
+
+    return guard

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import msgspec
 
+from rewards.commands.progress import ProgressBar
 from rewards.settings import Settings
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -35,10 +35,19 @@ def register(commands: Any) -> None:
     )
     backtest.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD or RFC 3339")
     backtest.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD or RFC 3339")
+    backtest.add_argument(
+        "--database",
+        help="the database to read, a URL (default: REWARDS_DATABASE_URL, else "
+        "sqlite:///rewards.db in the working folder); it must exist: nothing is created",
+    )
     backtest.add_argument("--format", choices=["table", "json"], default="table")
     progress = backtest.add_mutually_exclusive_group()
     progress.add_argument(
-        "--progress", action="store_true", default=None, help="always show the progress bar"
+        "--progress",
+        action="store_true",
+        default=None,
+        help="show the progress bar on stderr even when it is not a terminal (then a line "
+        "every 10 s and the last state); default: on a terminal only",
     )
     progress.add_argument(
         "--no-progress", dest="progress", action="store_false", help="never show it"
@@ -61,27 +70,6 @@ def _moment(text: str, zone: Any, *, end: bool) -> datetime:
     if moment.tzinfo is None:
         raise _Usage(f"{text!r} needs a zone (Z or +02:00)")
     return moment
-
-
-class ProgressBar:
-    """``[#####.....] 1,234/5,000 events`` on one line of ``stream``, at most 10 times/s."""
-
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self.shown = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.shown < 0.1:
-            return
-        self.shown = now
-        filled = self.width * done // total if total else self.width
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {done:,}/{total:,} events")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def _signed(value: Any) -> str:
@@ -143,6 +131,7 @@ def run_backtest(args: argparse.Namespace) -> int:
 
     from rewards.analyst.backtest import backtest
     from rewards.db.database import Database
+    from rewards.db.migrate import readable_problem
     from rewards.engine import RulesetLoadError, load_rulesets
 
     settings = Settings.from_env()
@@ -166,8 +155,13 @@ def run_backtest(args: argparse.Namespace) -> int:
     if end <= start:
         print("rewards backtest: --to is before --from", file=sys.stderr)
         return 2
+    url = args.database or settings.database_url
+    if unreadable := readable_problem(url):
+        print(f"rewards backtest: {unreadable}", file=sys.stderr)
+        return 1
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    database = Database(settings.database_url)
+    bar = ProgressBar(sys.stderr, "events", "ev") if show else None
+    database = Database(url)
     try:
         with database.session(write=False) as session:
             if not database.is_sqlite:
@@ -179,11 +173,13 @@ def run_backtest(args: argparse.Namespace) -> int:
                     new,
                     start,
                     end,
-                    progress=ProgressBar(sys.stderr) if show else None,
+                    progress=None if bar is None else lambda d, t: bar.update("replaying", d, t),
                 )
             finally:
                 session.rollback()  # nothing to keep: a backtest never writes
     finally:
+        if bar is not None:
+            bar.close()
         database.dispose()
     if args.format == "json":
         print(_encode(result).decode())

@@ -16,8 +16,10 @@ import os
 import sys
 import time
 from datetime import datetime
-from typing import IO, Any
+from typing import Any
 
+from rewards.commands.progress import ProgressBar
+from rewards.runtime.private_logs import describe
 from rewards.settings import Settings
 
 
@@ -87,63 +89,6 @@ def _worker_process(run_id: str, chunk_size: int) -> None:
         database.dispose()
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-class ProgressBar:
-    """One line on stderr, redrawn at most 5 times a second (a new line every 10 s when
-    stderr is not a terminal)."""
-
-    WIDTH = 24
-
-    def __init__(self, stream: IO[str], total: int, started: float) -> None:
-        self.stream = stream
-        self.total = total
-        self.started = started
-        self.tty = stream.isatty()
-        self.last = 0.0
-        self.drawn = False
-
-    def update(self, done: int, awards: int, phase: str, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < (0.2 if self.tty else 10.0):
-            return
-        self.last = now
-        elapsed = max(now - self.started, 1e-6)
-        rate = done / elapsed
-        if phase == "events":
-            share = done / self.total if self.total else 1.0
-            filled = int(self.WIDTH * min(share, 1.0))
-            eta = (self.total - done) / rate if rate > 0 else 0.0
-            line = (
-                f"evaluating [{'#' * filled}{'-' * (self.WIDTH - filled)}] {share:6.1%} "
-                f"{done:,}/{self.total:,} events  {rate:,.0f} ev/s  ETA {_duration(eta)}  "
-                f"awards {awards:,}"
-            )
-        else:
-            line = (
-                f"{phase.replace(':', ' ')}  {done:,} events  {rate:,.0f} ev/s  "
-                f"elapsed {_duration(elapsed)}  awards {awards:,}"
-            )
-        if self.tty:
-            self.stream.write(f"\r\x1b[K{line}")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.drawn and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def summary(run: Any, currency: str, elapsed: float) -> str:
     """The table printed at the end of a run."""
     rate = run.events_evaluated / elapsed if elapsed > 0 else 0.0
@@ -197,14 +142,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"rewards evaluate: {busy.detail}", file=sys.stderr)
             return 3
         clock = time.monotonic()
-        bar = None if args.no_progress else ProgressBar(sys.stderr, started.events_total, clock)
+        bar = (
+            None
+            if args.no_progress
+            else ProgressBar(sys.stderr, "events", "ev", extra="awards {task.fields[awards]:,}")
+        )
+
+        last_phase = ["events"]
+
+        def show(done: int, awards: int, phase: str) -> None:
+            last_phase[0] = phase
+            if bar is None:
+                return
+            if phase == "events":  # events pending at the start, and any that came since
+                bar.update("evaluating", done, max(started.events_total, done), awards=awards)
+            else:  # the period aggregates: how many groups is not known ahead
+                bar.update("period aggregates", done, None, awards=awards)
 
         def progress(done: runs.ChunkDone) -> None:
             if bar is None:
                 return
             with database.session(write=False) as session:
                 now = runs.get_run(session, done.run_id)
-            bar.update(now.events_evaluated, now.awards, done.phase)
+            show(now.events_evaluated, now.awards, done.phase)
 
         children = [
             multiprocessing.get_context("spawn").Process(
@@ -224,13 +184,13 @@ def run(args: argparse.Namespace) -> int:
                 hooks=runs.RunHooks(progress=progress),
             )
         except Exception as error:  # recorded as failed
-            print(f"\nrewards evaluate: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"\nrewards evaluate: {describe(error)}", file=sys.stderr)
         for child in children:
             child.join()
         with database.session(write=False) as session:
             result = runs.get_run(session, started.id)
+        show(result.events_evaluated, result.awards, last_phase[0])  # the final count
         if bar is not None:
-            bar.update(result.events_evaluated, result.awards, "events", force=True)
             bar.close()
         print(summary(result, runtime.rulesets.definition.currency, time.monotonic() - clock))
         return 0 if result.status == "finished" else 1

@@ -9,7 +9,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -27,6 +28,37 @@ def head_revision(engine: Engine) -> str | None:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def readable_problem(url: str) -> str | None:
+    """Why ``url`` is not a rewards database at the current schema, or None. Creates
+    nothing: a SQLite file that does not exist is reported, not made."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"{url!r} is not a database URL (sqlite:///FILE or postgresql+psycopg://...)"
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        return f"{shown}: rewards works on SQLite and PostgreSQL"
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:":
+            return f"{shown} is an in-memory database: it holds no events"
+        if not Path(path).is_file():
+            return f"no database file {path} (give --database or REWARDS_DATABASE_URL)"
+    engine = create_engine(url)
+    try:
+        found, wanted = current_revision(engine), head_revision(engine)
+    except DBAPIError as error:  # unreachable, refused, not a database...
+        reason = str(error.orig).strip().splitlines() or [type(error.orig).__name__]
+        return f"cannot read {shown}: {reason[0]}"
+    finally:
+        engine.dispose()
+    if found is None:
+        return f"{shown} holds no rewards schema (run `rewards migrate` or `rewards serve` on it)"
+    if found != wanted:
+        return f"{shown} is at schema revision {found}, this rewards reads {wanted}: run `rewards migrate`"
+    return None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -8,6 +8,11 @@ Conversion to cents rounds half-up, the business rounding rule.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import msgspec
 
 CENT = Decimal("0.01")
 _HUNDRED = Decimal(100)
@@ -43,3 +48,38 @@ def money_text(cents: int) -> str:
 
 def decimal_text(value: Decimal) -> str:
     return str(value)
+
+
+# Money in answers: a field typed ``Money`` in a ``MoneyStruct`` always holds exactly two
+# decimals (``1`` -> ``1.00``), whatever computed it (a definition's ``min_amount: 1``, a
+# request's ``1``, cents): the one place answers' money is formatted.
+MONEY = msgspec.Meta(description="An amount in the currency's major unit, with two decimals.")
+Money = Annotated[Decimal, MONEY]
+
+
+def _is_money(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated:
+        return MONEY in get_args(annotation)[1:]
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_is_money(member) for member in get_args(annotation))
+    return False
+
+
+_force_setattr = msgspec.structs.force_setattr
+
+
+@cache
+def _money_fields(struct: type[msgspec.Struct]) -> tuple[str, ...]:
+    return tuple(f.name for f in msgspec.structs.fields(struct) if _is_money(f.type))
+
+
+class MoneyStruct(msgspec.Struct, kw_only=True):
+    """Base of the answer structs that carry money: their ``Money`` fields are rounded
+    half-up to two decimals when the struct is made (built, converted or replaced)."""
+
+    def __post_init__(self) -> None:
+        # On every answer struct made: kept lean (no helper calls in the loop).
+        for name in _money_fields(type(self)):
+            value = getattr(self, name)
+            if value is not None:
+                _force_setattr(self, name, value.quantize(CENT, ROUND_HALF_UP))

@@ -7,14 +7,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 import msgspec
 from sqlalchemy import select
 from sqlmodel import Session, col
 
 from rewards.db.run_tables import EvaluationRun, RunOfferTotal
-from rewards.domain.money import from_cents
+from rewards.domain.money import Money, MoneyStruct, from_cents
 from rewards.errors import refusal
 
 STALE_AFTER = timedelta(minutes=2)  # no heartbeat for this long: the run's process died
@@ -58,13 +57,13 @@ class EvaluationRunIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     as_of: datetime | None = None
 
 
-class RunOfferOut(msgspec.Struct, kw_only=True):
+class RunOfferOut(MoneyStruct, kw_only=True):
     offer_id: str
     awards: int
-    total_awarded: Decimal
+    total_awarded: Money
 
 
-class EvaluationRunOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+class EvaluationRunOut(MoneyStruct, kw_only=True, omit_defaults=True):
     id: str
     status: str  # running | finished | failed
     source: str
@@ -77,7 +76,7 @@ class EvaluationRunOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     events_evaluated: int
     aggregate_groups: int
     awards: int
-    total_awarded: Decimal
+    total_awarded: Money
     error: str | None = None
     offers: list[RunOfferOut] | None = None
 
