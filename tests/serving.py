@@ -115,12 +115,12 @@ class RewardsServer:
     """``rewards serve`` in a process group of its own, on a free port."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], port: int, log: Path, workers: int
+        self, process: subprocess.Popen[bytes], port: int, log: Path, worker_count: int
     ) -> None:
         self.process = process
         self.port = port
         self.log = log
-        self.workers = workers
+        self.worker_count = worker_count
 
     @classmethod
     def start(
@@ -337,6 +337,6 @@ def assert_overlapped(answers: Sequence[Answer], server: RewardsServer) -> None:
     peak = peak_in_flight(answers)
     assert peak >= 2, f"the requests never overlapped (at most {peak} in flight)"
     served = {a.worker for a in answers}
-    if server.workers > 1:
-        assert len(served) == server.workers, f"only workers {served} answered"
+    if server.worker_count > 1:
+        assert len(served) == server.worker_count, f"only workers {served} answered"
         assert overlapped_across_workers(answers), "no two workers were busy at once"
