@@ -10,7 +10,13 @@ from importlib.metadata import version
 
 from rewards.commands import backtest, evaluate, rulesets, simulate
 from rewards.runtime import private_logs
-from rewards.settings import Settings, environment, format_api_keys, generate_api_keys
+from rewards.settings import (
+    Settings,
+    SettingsError,
+    environment,
+    format_api_keys,
+    generate_api_keys,
+)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -119,7 +125,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     private_logs.install()
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except SettingsError as error:  # a malformed REWARDS_* variable: one line, no traceback
+        print(f"rewards: {error}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -92,7 +92,7 @@ class Settings:
             database_url=env.get("REWARDS_DATABASE_URL") or defaults.database_url,
             rulesets_dir=Path(env.get("REWARDS_RULESETS_DIR") or defaults.rulesets_dir),
             api_keys=parse_api_keys(env.get("REWARDS_API_KEYS", "")),
-            otp_ttl_seconds=int(env.get("REWARDS_OTP_TTL_SECONDS") or defaults.otp_ttl_seconds),
+            otp_ttl_seconds=_integer(env, "REWARDS_OTP_TTL_SECONDS", defaults.otp_ttl_seconds),
             otp_guesses_per_key=_budget(
                 env, "REWARDS_OTP_GUESSES_PER_KEY", defaults.otp_guesses_per_key
             ),
@@ -100,24 +100,46 @@ class Settings:
                 env, "REWARDS_OTP_GUESSES_PER_CLIENT", defaults.otp_guesses_per_client
             ),
             redis_url=env.get("REWARDS_REDIS_URL") or None,
-            bulk_max_body_bytes=int(
-                env.get("REWARDS_BULK_MAX_BODY_BYTES") or defaults.bulk_max_body_bytes
+            bulk_max_body_bytes=_integer(
+                env, "REWARDS_BULK_MAX_BODY_BYTES", defaults.bulk_max_body_bytes
             ),
             auto_migrate=(env.get("REWARDS_AUTO_MIGRATE", "1") != "0"),
-            evaluation_interval_seconds=int(env.get("REWARDS_EVALUATION_INTERVAL") or 0),
+            evaluation_interval_seconds=_integer(env, "REWARDS_EVALUATION_INTERVAL", 0),
             sql_echo=(env.get("REWARDS_SQL_ECHO", "0") == "1"),
-            recycle_after_rulesets=int(
-                env.get("REWARDS_RECYCLE_AFTER_RULESETS") or defaults.recycle_after_rulesets
+            recycle_after_rulesets=_integer(
+                env, "REWARDS_RECYCLE_AFTER_RULESETS", defaults.recycle_after_rulesets
             ),
             supervised=(env.get("REWARDS_SUPERVISED", "0") == "1"),
             metrics_key=env.get("REWARDS_METRICS_KEY") or None,
-            request_timeout_seconds=float(
-                env.get("REWARDS_REQUEST_TIMEOUT") or defaults.request_timeout_seconds
+            request_timeout_seconds=_number(
+                env, "REWARDS_REQUEST_TIMEOUT", defaults.request_timeout_seconds
             ),
         )
 
     def with_changes(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    """A numeric variable at least 0; a malformed one is a SettingsError naming it (a
+    one-line refusal at start-up, not a traceback)."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise SettingsError(f"{name}: {raw!r} is not a number of 0 or more")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if value != int(value):
+        raise SettingsError(f"{name}: {env.get(name)!r} is not a whole number")
+    return int(value)
 
 
 def _budget(env: Mapping[str, str], name: str, default: Budget) -> Budget:

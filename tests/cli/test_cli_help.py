@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,33 @@ def test_serve_help_lists_flags_defaults_and_environment(
 def test_readme_lists_the_variables_users_set() -> None:
     table = set(re.findall(r"^\| `(REWARDS_[A-Z_]+)` \|", (ROOT / "README.md").read_text(), re.M))
     assert table == SETTINGS_VARIABLES - {"REWARDS_SUPERVISED"}  # set by serve for its workers
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REWARDS_OTP_GUESSES_PER_KEY", "lots"),
+        ("REWARDS_API_KEYS", "root:k"),
+        ("REWARDS_OTP_TTL_SECONDS", "five minutes"),
+        ("REWARDS_BULK_MAX_BODY_BYTES", "-1"),
+        ("REWARDS_REQUEST_TIMEOUT", "nan"),
+        ("REWARDS_EVALUATION_INTERVAL", "1.5"),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_malformed_variable_is_one_line_and_starts_nothing(
+    command: str,
+    variable: str,
+    value: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REWARDS_DATABASE_URL", raising=False)
+    monkeypatch.setenv(variable, value)
+    assert main([command]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"rewards: {variable}: ") and error.count("\n") == 1, error
+    assert "Traceback" not in error
+    assert list(tmp_path.iterdir()) == []  # no database was made
