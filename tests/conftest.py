@@ -68,6 +68,18 @@ def postgres_schema(prefix: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of this test alone, on each database (nothing migrated: a
+    served ``rewards serve`` migrates it): for tests that change its schema or must not
+    share the session's PostgreSQL schema with a server of their own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'own.db'}"
+        return
+    with postgres_schema("rewards_own") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def postgres_schema_url() -> Iterator[str]:
     with postgres_schema("rewards_test") as url:

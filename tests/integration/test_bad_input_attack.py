@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
-from tests.conftest import BOTH, moment, purchase_body
+from tests.conftest import moment, purchase_body
 from tests.serving import api, rewards_serve
 
 ADMIN_KEY = "bad-input-attack-admin-key"
@@ -107,18 +105,8 @@ def _bodies(wallet: str, contact_id: str) -> Iterator[tuple[str, str, bytes, dic
             yield "GET", f"{path}?cursor={cursor}", b"", {}
 
 
-@pytest.fixture(params=BOTH)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'attack.db'}"
-        return
-    from tests.conftest import postgres_schema
-
-    with postgres_schema("rewards_attack") as url:
-        yield url
-
-
-def test_a_scripted_bad_input_run_gives_no_5xx(tmp_path: Path, database_url: str) -> None:
+def test_a_scripted_bad_input_run_gives_no_5xx(tmp_path: Path, own_database_url: str) -> None:
+    database_url = own_database_url
     log = tmp_path / "server.log"
     with (
         rewards_serve(database_url, log, api_key=ADMIN_KEY, workers=2) as server,

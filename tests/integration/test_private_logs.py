@@ -6,13 +6,11 @@ the server is scanned."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import BOTH, postgres_schema, purchase_body
+from tests.conftest import purchase_body
 from tests.serving import api, rewards_serve
 
 ADMIN_KEY = "private-logs-admin-key-5c1e"
@@ -69,16 +67,6 @@ def _set_traps(database_url: str) -> None:
                 )
             )
     engine.dispose()
-
-
-@pytest.fixture(params=BOTH)
-def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of this test alone: its traps must not outlive it."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'private-logs.db'}"
-        return
-    with postgres_schema("rewards_private_logs") as url:
-        yield url
 
 
 def test_the_served_log_carries_no_personal_data_even_on_database_errors(
