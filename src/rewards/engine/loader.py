@@ -332,6 +332,20 @@ def _check_definition(definition: Definition, source: _Source) -> None:
     if spend.min_amount is not None and spend.max_amount is not None:
         if spend.min_amount > spend.max_amount:
             source.error(("spend_requests", "min_amount"), "min_amount is greater than max_amount")
+    automation = definition.purchase_automation
+    for key, types in (
+        ("invoice_types", automation.invoice_types),
+        ("credit_note_types", automation.credit_note_types),
+    ):
+        _unique(source, ("purchase_automation", key), types, "invoice type")
+    invoice_types = set(automation.invoice_types)
+    for index, code in enumerate(automation.credit_note_types):
+        if code in invoice_types:
+            source.error(
+                ("purchase_automation", "credit_note_types", index),
+                f"'{code}' is also listed in invoice_types: a type either creates a purchase "
+                "or credits one",
+            )
 
 
 def _unique(source: _Source, path: Path_, values: list[str], what: str) -> None:

@@ -138,6 +138,16 @@ class SpendRequestRules(Model, kw_only=True, frozen=True):
     applicable_classifications: list[str] = []  # empty: every purchase classification
 
 
+class PurchaseAutomation(Model, kw_only=True, frozen=True):
+    """What posted invoices do (``POST /v1/invoices``): an invoice of one of
+    ``invoice_types`` creates a purchase; a credit note of one of ``credit_note_types``
+    returns its lines on the purchase of the invoice it credits; any other type is only
+    stored. A type is in at most one list (the loader checks)."""
+
+    invoice_types: list[str] = []
+    credit_note_types: list[str] = []
+
+
 class Definition(Model, kw_only=True, frozen=True):
     currency: str = "EUR"
     time_zone: str = "UTC"
@@ -149,6 +159,7 @@ class Definition(Model, kw_only=True, frozen=True):
     kpis: list[Kpi] = []
     payment_medium: PaymentMediumRules = PaymentMediumRules()
     spend_requests: SpendRequestRules = SpendRequestRules()
+    purchase_automation: PurchaseAutomation = PurchaseAutomation()
 
 
 # --- <classification>.yaml ---------------------------------------------------------

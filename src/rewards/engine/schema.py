@@ -26,6 +26,10 @@ from rewards.engine.model import (
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 ID_PATTERN = "^[a-z0-9-]+$"
 HOUR_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
+#: An invoice type, as ``schemas/invoice.json`` accepts it in ``invoice_type`` (no "/":
+#: a purchase made from an invoice is referenced as "<type>/<number>").
+INVOICE_TYPE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:@+-]*$"
+INVOICE_TYPE_MAX_LENGTH = 50
 
 PURCHASE_CLASSIFICATIONS = frozenset(
     c for c, types in CLASSIFICATION_EVENT_TYPES.items() if types == ("purchase",)
@@ -374,6 +378,14 @@ def _medium_condition() -> dict[str, Any]:
 def definition_schema() -> dict[str, Any]:
     """Schema of ``definition.yaml``."""
     code = {"type": "string", "minLength": 1}
+    invoice_types = {
+        "type": "array",
+        "items": {
+            "type": "string",
+            "maxLength": INVOICE_TYPE_MAX_LENGTH,
+            "pattern": INVOICE_TYPE_PATTERN,
+        },
+    }
     return {
         "$schema": DRAFT,
         "$id": "https://rewards.example/schemas/definition.schema.json",
@@ -454,6 +466,9 @@ def definition_schema() -> dict[str, Any]:
                         },
                         "applicable_classifications": _strings(0),
                     }
+                ),
+                "purchase_automation": _obj(
+                    {"invoice_types": invoice_types, "credit_note_types": invoice_types}
                 ),
             }
         ),

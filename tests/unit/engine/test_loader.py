@@ -387,6 +387,35 @@ def test_definition_errors(tmp_path: Path) -> None:
     ]
 
 
+def test_purchase_automation(tmp_path: Path) -> None:
+    automation = (
+        "purchase_automation:\n"
+        "  invoice_types: [pos-receipt, monthly-bill, pos-receipt]\n"
+        "  credit_note_types: [credit-note, monthly-bill]\n"
+    )
+    definition = DEFINITION_YAML + automation
+    assert problems(write_folder(tmp_path, {}, definition=definition)) == [
+        f"{tmp_path}/definition.yaml:{at(definition, 'pos-receipt]')}: "
+        "purchase_automation.invoice_types[2]: duplicate invoice type 'pos-receipt'",
+        f"{tmp_path}/definition.yaml:{at(definition, 'monthly-bill]')}: "
+        "purchase_automation.credit_note_types[1]: 'monthly-bill' is also listed in "
+        "invoice_types: a type either creates a purchase or credits one",
+    ]
+    slash = DEFINITION_YAML + "purchase_automation: {invoice_types: [pos/receipt]}\n"
+    assert problems(write_folder(tmp_path, {}, definition=slash)) == [
+        f"{tmp_path}/definition.yaml:{at(slash, 'pos/receipt')}: "
+        "purchase_automation.invoice_types[0]: 'pos/receipt' does not match "
+        "'^[A-Za-z0-9][A-Za-z0-9._:@+-]*$'"
+    ]
+    fine = DEFINITION_YAML + automation.replace(", pos-receipt]", "]").replace(
+        "[credit-note, monthly-bill]", "[credit-note]"
+    )
+    loaded = load_rulesets(write_folder(tmp_path, {}, definition=fine)).definition
+    assert loaded.purchase_automation.invoice_types == ["pos-receipt", "monthly-bill"]
+    assert loaded.purchase_automation.credit_note_types == ["credit-note"]
+    assert load_rulesets(write_folder(tmp_path, {})).definition.purchase_automation.invoice_types == []
+
+
 def test_missing_definition(tmp_path: Path) -> None:
     folder = write_folder(tmp_path, {"achievement.yaml": GOOD_ACHIEVEMENT}, definition=None)
     assert problems(folder) == [f"{tmp_path}/definition.yaml:1:1: the definition file is missing"]
