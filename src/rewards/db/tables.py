@@ -261,6 +261,45 @@ class RateCounter(SQLModel, table=True):
     used: int = Field(default=0)
 
 
+class Invoice(SQLModel, table=True):
+    """An invoice posted to ``POST /v1/invoices``, unique per (type, number): the
+    idempotency key. The row is inserted first in its request's transaction (ON CONFLICT
+    DO NOTHING: the claim a concurrent twin waits on), and what the invoice made (its
+    contact, the purchase, a credit note's return) is filled in before that transaction
+    commits; it is never modified afterwards (cancelling its purchase leaves it)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        # Leads with the number: it also serves a credit note's search for the invoice
+        # it credits (by number, whatever its type).
+        UniqueConstraint("number", "invoice_type", name="uq_invoices_number_type"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    invoice_type: str = Field(max_length=50)
+    number: str = Field(max_length=100)
+    processed_as: str = Field(max_length=16)  # purchase | credit_note | stored
+    request_hash: str = Field(max_length=64)
+    # Null only inside the creating transaction (the claim precedes identification).
+    contact_id: str | None = Field(default=None, foreign_key="contacts.id", max_length=36)
+    issued_on: datetime = Field(sa_type=UTCDateTime)
+    performed_by_unit: str = Field(max_length=100)
+    currency: str | None = Field(default=None, max_length=3)
+    # The lines as posted (amounts as decimal strings): sku, quantity, unit_price, vat_amount.
+    lines: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    description: str | None = Field(default=None, max_length=500)
+    credits_invoice: str | None = Field(default=None, max_length=100)
+    credits_invoice_type: str | None = Field(default=None, max_length=50)
+    # purchase: the event it created; credit_note: the purchase whose lines it returned.
+    purchase_event_id: str | None = Field(
+        default=None, foreign_key="events.id", index=True, max_length=36
+    )
+    credited_invoice_id: str | None = Field(default=None, foreign_key="invoices.id", max_length=36)
+    # credit_note: the answer's returned lines and reversals, as first answered.
+    outcome: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 metadata = SQLModel.metadata
 
 
