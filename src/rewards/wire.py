@@ -496,6 +496,66 @@ class ReturnOut(msgspec.Struct, kw_only=True):
     wallet: EventWallet
 
 
+# ---- invoices (POST /v1/invoices, schemas/invoice.json) ------------------------------
+
+
+class InvoiceLineIn(Base, kw_only=True):
+    sku: str
+    quantity: Decimal = Decimal(1)
+    unit_price: Decimal  # net, per unit
+    vat_amount: Decimal = Decimal(0)  # of the whole line
+
+
+class InvoiceIn(Base, kw_only=True):
+    invoice_type: str
+    number: str
+    contact: ContactIdentifier
+    issued_on: datetime
+    performed_by_unit: str
+    currency: str | None = None
+    lines: list[InvoiceLineIn]
+    credits_invoice: str | None = None
+    credits_invoice_type: str | None = None
+    description: str | None = None
+
+
+class InvoiceLineOut(Answer, kw_only=True):
+    sku: str
+    quantity: Decimal
+    unit_price: Money
+    vat_amount: Money
+
+
+InvoiceProcessing = Literal["purchase", "credit_note", "stored"]
+
+
+class InvoiceOut(Answer, kw_only=True):
+    """An invoice as posted, and what the definition's ``purchase_automation`` made of it
+    when it was posted (``processed_as``). Every field is always present (null when it
+    does not apply)."""
+
+    id: str
+    invoice_type: str
+    number: str
+    # purchase: it made a purchase; credit_note: it returned lines; stored: nothing else
+    processed_as: InvoiceProcessing
+    contact_id: str
+    issued_on: datetime
+    performed_by_unit: str
+    currency: str | None  # as sent (null: the business currency)
+    lines: list[InvoiceLineOut]
+    description: str | None
+    credits_invoice: str | None
+    credits_invoice_type: str | None
+    # The purchase event the invoice created (purchase), or whose lines the credit note
+    # returned (credit_note); null for a stored invoice.
+    purchase_event_id: str | None
+    credited_invoice_id: str | None  # credit_note: the invoice it credits
+    returned: list[ReturnedLineOut] | None  # credit_note: the lines returned
+    reversals: list[ReversalOut] | None  # credit_note: the award reversals they made
+    created_at: datetime
+
+
 class EventTypeCount(msgspec.Struct, kw_only=True):
     type: str
     posted: int

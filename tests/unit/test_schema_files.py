@@ -63,6 +63,16 @@ VALID_BODIES = {
         "kpis": [{"kpi": "revenue", "value": "10.5", "product": "p"}],
     },
     "contact_create": {"name": "Ada", "segments": ["gold"]},
+    "invoice": {
+        "invoice_type": "credit-note",
+        "number": "CN-1",
+        "contact": {"cim": "CIM-1"},
+        "issued_on": "2026-03-02T10:00:00Z",
+        "performed_by_unit": "store-001",
+        "currency": "USD",
+        "credits_invoice": "INV-1",
+        "lines": [{"sku": "BEANS", "quantity": 2, "unit_price": "3.20", "vat_amount": 0.61}],
+    },
 }
 
 
