@@ -19,6 +19,7 @@ from rewards.api.estimates import EstimatesController
 from rewards.api.events import events_router
 from rewards.api.health import health, metrics_controller
 from rewards.api.http_metrics import http_metrics
+from rewards.api.invoices import InvoicesController
 from rewards.api.offers import get_rulesets, list_offers
 from rewards.api.responses import (
     EXCEPTION_HANDLERS,
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WalletsController,
             events_router(settings.bulk_max_body_bytes),
             EstimatesController,
+            InvoicesController,
             list_offers,
             get_rulesets,
             analytics_summary,

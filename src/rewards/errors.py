@@ -136,3 +136,22 @@ EstimateNotApproved = refusal("estimate_not_approved", "Estimate requires approv
 NotAPurchase = refusal("not_a_purchase", "Only purchases can have returns")
 EventCancelled = refusal("event_cancelled", "Event is cancelled", 409)
 ReturnExceedsPurchase = refusal("return_exceeds_purchase", "More returned than was bought")
+# invoices (POST /v1/invoices)
+
+
+class InvoiceConflict(IdempotencyConflict):
+    """``idempotency_conflict`` for an invoice: its (invoice_type, number) is the key."""
+
+    title = "Invoice type and number already used with a different body"
+
+
+InvoiceNotFound = refusal("invoice_not_found", "Invoice not found", 404)
+CreditsInvoiceRequired = refusal(
+    "credits_invoice_required", "A credit note must name the invoice it credits"
+)
+CreditedInvoiceNotFound = refusal(
+    "credited_invoice_not_found", "No invoice of this contact with that number made a purchase"
+)
+AmbiguousCreditedInvoice = refusal(
+    "ambiguous_credited_invoice", "Invoices of several types carry that number", 409
+)

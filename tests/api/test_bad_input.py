@@ -23,6 +23,7 @@ BODY_ENDPOINTS = [
     "/v1/events/referrals",
     "/v1/events/bulk",
     "/v1/purchase-estimates",
+    "/v1/invoices",
     "/v1/simulations",
     "/v1/evaluation-runs",
 ]

@@ -64,6 +64,8 @@ BUSINESS_REFUSALS = frozenset(
         "purchase_not_posted",
         "return_exceeds_purchase",
         "unknown_currency",
+        "credits_invoice_required",  # which invoice types are credit notes: the definition's
+        "credited_invoice_not_found",
         "performed_on_in_future",  # "now" is not something a schema can state
         "invalid_cursor",  # cursors are opaque tokens this service issued
     }

@@ -413,7 +413,9 @@ def test_purchase_automation(tmp_path: Path) -> None:
     loaded = load_rulesets(write_folder(tmp_path, {}, definition=fine)).definition
     assert loaded.purchase_automation.invoice_types == ["pos-receipt", "monthly-bill"]
     assert loaded.purchase_automation.credit_note_types == ["credit-note"]
-    assert load_rulesets(write_folder(tmp_path, {})).definition.purchase_automation.invoice_types == []
+    assert (
+        load_rulesets(write_folder(tmp_path, {})).definition.purchase_automation.invoice_types == []
+    )
 
 
 def test_missing_definition(tmp_path: Path) -> None:
