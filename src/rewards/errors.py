@@ -137,14 +137,10 @@ NotAPurchase = refusal("not_a_purchase", "Only purchases can have returns")
 EventCancelled = refusal("event_cancelled", "Event is cancelled", 409)
 ReturnExceedsPurchase = refusal("return_exceeds_purchase", "More returned than was bought")
 # invoices (POST /v1/invoices)
-
-
-class InvoiceConflict(IdempotencyConflict):
-    """``idempotency_conflict`` for an invoice: its (invoice_type, number) is the key."""
-
-    title = "Invoice type and number already used with a different body"
-
-
+# An event's idempotency_conflict, worded for an invoice: (invoice_type, number) is its key.
+InvoiceConflict = refusal(
+    "idempotency_conflict", "Invoice type and number already used with a different body", 409
+)
 InvoiceNotFound = refusal("invoice_not_found", "Invoice not found", 404)
 CreditsInvoiceRequired = refusal(
     "credits_invoice_required", "A credit note must name the invoice it credits"
