@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from rewards.engine.schema import INVOICE_TYPE_MAX_LENGTH, INVOICE_TYPE_PATTERN
 from rewards.schemas import shared_registry
 
 ROOT = Path(__file__).resolve().parents[2] / "schemas"
@@ -131,3 +132,29 @@ def test_simulation_schema_is_generated_from_the_event_schemas() -> None:
     spec.loader.exec_module(generate)
     expected = generate.render(generate.simulation_document())
     assert (ROOT / "simulation.json").read_text() == expected
+
+
+def test_an_invoice_shares_the_purchase_field_conventions() -> None:
+    """schemas/invoice.json copies the purchase's contact object, unit, timestamp, line
+    and money rules (a purchase is made from it): a change to one must reach the other."""
+    purchase = json.loads((ROOT / "events" / "purchase.json").read_text())["properties"]
+    invoice = json.loads((ROOT / "invoice.json").read_text())["properties"]
+    product = purchase["products"]["items"]["properties"]
+    line = invoice["lines"]["items"]["properties"]
+    assert invoice["contact"] == purchase["contact"]
+    assert invoice["performed_by_unit"] == purchase["performed_by_unit"]
+    assert invoice["description"] == purchase["description"]
+    assert invoice["issued_on"]["pattern"] == purchase["performed_on"]["pattern"]
+    assert invoice["currency"]["pattern"] == purchase["currency"]["pattern"]
+    assert invoice["number"]["pattern"] == purchase["reference_number"]["pattern"]
+    assert invoice["number"]["maxLength"] == purchase["reference_number"]["maxLength"]
+    assert (line["sku"], line["quantity"]) == (product["sku"], product["quantity"])
+    for mine, theirs in (("unit_price", "net_amount"), ("vat_amount", "vat_amount")):
+        assert line[mine]["anyOf"] == product[theirs]["anyOf"]
+    assert invoice["lines"]["maxItems"] == purchase["products"]["maxItems"]
+    # every type a definition may list can be posted, and "<type>/<number>" fits a
+    # purchase's external_reference
+    assert invoice["invoice_type"]["pattern"] == INVOICE_TYPE_PATTERN
+    assert invoice["invoice_type"]["maxLength"] == INVOICE_TYPE_MAX_LENGTH
+    longest = invoice["invoice_type"]["maxLength"] + 1 + invoice["number"]["maxLength"]
+    assert longest <= purchase["external_reference"]["maxLength"]
