@@ -39,8 +39,10 @@ _DESCRIPTIONS = {
 
 
 def problems(*statuses: int, auth: bool = True, admin: bool = False) -> dict[int, ResponseSpec]:
-    """Problem-details responses for a handler (401 always under /v1; 403 for admin)."""
-    wanted = set(statuses) | ({401} if auth else set()) | ({403} if admin else set())
+    """Problem-details responses for a handler: under /v1 (``auth``) always 401 and 403
+    (every handler serves some roles only: api.auth.role_guard). ``admin`` is kept for
+    the admin-only handlers' readers; it adds nothing more."""
+    wanted = set(statuses) | ({401, 403} if auth else set()) | ({403} if admin else set())
     return {
         status: ResponseSpec(
             data_container=Problem, media_type=PROBLEM_MEDIA_TYPE, description=_DESCRIPTIONS[status]
