@@ -29,6 +29,25 @@ from rewards.wire import (
 
 TransactionId = Annotated[str, PathParameter(description="The transaction's id in this service.")]
 PROCESSOR = {"roles": PROCESSOR_ROLES}
+# OpenAPI links (api.docs): from a posted transaction to reading it and to claiming it.
+TRANSACTION_LINKS = {
+    201: {
+        "GetTheTransaction": {
+            "operationId": "get_processor_transaction",
+            "parameters": {"path.transaction_id": "$response.body#/id"},
+        },
+        "ClaimTheTransaction": {
+            "operationId": "create_transaction_claim",
+            "description": "A customer claims the transaction the processor just posted.",
+            "requestBody": {
+                "merchant_id": "$response.body#/routes/0/merchant_id",
+                "performed_on": "$response.body#/performed_on",
+                "amount": "$response.body#/amount",
+                "last4": "$response.body#/card/last4",
+            },
+        },
+    }
+}
 
 
 @post(
@@ -45,7 +64,7 @@ PROCESSOR = {"roles": PROCESSOR_ROLES}
     dependencies={
         "payload": Provide(body_provider("processor_transaction", ProcessorTransactionIn))
     },
-    opt={**request_schema("processor_transaction"), **PROCESSOR},
+    opt={**request_schema("processor_transaction"), **PROCESSOR, "links": TRANSACTION_LINKS},
     responses={
         **BODY,
         **problems(409),
