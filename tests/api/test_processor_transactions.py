@@ -448,3 +448,33 @@ def test_events_and_analytics_filter_by_merchant(client: Client, new_contact: An
     assert client.get("/v1/analytics/summary?merchant_id=fuel-co").json()["events"] == []
     whole = client.get("/v1/analytics/summary").json()
     assert sum(row["posted"] for row in whole["events"]) == 2
+
+
+def test_simulations_resolve_terminals_and_explain_the_merchants_condition(
+    client: Client,
+) -> None:
+    event = {
+        "performed_on": "2026-03-04T10:00:00+02:00",
+        "performed_by_terminal": "T-FUEL",
+        "products": [{"sku": "FUEL", "net_amount": "30.00"}],
+    }
+    at_terminal = client.post("/v1/simulations", json={"type": "purchase", "event": event})
+    assert at_terminal.status_code == 200, at_terminal.text
+    assert [(a["offer_id"], a["amount"]) for a in at_terminal.json()["awards"]] == [
+        ("merchant-cashback", 3.0)
+    ]
+    del event["performed_by_terminal"]
+    event["performed_by_unit"] = "store-002"
+    outside = client.post("/v1/simulations", json={"type": "purchase", "event": event}).json()
+    cashback = {o["offer_id"]: o for o in outside["offers"]}["merchant-cashback"]
+    assert cashback["failed"] == [
+        {
+            "condition": "merchants",
+            "message": "merchants: unit store-002 of no merchant, not cafe-co, books-co, fuel-co",
+        }
+    ]
+    shared = {**event, "performed_by_terminal": "T-SHARED"}
+    del shared["performed_by_unit"]
+    refused = client.post("/v1/simulations", json={"type": "purchase", "event": shared})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["path"] == "/event/performed_by_terminal"
