@@ -60,7 +60,10 @@ PROCESSOR_ROLES = ("admin", "processor")
 
 
 def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """The key's role must be one the handler serves (``opt["roles"]``)."""
+    """The key's role must be one the handler serves (``opt["roles"]``). OPTIONS is
+    answered to anyone (the authentication middleware lets it through, as CORS needs)."""
+    if connection.scope.get("method") == "OPTIONS":
+        return
     roles: tuple[str, ...] = handler.opt.get("roles", INTEGRATOR_ROLES)
     if connection.user not in roles:
         raise PermissionDeniedException(f"This endpoint needs a key of role {' or '.join(roles)}.")
