@@ -205,6 +205,12 @@ def test_direct_an_unknown_card_is_unidentified_and_nothing_is_stored_for_unknow
     assert posted.status_code == 201
     assert [r["status"] for r in posted.json()["routes"]] == ["unidentified"]
     assert posted.json()["contact_id"] is None
+    no_rate = post_transaction(client, transaction("T-CAFE", currency="JPY"))
+    assert no_rate.status_code == 422
+    assert (no_rate.json()["code"], no_rate.json()["errors"][0]["path"]) == (
+        "unknown_currency",
+        "/currency",
+    )
     unknown = post_transaction(client, transaction("T-NOWHERE"))
     assert unknown.status_code == 422
     assert unknown.json()["code"] == "unknown_terminal"

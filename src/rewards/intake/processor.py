@@ -21,7 +21,13 @@ from rewards.db.tables import ProcessorRoute, ProcessorTransaction
 from rewards.db.types import table_of
 from rewards.domain.money import from_cents, to_cents
 from rewards.engine.model import Merchant
-from rewards.errors import FieldError, IdempotencyConflict, TransactionNotFound, UnknownTerminal
+from rewards.errors import (
+    FieldError,
+    IdempotencyConflict,
+    TransactionNotFound,
+    UnknownCurrency,
+    UnknownTerminal,
+)
 from rewards.intake import events, matching
 from rewards.runtime.context import Runtime
 from rewards.wire import (
@@ -60,6 +66,13 @@ def record_transaction(session: Session, runtime: Runtime, body: ProcessorTransa
         )
     now = runtime.now()
     events.check_performed_on(body.performed_on, now)
+    definition = runtime.rulesets.definition
+    if body.currency not in (None, definition.currency, *definition.exchange_rates):
+        # refused now, not when the transaction is claimed or recorded later
+        raise UnknownCurrency(
+            f"No exchange rate from {body.currency} to {definition.currency}.",
+            errors=[FieldError(path="/currency", message=f"no exchange rate for {body.currency}")],
+        )
     row = ProcessorTransaction(
         id=time_ordered_id(),
         processor=body.processor,
