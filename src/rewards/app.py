@@ -11,7 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from rewards.api.analyst import analyst_handlers
 from rewards.api.analytics import analytics_summary
-from rewards.api.auth import SECURITY_SCHEME, api_key_middleware
+from rewards.api.auth import SECURITY_SCHEME, api_key_middleware, role_guard
 from rewards.api.contacts import ContactsController, WalletsController
 from rewards.api.deps import DEPENDENCIES
 from rewards.api.docs import DecimalAsNumber, OfflineSwaggerPlugin, SchemaCarryingJsonPlugin
@@ -21,6 +21,7 @@ from rewards.api.health import health, metrics_controller
 from rewards.api.http_metrics import http_metrics
 from rewards.api.invoices import InvoicesController
 from rewards.api.offers import get_rulesets, list_offers
+from rewards.api.processor import processor_handlers
 from rewards.api.responses import (
     EXCEPTION_HANDLERS,
     JSONResponse,
@@ -31,6 +32,7 @@ from rewards.api.runs import run_handlers
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
+from rewards.intake import processor
 from rewards.intake.group_commit import GroupCommit
 from rewards.runs import scheduler
 from rewards.runtime import private_logs, watcher
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings=settings,
         evaluator=Evaluator(load_rulesets(settings.rulesets_dir)),
         schemas=shared_registry(),
+        before_run=processor.record_overdue,
     )
     intake = GroupCommit(database, runtime)
     # Counters every worker process shares: Redis when configured, else the database.
@@ -91,8 +94,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             analytics_summary,
             *analyst_handlers(),
             *run_handlers(),
+            *processor_handlers(),
         ],
         security=[{SECURITY_SCHEME: []}],
+        guards=[role_guard],
     )
     return Litestar(
         route_handlers=[
@@ -110,7 +115,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         state=State(
-            {"runtime": runtime, "database": database, "intake": intake, "otp_limits": otp_limits}
+            {
+                "runtime": runtime,
+                "database": database,
+                "intake": intake,
+                "otp_limits": otp_limits,
+                "counters": counters,
+            }
         ),
         openapi_config=OpenAPIConfig(
             title="rewards",

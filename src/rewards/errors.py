@@ -151,3 +151,20 @@ CreditedInvoiceNotFound = refusal(
 AmbiguousCreditedInvoice = refusal(
     "ambiguous_credited_invoice", "Invoices of several types carry that number", 409
 )
+# merchants, terminals, processor transactions, claims (PLATFORM.md)
+UnknownTerminal = refusal("unknown_terminal", "No merchant lists this terminal")
+AmbiguousTerminal = refusal(
+    "ambiguous_terminal", "Several merchants share this terminal: name the unit instead"
+)
+TransactionNotFound = refusal("transaction_not_found", "Processor transaction not found", 404)
+UnknownMerchant = refusal("unknown_merchant", "No merchant with this id in the definition")
+NoMatchingTransaction = refusal(
+    "no_matching_transaction", "No unclaimed transaction matches the claim"
+)
+AmbiguousClaim = refusal(
+    "ambiguous_claim", "Several transactions match the claim: add the time of the purchase", 409
+)
+AlreadyClaimed = refusal("already_claimed", "The transaction is already claimed", 409)
+TooManyFailedClaims = refusal(
+    "too_many_failed_claims", "Too many failed claims for this contact today", 429
+)

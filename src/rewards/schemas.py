@@ -104,6 +104,9 @@ def _within_branches(errors: Iterable[SchemaError]) -> Iterator[SchemaError]:
         if error.validator not in ("anyOf", "oneOf") or not error.context:
             yield error
             continue
+        if _alternative_properties(error):  # none of them given: the first is missing
+            yield error.context[0]
+            continue
         branches: dict[Any, list[SchemaError]] = {}
         for sub in error.context:
             branches.setdefault(sub.relative_schema_path[0], []).append(sub)
@@ -120,7 +123,21 @@ def _within_branches(errors: Iterable[SchemaError]) -> Iterator[SchemaError]:
             yield error
 
 
+def _alternative_properties(error: SchemaError) -> list[str]:
+    """The properties of a ``oneOf`` that only says "exactly one of these" (a purchase's
+    ``performed_by_unit`` or ``performed_by_terminal``); else empty."""
+    branches = error.validator_value if error.validator == "oneOf" else None
+    if not isinstance(branches, list) or not all(
+        isinstance(b, dict) and list(b) == ["required"] and len(b["required"]) == 1
+        for b in branches
+    ):
+        return []
+    return [b["required"][0] for b in branches]
+
+
 def _message(error: SchemaError) -> str:
+    if names := _alternative_properties(error):
+        return f"give one of {', '.join(names)}, not several"
     if error.validator == "pattern" and error.validator_value == TEXT_PATTERN:
         return "control characters are not allowed"
     if error.validator == "type" and isinstance(error.instance, Decimal):
@@ -143,6 +160,8 @@ def error_path(error: SchemaError) -> str:
     path = pointer(error.absolute_path)
     if error.validator == "required" and (missing := _REQUIRED.match(error.message)):
         return f"{path}/{missing.group(1)}"
+    if (names := _alternative_properties(error)) and isinstance(error.instance, dict):
+        return f"{path}/{[n for n in names if n in error.instance][-1]}"
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
         unexpected = sorted(str(k) for k in error.instance if k not in known)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-ROLES = ("admin", "integrator")
+ROLES = ("admin", "integrator", "processor")
 _REPO_RULESETS = Path(__file__).resolve().parents[2] / "rulesets"
 
 
@@ -18,13 +18,15 @@ class SettingsError(ValueError):
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
-    """``"admin:k1,integrator:k2"`` -> ``{"k1": "admin", "k2": "integrator"}``."""
+    """``"admin:k1,integrator:k2"`` -> ``{"k1": "admin", "k2": "integrator"}``; roles:
+    ``admin``, ``integrator`` (POS and apps), ``processor`` (card transaction processors)."""
     keys: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
         role, sep, key = item.partition(":")
         if not sep or role not in ROLES or not key:
             raise SettingsError(
-                f"REWARDS_API_KEYS: {item.split(':')[0]!r} is not 'admin:<key>' or 'integrator:<key>'"
+                f"REWARDS_API_KEYS: {item.split(':')[0]!r} is not '<role>:<key>' with role "
+                f"{', '.join(ROLES)}"
             )
         keys[key] = role
     return keys

@@ -43,6 +43,7 @@ class ContactIdentifier(Base, kw_only=True):
     cim: str | None = None
     otp: str | None = None
     gift_card: str | None = None
+    payment_card: str | None = None
 
 
 class PaymentMedium(Base, kw_only=True):
@@ -76,6 +77,7 @@ class EventIn(Base, kw_only=True):
 
 
 class PurchaseIn(EventIn, kw_only=True):
+    performed_by_terminal: str | None = None  # instead of performed_by_unit (intake.terminals)
     reference_number: str
     currency: str | None = None
     products: list[ProductLineIn]
@@ -161,6 +163,7 @@ class ContactCreate(Base, kw_only=True):
     name: str | None = None
     segments: list[str] = []
     gift_cards: list[str] = []
+    payment_cards: list[str] = []
     spend_blocked: bool = False
 
 
@@ -168,6 +171,7 @@ class ContactUpdate(Base, kw_only=True):
     name: str | None = None
     segments: list[str] | None = None
     gift_cards: list[str] | None = None
+    payment_cards: list[str] | None = None
     spend_blocked: bool | None = None
 
 
@@ -198,6 +202,7 @@ class ContactOut(msgspec.Struct, kw_only=True):
     name: str | None
     segments: list[str]
     gift_cards: list[str]
+    payment_cards: list[str]
     spend_blocked: bool
     created_at: datetime
     wallet: WalletOut
@@ -303,6 +308,8 @@ class EventOut(Out, kw_only=True):
     original_total_amount: Money | None = None
     payment_medium: PaymentMediumOut | None = None
     estimate_id: str | None = None
+    # a POS purchase matched to a processor's card transaction (PLATFORM.md, matching)
+    matched_transaction_id: str | None = None
     # referral
     referred_contact_id: str | None = None
     referrer_contact_id: str | None = None
@@ -511,7 +518,8 @@ class InvoiceIn(Base, kw_only=True):
     number: str
     contact: ContactIdentifier
     issued_on: datetime
-    performed_by_unit: str
+    performed_by_unit: str | None = None  # or performed_by_terminal (intake.terminals)
+    performed_by_terminal: str | None = None
     currency: str | None = None
     lines: list[InvoiceLineIn]
     credits_invoice: str | None = None
@@ -583,7 +591,84 @@ class SpendTotals(Answer, kw_only=True):
 class AnalyticsSummary(Answer, kw_only=True, rename={"from_": "from"}):
     from_: datetime | None
     to: datetime | None
+    merchant_id: str | None = None  # the summary is of this merchant's units (liability: all)
     events: list[EventTypeCount]
     awards: AwardTotals
     spends: SpendTotals
     outstanding_liability: Money
+
+
+# ---- processor transactions and claims (PLATFORM.md) ------------------------------------
+
+
+class CardIn(Base, kw_only=True):
+    token: str
+    brand: str | None = None
+    type: str | None = None
+    last4: str | None = None
+
+
+class ProcessorTransactionIn(Base, kw_only=True):
+    processor: str
+    transaction_id: str
+    terminal_id: str
+    performed_on: datetime
+    amount: Decimal
+    currency: str | None = None
+    card: CardIn
+
+
+RouteStatus = Literal[
+    "recorded", "unidentified", "matched", "awaiting_match", "unclaimed", "claimed"
+]
+
+
+class RouteOut(Out, kw_only=True):
+    merchant_id: str
+    processor_mode: Literal["direct", "matching", "claim"]
+    status: RouteStatus
+    event_id: str | None = None  # the purchase it became, was matched to, or was claimed as
+    match_until: datetime | None = None  # awaiting_match: a run records it after this
+
+
+class CardOut(Out, kw_only=True):
+    brand: str | None = None
+    type: str | None = None
+    last4: str | None = None
+
+
+class ProcessorTransactionOut(Answer, kw_only=True):
+    """A card transaction as posted (the card's token is never answered back) and what
+    each merchant owning its terminal made of it."""
+
+    id: str
+    processor: str
+    transaction_id: str
+    terminal_id: str
+    performed_on: datetime
+    amount: Money
+    currency: str | None
+    card: CardOut
+    contact_id: str | None  # the card's contact when the token is registered
+    created_at: datetime
+    routes: list[RouteOut]
+
+
+class ProcessorTransactionPage(msgspec.Struct, kw_only=True):
+    items: list[ProcessorTransactionOut]
+    next_cursor: str | None
+
+
+class TransactionClaimIn(Base, kw_only=True):
+    contact: ContactIdentifier
+    merchant_id: str
+    performed_on: str  # a date (the whole day) or an RFC 3339 timestamp: intake.claims
+    amount: Decimal
+    last4: str
+
+
+class TransactionClaimOut(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    merchant_id: str
+    card_linked: bool  # the card's token was added to the contact's payment cards
+    event: EventOut

@@ -382,3 +382,29 @@ def test_cancelling_the_purchase_leaves_the_invoice(client: Client, ann: Any) ->
         "event_cancelled",
         "/credits_invoice",
     )
+
+
+def test_an_invoice_names_its_terminal_and_its_contact_by_payment_card(
+    client: Client, new_contact: Any
+) -> None:
+    card_holder = new_contact(payment_cards=["tok_invoice"])
+    body = invoice(card_holder, "INV-T1", contact={"payment_card": "tok_invoice"})
+    del body["performed_by_unit"]
+    body["performed_by_terminal"] = "T-A"
+    made = post(client, body)
+    assert made["performed_by_unit"] == "store-002"
+    purchase = client.get(f"/v1/events/{made['purchase_event_id']}").json()
+    assert (purchase["contact_id"], purchase["performed_by_unit"]) == (
+        card_holder["id"],
+        "store-002",
+    )
+    for terminal, code in (("T-AB", "ambiguous_terminal"), ("T-NONE", "unknown_terminal")):
+        refused = client.post(
+            "/v1/invoices",
+            json={**body, "number": f"INV-{terminal}", "performed_by_terminal": terminal},
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == code
+        assert refused.json()["errors"][0]["path"] == "/performed_by_terminal"
+        events = client.get("/v1/events", params={"contact_id": card_holder["id"]}).json()
+        assert [e["id"] for e in events["items"]] == [purchase["id"]]  # nothing made

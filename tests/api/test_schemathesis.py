@@ -68,6 +68,10 @@ BUSINESS_REFUSALS = frozenset(
         "credited_invoice_not_found",
         "performed_on_in_future",  # "now" is not something a schema can state
         "invalid_cursor",  # cursors are opaque tokens this service issued
+        "unknown_terminal",  # the definition's merchants list the terminals
+        "ambiguous_terminal",
+        "unknown_merchant",
+        "no_matching_transaction",  # a claim names a transaction that may not exist
     }
 )
 ACCEPTED_STATUSES = {401, 403, 404, 409, 429}

@@ -292,6 +292,46 @@ EDITS = [
         "backend",
         "'backend' is not one of ['front_end', 'back_end']",
     ),
+    (
+        "merchant-unknown-unit",
+        "definition.yaml",
+        "    units: [fuel-001]\n",
+        "    units: [fuel-002]\n",
+        "fuel-002",
+        "merchants[2].units[0]: unknown unit 'fuel-002'",
+    ),
+    (
+        "merchant-unit-of-another-merchant",
+        "definition.yaml",
+        "    units: [fuel-001]\n",
+        "    units: [fuel-001, cafe-001]\n",
+        "fuel-001, cafe-001",
+        "unit 'cafe-001' already belongs to merchant 'bean-co'",
+    ),
+    (
+        "merchant-unknown-mode",
+        "definition.yaml",
+        "processor_mode: claim ",
+        "processor_mode: claims ",
+        "claims",
+        "'claims' is not one of ['direct', 'matching', 'claim']",
+    ),
+    (
+        "merchant-duplicate-id",
+        "definition.yaml",
+        "  - id: fuel-stop\n",
+        "  - id: bean-co\n",
+        "id: bean-co\n    name: Fuel",
+        "duplicate merchant id 'bean-co'",
+    ),
+    (
+        "offer-unknown-merchant",
+        "increase_revenue_transaction.yaml",
+        "merchants: [bean-co, page-turners, fuel-stop]",
+        "merchants: [bean-co, page-turner, fuel-stop]",
+        "page-turner,",
+        "unknown merchant 'page-turner'",
+    ),
 ]
 
 

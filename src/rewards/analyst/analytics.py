@@ -28,26 +28,43 @@ def _window(column: Any, start: datetime | None, end: datetime | None) -> list[A
     ]
 
 
+def merchant_units_filter(runtime: Runtime, merchant_id: str | None) -> list[Any]:
+    """The condition "the event is at one of the merchant's units", when one is named."""
+    if merchant_id is None:
+        return []
+    merchant = runtime.rulesets.merchant(merchant_id)
+    return [col(Event.performed_by_unit).in_(merchant.units if merchant else [])]
+
+
 def summary(
-    session: Session, runtime: Runtime, start_text: str | None, end_text: str | None
+    session: Session,
+    runtime: Runtime,
+    start_text: str | None,
+    end_text: str | None,
+    merchant_id: str | None = None,
 ) -> AnalyticsSummary:
+    """With ``merchant_id``, only events at the merchant's units (and the awards and
+    spends they caused) count; a merchant the definition lacks has none."""
     start = parse_timestamp("from", start_text)
     end = parse_timestamp("to", end_text)
+    at_merchant = merchant_units_filter(runtime, merchant_id)
     events = session.execute(
         select(
             col(Event.type),
             func.sum(case((col(Event.state) == "posted", 1), else_=0)),
             func.sum(case((col(Event.state) == "cancelled", 1), else_=0)),
         )
-        .where(*_window(Event.performed_on, start, end))
+        .where(*_window(Event.performed_on, start, end), *at_merchant)
         .group_by(col(Event.type))
         .order_by(col(Event.type))
     ).all()
+    awards = select(col(Award.offer_id), func.count(), func.sum(Award.amount_cents)).where(
+        *_window(Award.performed_on, start, end)
+    )
+    if at_merchant:
+        awards = awards.join(Event, col(Event.id) == Award.event_id).where(*at_merchant)
     by_offer = session.execute(
-        select(col(Award.offer_id), func.count(), func.sum(Award.amount_cents))
-        .where(*_window(Award.performed_on, start, end))
-        .group_by(col(Award.offer_id))
-        .order_by(col(Award.offer_id))
+        awards.group_by(col(Award.offer_id)).order_by(col(Award.offer_id))
     ).all()
     reversed_cents = session.scalar(
         select(func.coalesce(func.sum(WalletTransaction.amount_cents), 0))
@@ -55,17 +72,19 @@ def summary(
         .where(
             col(WalletTransaction.kind) == "award_reversal",
             *_window(Event.performed_on, start, end),
+            *at_merchant,
         )
     )
     spends = session.execute(
         select(func.count(), func.coalesce(func.sum(Spend.amount_cents), 0))
         .join(Event, col(Event.id) == Spend.event_id)
-        .where(*_window(Event.performed_on, start, end))
+        .where(*_window(Event.performed_on, start, end), *at_merchant)
     ).one()
     liability = session.scalar(select(func.coalesce(func.sum(Wallet.balance_cents), 0)))
     return AnalyticsSummary(
         from_=start,
         to=end,
+        merchant_id=merchant_id,
         events=[
             EventTypeCount(type=t, posted=int(p or 0), cancelled=int(c or 0)) for t, p, c in events
         ],

@@ -43,6 +43,7 @@ from rewards.errors import (
     UnknownCurrency,
     ValidationFailed,
 )
+from rewards.intake import terminals
 from rewards.intake.prepare import check_kpis
 from rewards.offers.evaluation import NOT_EVALUATED, count_awards_in_windows
 from rewards.offers.facts import build_facts
@@ -128,6 +129,8 @@ def _medium(rulesets: Rulesets, body: PurchaseIn | FinancialAchievementIn) -> di
 def _facts(rulesets: Rulesets, event_type: str, body: EventIn, item: SimulationIn) -> EventFacts:
     definition = rulesets.definition
     _check_classification(rulesets, event_type, body.classification)
+    if isinstance(body, PurchaseIn):
+        body = terminals.at_unit(rulesets, body)  # as intake: the terminal's merchant's unit
     facts = EventFacts(
         event_type=event_type,
         performed_on=body.performed_on,

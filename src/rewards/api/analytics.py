@@ -33,5 +33,13 @@ def analytics_summary(
         str | None,
         QueryParameter(name="to", description="Exclusive, RFC 3339 with zone.", pattern=RFC3339),
     ] = None,
+    merchant_id: Annotated[
+        str | None,
+        QueryParameter(
+            description="Only events at this merchant's units (and what they caused); the "
+            "outstanding liability stays the whole scheme's.",
+            pattern="^[a-z0-9-]+$",
+        ),
+    ] = None,
 ) -> AnalyticsSummary:
-    return analytics.summary(session, runtime, start, end)
+    return analytics.summary(session, runtime, start, end, merchant_id)

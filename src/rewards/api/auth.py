@@ -1,4 +1,6 @@
-"""API keys: ``Authorization: Bearer <key>``; roles ``admin`` and ``integrator``."""
+"""API keys: ``Authorization: Bearer <key>``; roles ``admin``, ``integrator`` and
+``processor``. Every ``/v1`` handler serves the roles its ``opt["roles"]`` names (default:
+admin and integrator); ``role_guard`` refuses the others with a 403."""
 
 from __future__ import annotations
 
@@ -51,6 +53,20 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
 
 def api_key_middleware(keys: Mapping[str, str]) -> DefineMiddleware:
     return DefineMiddleware(ApiKeyMiddleware, keys=keys, exclude=OPEN_PATHS)
+
+
+INTEGRATOR_ROLES = ("admin", "integrator")
+PROCESSOR_ROLES = ("admin", "processor")
+
+
+def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The key's role must be one the handler serves (``opt["roles"]``). OPTIONS is
+    answered to anyone (the authentication middleware lets it through, as CORS needs)."""
+    if connection.scope.get("method") == "OPTIONS":
+        return
+    roles: tuple[str, ...] = handler.opt.get("roles", INTEGRATOR_ROLES)
+    if connection.user not in roles:
+        raise PermissionDeniedException(f"This endpoint needs a key of role {' or '.join(roles)}.")
 
 
 def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -39,8 +39,10 @@ _DESCRIPTIONS = {
 
 
 def problems(*statuses: int, auth: bool = True, admin: bool = False) -> dict[int, ResponseSpec]:
-    """Problem-details responses for a handler (401 always under /v1; 403 for admin)."""
-    wanted = set(statuses) | ({401} if auth else set()) | ({403} if admin else set())
+    """Problem-details responses for a handler: under /v1 (``auth``) always 401 and 403
+    (every handler serves some roles only: api.auth.role_guard). ``admin`` is kept for
+    the admin-only handlers' readers; it adds nothing more."""
+    wanted = set(statuses) | ({401, 403} if auth else set()) | ({403} if admin else set())
     return {
         status: ResponseSpec(
             data_container=Problem, media_type=PROBLEM_MEDIA_TYPE, description=_DESCRIPTIONS[status]
@@ -181,13 +183,18 @@ def _hoisted(schema: dict[str, Any], name: str, document: dict[str, Any]) -> dic
 
 
 def with_request_bodies(app: Litestar, document: dict[str, Any]) -> dict[str, Any]:
-    """Insert each handler's request body schema (named by its ``opt``)."""
+    """Insert each handler's request body schema (named by its ``opt``) and the OpenAPI
+    links of its responses (``opt["links"]``: status -> link name -> link object)."""
     registry = app.state.runtime.schemas
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         path = _PATH_PARAM.sub(r"{\1}", route.path)
         for handler in route.route_handlers:
+            for status, links in handler.opt.get("links", {}).items():
+                for method in handler.http_methods:
+                    responses = document["paths"][path][method.lower()]["responses"]
+                    responses[str(status)]["links"] = links
             name = handler.opt.get("request_schema")
             if not name:
                 continue

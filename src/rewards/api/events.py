@@ -144,10 +144,16 @@ def list_events(
     performed_to: Annotated[
         str | None, QueryParameter(description="Exclusive, RFC 3339 with zone.", pattern=RFC3339)
     ] = None,
+    merchant_id: Annotated[
+        str | None,
+        QueryParameter(description="Events at this merchant's units.", pattern="^[a-z0-9-]+$"),
+    ] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     cursor: CursorParameter = None,
 ) -> EventPage:
-    where = events.EventFilter(type, contact_id, event_state, performed_from, performed_to)
+    where = events.EventFilter(
+        type, contact_id, event_state, performed_from, performed_to, merchant_id
+    )
     return events.list_events(session, runtime, where, limit, cursor)
 
 

@@ -60,6 +60,7 @@ def register(commands: Any) -> None:
 
 def _runtime(settings: Settings) -> Any:
     from rewards.engine import Evaluator, load_rulesets
+    from rewards.intake.processor import record_overdue
     from rewards.runtime.context import Runtime
     from rewards.schemas import SchemaRegistry
 
@@ -67,6 +68,7 @@ def _runtime(settings: Settings) -> Any:
         settings=settings,
         evaluator=Evaluator(load_rulesets(settings.rulesets_dir)),
         schemas=SchemaRegistry(),
+        before_run=record_overdue,
     )
 
 

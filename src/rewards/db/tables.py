@@ -39,6 +39,15 @@ class GiftCard(SQLModel, table=True):
     contact_id: str = Field(foreign_key="contacts.id", index=True, max_length=36)
 
 
+class PaymentCard(SQLModel, table=True):
+    """A payment card token a processor sends (never a card number), unique across contacts."""
+
+    __tablename__ = "payment_cards"
+
+    token: str = Field(primary_key=True, max_length=100)
+    contact_id: str = Field(foreign_key="contacts.id", index=True, max_length=36)
+
+
 class Wallet(SQLModel, table=True):
     """One per contact. ``balance_cents`` moves in lock-step with the ledger."""
 
@@ -298,6 +307,57 @@ class Invoice(SQLModel, table=True):
     # credit_note: the answer's returned lines and reversals, as first answered.
     outcome: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ProcessorTransaction(SQLModel, table=True):
+    """A card transaction a processor posted; never modified. Its routes say what each
+    merchant owning the terminal made of it."""
+
+    __tablename__ = "processor_transactions"
+    __table_args__ = (
+        UniqueConstraint("processor", "transaction_id", name="uq_processor_transactions_key"),
+    )
+
+    number: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    id: str = Field(unique=True, max_length=36)
+    processor: str = Field(max_length=100)
+    transaction_id: str = Field(max_length=100)
+    terminal_id: str = Field(max_length=100)
+    performed_on: datetime = Field(sa_type=UTCDateTime)
+    amount_cents: int = Field(sa_type=BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
+    card_token: str = Field(max_length=100, index=True)
+    card_brand: str | None = Field(default=None, max_length=50)
+    card_type: str | None = Field(default=None, max_length=50)
+    card_last4: str | None = Field(default=None, max_length=4)
+    request_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ProcessorRoute(SQLModel, table=True):
+    """What one merchant owning the terminal made of a processor transaction: its status
+    moves recorded | unidentified | matched | awaiting_match | unclaimed | claimed, and
+    ``event_id`` is the purchase it became or was matched to (at most one route each)."""
+
+    __tablename__ = "processor_routes"
+    __table_args__ = (
+        UniqueConstraint("transaction_id", "merchant_id", name="uq_processor_routes_merchant"),
+        Index("ix_processor_routes_merchant_status", "merchant_id", "status", "amount_cents"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    transaction_id: str = Field(foreign_key="processor_transactions.id", max_length=36)
+    merchant_id: str = Field(max_length=100)
+    mode: str = Field(max_length=10)  # direct | matching | claim, as the merchant had it
+    status: str = Field(max_length=16)
+    # Copied from the transaction: the lookups of matching and claims read routes alone.
+    performed_on: datetime = Field(sa_type=UTCDateTime)
+    amount_cents: int = Field(sa_type=BigInteger)
+    card_last4: str | None = Field(default=None, max_length=4)
+    match_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    event_id: str | None = Field(default=None, unique=True, max_length=36)
+    claimed_by: str | None = Field(default=None, max_length=36)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 metadata = SQLModel.metadata

@@ -148,6 +148,7 @@ class CompiledRulesets:
         default_factory=dict
     )  # ruleset -> its line rulesets
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # ruleset -> Params values
+    unit_merchants: dict[str, str] = field(default_factory=dict)  # unit -> its merchant
     paths: dict[str, int] = field(
         default_factory=dict
     )  # ruleset -> bound of paths matching at once
@@ -353,6 +354,8 @@ def offer_condition(
                 ]
             )
         )
+    if c.merchants:
+        later.append(_one_of("mer", c.merchants, param))
     if c.products and offer.classification in PER_LINE_CLASSIFICATIONS:
         lines = _product_predicate(c.products, "$i.s", "$i.a")
         arrays.append({"$iany": {"ln": _item_test(lines, {"$ex": {"$i.s": 1}})}})
@@ -570,6 +573,7 @@ def compile_rulesets(definition: Definition, offers: list[Offer]) -> CompiledRul
         aggregate_rulesets=aggregate_rulesets,
         time_zone=ZoneInfo(definition.time_zone),
         unit_groups={unit.code: unit.group for unit in definition.units},
+        unit_merchants={unit: m.id for m in definition.merchants for unit in m.units},
         kpis=[(kpi_index[code], kpi_products.get(code, frozenset())) for code in used_kpis],
         kpi_index=kpi_index,
         windows=windows,
@@ -738,6 +742,7 @@ def _base_fact(
         "cls": "" if classification is None else str(classification),
         "unit": unit_code,
         "ug": compiled.unit_groups.get(unit_code, ""),
+        "mer": compiled.unit_merchants.get(unit_code, ""),
         "seg": ["", *map(str, segments)],
         "d": local.year * 10000 + local.month * 100 + local.day,
         "wd": local.weekday(),

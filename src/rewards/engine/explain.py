@@ -227,6 +227,14 @@ def failed_conditions(rulesets: Rulesets, offer: Offer, facts: EventFacts) -> li
         ):
             where = f"group {unit.group}" if unit else "not in the definition"
             fail("units", f"units: {facts.unit} ({where}) not in {_names(c.units)}")
+    if c.merchants:
+        merchant = rulesets.merchant_of_unit(facts.unit)
+        if merchant is None or merchant.id not in c.merchants:
+            where = f"of merchant {merchant.id}" if merchant else "of no merchant"
+            fail(
+                "merchants",
+                f"merchants: unit {facts.unit or '(none)'} {where}, not {_names(c.merchants)}",
+            )
     if c.payment_medium is not None and facts.event_type in ("purchase", "financial_achievement"):
         for key, value, wanted in (
             ("brand", facts.payment_brand, c.payment_medium.brands),

@@ -301,6 +301,7 @@ def _check_definition(definition: Definition, source: _Source) -> None:
         "event classification",
     )
     _unique(source, ("kpis",), [k.code for k in definition.kpis], "KPI")
+    _check_merchants(definition, source)
     medium = definition.payment_medium
     rule_lists: tuple[tuple[str, Sequence[BrandRule | TypeRule]], ...] = (
         ("brand_rules", medium.brand_rules),
@@ -346,6 +347,28 @@ def _check_definition(definition: Definition, source: _Source) -> None:
                 f"'{code}' is also listed in invoice_types: a type either creates a purchase "
                 "or credits one",
             )
+
+
+def _check_merchants(definition: Definition, source: _Source) -> None:
+    """Merchants name units of the definition; a unit belongs to at most one merchant
+    (a terminal may be shared: its transactions go to each merchant listing it)."""
+    _unique(source, ("merchants",), [m.id for m in definition.merchants], "merchant id")
+    codes = {u.code for u in definition.units}
+    owner: dict[str, str] = {}
+    for index, merchant in enumerate(definition.merchants):
+        path = ("merchants", index)
+        for j, unit in enumerate(merchant.units):
+            if unit not in codes:
+                source.error((*path, "units", j), f"unknown unit '{unit}' (declare it in units)")
+            elif unit in owner and owner[unit] != merchant.id:
+                source.error(
+                    (*path, "units", j),
+                    f"unit '{unit}' already belongs to merchant '{owner[unit]}'",
+                )
+            else:
+                owner[unit] = merchant.id
+        _unique(source, (*path, "units"), merchant.units, "unit")
+        _unique(source, (*path, "terminals"), merchant.terminals, "terminal")
 
 
 def _unique(source: _Source, path: Path_, values: list[str], what: str) -> None:
@@ -429,6 +452,10 @@ def _check_offer(offer: Offer, path: Path_, source: _Source, definition: Definit
     for index, code in enumerate(conditions.units or []):
         if code not in units:
             source.error((*cpath, "units", index), f"unknown unit or unit group '{code}'")
+    merchants = {m.id for m in definition.merchants}
+    for index, merchant_id in enumerate(conditions.merchants or []):
+        if merchant_id not in merchants:
+            source.error((*cpath, "merchants", index), f"unknown merchant '{merchant_id}'")
     declared = {c.code: c.types for c in definition.event_classifications}
     event_types = CLASSIFICATION_EVENT_TYPES[offer.classification]
     for index, code in enumerate(conditions.event_classifications or []):

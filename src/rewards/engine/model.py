@@ -84,6 +84,19 @@ class Unit(Model, kw_only=True, frozen=True):
     reduction: Literal["front_end", "back_end"]
 
 
+class Merchant(Model, kw_only=True, frozen=True):
+    """A business of the scheme: its units, the terminals (transaction acquiring points)
+    its card payments come from, and what a processor's transaction becomes (PLATFORM.md)."""
+
+    id: str
+    name: str
+    units: list[str]
+    terminals: list[str] = []
+    processor_mode: Literal["direct", "matching", "claim"] = "direct"
+    match_window_minutes: int = 30
+    default_sku: str = "CARD-PURCHASE"
+
+
 class EventClassification(Model, kw_only=True, frozen=True):
     code: str
     types: list[EventType]
@@ -155,6 +168,7 @@ class Definition(Model, kw_only=True, frozen=True):
     immediate_event_types: list[EventType] = []
     referrals_per_day: int = 2
     units: list[Unit] = []
+    merchants: list[Merchant] = []
     event_classifications: list[EventClassification] = []
     kpis: list[Kpi] = []
     payment_medium: PaymentMediumRules = PaymentMediumRules()
@@ -210,6 +224,7 @@ class MaxAwards(Model, kw_only=True, frozen=True):
 class Conditions(Model, kw_only=True, frozen=True):
     segments: Segments | None = None
     units: list[str] | None = None
+    merchants: list[str] | None = None
     payment_medium: PaymentMediumCondition | None = None
     schedule: Schedule | None = None
     products: list[ProductCondition] | None = None

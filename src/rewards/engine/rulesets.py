@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from rewards.engine.adapter import EngineHost
 from rewards.engine.compiler import CompiledRulesets, compile_rulesets
-from rewards.engine.model import CLASSIFICATION_EVENT_TYPES, Definition, Offer, Unit
+from rewards.engine.model import CLASSIFICATION_EVENT_TYPES, Definition, Merchant, Offer, Unit
 from rewards.engine.sources import Position, SourceMap
 
 
@@ -71,6 +71,14 @@ class Rulesets:
             item.code: frozenset(item.types) for item in definition.event_classifications
         }
         self._offers_by_id = {offer.id: offer for offer in offers}
+        self._merchants = {merchant.id: merchant for merchant in definition.merchants}
+        self._unit_merchants = {
+            unit: merchant for merchant in definition.merchants for unit in merchant.units
+        }
+        self._terminal_merchants: dict[str, list[Merchant]] = {}
+        for merchant in definition.merchants:
+            for terminal in merchant.terminals:
+                self._terminal_merchants.setdefault(terminal, []).append(merchant)
         self._host: EngineHost | None = None
         self._host_lock = threading.Lock()
 
@@ -107,6 +115,17 @@ class Rulesets:
 
     def unit(self, code: str) -> Unit | None:
         return self._units.get(code)
+
+    def merchant(self, merchant_id: str) -> Merchant | None:
+        return self._merchants.get(merchant_id)
+
+    def merchant_of_unit(self, unit: str | None) -> Merchant | None:
+        return self._unit_merchants.get(unit) if unit is not None else None
+
+    def terminal_merchants(self, terminal: str) -> list[Merchant]:
+        """The merchants listing this terminal, in definition order (a shared terminal
+        has several)."""
+        return self._terminal_merchants.get(terminal, [])
 
     def classification_allowed(self, code: str, event_type: str) -> bool:
         """Whether the event classification ``code`` is declared for ``event_type``."""

@@ -25,6 +25,9 @@ from rewards.engine.model import (
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 ID_PATTERN = "^[a-z0-9-]+$"
+# As the API's patterns for a terminal id and a SKU (schemas/processor_transaction.json).
+TERMINAL_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$"
+SKU_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$"
 HOUR_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
 #: An invoice type, as ``schemas/invoice.json`` accepts it in ``invoice_type`` (no "/":
 #: a purchase made from an invoice is referenced as "<type>/<number>").
@@ -77,6 +80,7 @@ def _condition_properties() -> dict[str, dict[str, Any]]:
     return {
         "segments": _obj({"include": _strings(), "exclude": _strings()}, minProperties=1),
         "units": _strings(),
+        "merchants": _strings(),
         "payment_medium": _obj({"brands": _strings(), "types": _strings()}, minProperties=1),
         "schedule": _obj(
             {
@@ -131,7 +135,7 @@ def _condition_properties() -> dict[str, dict[str, Any]]:
 
 def condition_keys(classification: str) -> list[str]:
     """The condition keys an offer of this classification may use (RULESETS.md table)."""
-    keys = ["segments", "units", "schedule", "max_awards"]
+    keys = ["segments", "units", "merchants", "schedule", "max_awards"]
     if classification in PURCHASE_CLASSIFICATIONS or classification == "financial_achievement":
         keys.append("payment_medium")
     if classification in (
@@ -410,6 +414,24 @@ def definition_schema() -> dict[str, Any]:
                             "reduction": {"enum": ["front_end", "back_end"]},
                         },
                         ["code", "group", "reduction"],
+                    ),
+                },
+                "merchants": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "id": {"type": "string", "pattern": ID_PATTERN},
+                            "name": code,
+                            "units": _strings(),
+                            "terminals": {
+                                "type": "array",
+                                "items": {"type": "string", "pattern": TERMINAL_PATTERN},
+                            },
+                            "processor_mode": {"enum": ["direct", "matching", "claim"]},
+                            "match_window_minutes": {"type": "integer", "minimum": 1},
+                            "default_sku": {"type": "string", "pattern": SKU_PATTERN},
+                        },
+                        ["id", "name", "units"],
                     ),
                 },
                 "event_classifications": {

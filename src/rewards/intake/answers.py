@@ -13,6 +13,7 @@ from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Event, Spend
 from rewards.domain.money import from_cents
+from rewards.intake.matching import matched_transaction
 from rewards.money.wallets import event_wallet
 from rewards.wire import AwardOut, EventOut, EventWallet, LineAwardOut, SpendOut
 
@@ -126,4 +127,6 @@ def render_event(
         assert session is not None, "an answer read from the database needs a session"
         wallet = event_wallet(session, event.contact_id, now)
     fields["wallet"] = wallet
+    if event.type == "purchase" and session is not None:
+        fields["matched_transaction_id"] = matched_transaction(session, event.id)
     return msgspec.convert(fields | extra, EventOut, strict=False)

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from rewards.db.tables import Contact, GiftCard, Otp, Wallet
+from rewards.db.tables import Contact, GiftCard, Otp, PaymentCard, Wallet
 from rewards.domain.money import from_cents, to_cents
 from rewards.errors import (
     ContactNotFoundById,
@@ -45,6 +45,11 @@ def contact_out(session: Session, contact: Contact, now: datetime) -> ContactOut
         .where(col(GiftCard.contact_id) == contact.id)
         .order_by(col(GiftCard.number))
     ).all()
+    tokens = session.scalars(
+        select(col(PaymentCard.token))
+        .where(col(PaymentCard.contact_id) == contact.id)
+        .order_by(col(PaymentCard.token))
+    ).all()
     return ContactOut(
         id=contact.id,
         code=contact.code,
@@ -52,6 +57,7 @@ def contact_out(session: Session, contact: Contact, now: datetime) -> ContactOut
         name=contact.name,
         segments=list(contact.segments),
         gift_cards=list(cards),
+        payment_cards=list(tokens),
         spend_blocked=contact.spend_blocked,
         created_at=contact.created_at,
         wallet=wallet_out(session, _wallet_of(session, contact.id), now),
@@ -59,7 +65,12 @@ def contact_out(session: Session, contact: Contact, now: datetime) -> ContactOut
 
 
 def _refuse_taken(
-    session: Session, contact_id: str | None, code: str | None, cim: str | None, cards: list[str]
+    session: Session,
+    contact_id: str | None,
+    code: str | None,
+    cim: str | None,
+    cards: list[str],
+    tokens: list[str],
 ) -> None:
     """Clear 409s for identifiers already used by another contact (the unique
     constraints still decide under concurrency)."""
@@ -86,8 +97,37 @@ def _refuse_taken(
             problems.append(
                 FieldError(path=f"/gift_cards/{i}", message="already used by another contact")
             )
+    for i, token in enumerate(tokens):
+        owner = payment_card_owner(session, token)
+        if owner is not None and owner != contact_id:
+            problems.append(
+                FieldError(path=f"/payment_cards/{i}", message="already used by another contact")
+            )
     if problems:
         raise DuplicateContact("An identifier is already used by another contact.", errors=problems)
+
+
+def payment_card_owner(session: Session, token: str) -> str | None:
+    """The contact holding this payment card token, if any."""
+    return session.scalars(
+        select(col(PaymentCard.contact_id)).where(col(PaymentCard.token) == token)
+    ).first()
+
+
+def link_payment_card(session: Session, contact_id: str, token: str) -> bool:
+    """Add the token to the contact's payment cards unless another contact holds it (a
+    claim links the card it proved); False when it was not added. Inside a savepoint, so
+    a concurrent link of the same token loses quietly instead of failing the caller."""
+    owner = payment_card_owner(session, token)
+    if owner is not None:
+        return owner == contact_id
+    try:
+        with session.begin_nested():
+            session.add(PaymentCard(token=token, contact_id=contact_id))
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
 
 
 def _flush_unique(session: Session) -> None:
@@ -98,7 +138,7 @@ def _flush_unique(session: Session) -> None:
 
 
 def create_contact(session: Session, runtime: Runtime, body: ContactCreate) -> ContactOut:
-    _refuse_taken(session, None, body.code, body.cim, body.gift_cards)
+    _refuse_taken(session, None, body.code, body.cim, body.gift_cards, body.payment_cards)
     contact = Contact(
         id=str(uuid.uuid4()),
         code=body.code,
@@ -117,6 +157,7 @@ def create_contact(session: Session, runtime: Runtime, body: ContactCreate) -> C
         )
     )
     session.add_all(GiftCard(number=card, contact_id=contact.id) for card in body.gift_cards)
+    session.add_all(PaymentCard(token=token, contact_id=contact.id) for token in body.payment_cards)
     _flush_unique(session)
     return contact_out(session, contact, runtime.now())
 
@@ -138,9 +179,15 @@ def update_contact(
 ) -> ContactOut:
     contact = _contact(session, contact_id, for_update=True)
     if body.gift_cards is not None:
-        _refuse_taken(session, contact.id, None, None, body.gift_cards)
+        _refuse_taken(session, contact.id, None, None, body.gift_cards, [])
         session.execute(delete(GiftCard).where(col(GiftCard.contact_id) == contact.id))
         session.add_all(GiftCard(number=card, contact_id=contact.id) for card in body.gift_cards)
+    if body.payment_cards is not None:
+        _refuse_taken(session, contact.id, None, None, [], body.payment_cards)
+        session.execute(delete(PaymentCard).where(col(PaymentCard.contact_id) == contact.id))
+        session.add_all(
+            PaymentCard(token=token, contact_id=contact.id) for token in body.payment_cards
+        )
     if body.name is not None:
         contact.name = body.name
     if body.segments is not None:

@@ -35,7 +35,7 @@ from rewards.errors import (
     ValidationFailed,
     refusal,
 )
-from rewards.intake import rows
+from rewards.intake import rows, terminals
 from rewards.intake.answers import render_event
 from rewards.intake.identify import consume_otp
 from rewards.intake.prepare import PREPARE
@@ -55,6 +55,7 @@ from rewards.wire import (
     EventOut,
     EventPage,
     ProblemOut,
+    PurchaseIn,
     ReversalKind,
     ReversalOut,
 )
@@ -111,13 +112,17 @@ def _find_external(session: Session, system: str, reference: str) -> Event | Non
 
 def check_business_time(body: EventIn, now: datetime) -> None:
     """A business timestamp lies between ``EARLIEST_BUSINESS_TIME`` and 5 minutes from now."""
-    if body.performed_on > now + FUTURE_TOLERANCE:
+    check_performed_on(body.performed_on, now)
+
+
+def check_performed_on(moment: datetime, now: datetime, path: str = "/performed_on") -> None:
+    if moment > now + FUTURE_TOLERANCE:
         raise PerformedInFuture(
-            "performed_on is more than 5 minutes in the future.",
-            errors=[FieldError(path="/performed_on", message="more than 5 minutes in the future")],
+            f"{path[1:]} is more than 5 minutes in the future.",
+            errors=[FieldError(path=path, message="more than 5 minutes in the future")],
         )
-    if body.performed_on < EARLIEST_BUSINESS_TIME:
-        raise ValidationFailed.at("/performed_on", "before 2000-01-01")
+    if moment < EARLIEST_BUSINESS_TIME:
+        raise ValidationFailed.at(path, "before 2000-01-01")
 
 
 def new_event(
@@ -172,6 +177,8 @@ def replay_existing(session: Session, runtime: Runtime, body: EventIn, digest: s
 def record_event(session: Session, runtime: Runtime, event_type: str, body: EventIn) -> Recorded:
     """Record one event (201) or replay the one its external reference names (200)."""
     digest = request_hash(event_type, body)
+    if isinstance(body, PurchaseIn):
+        body = terminals.at_unit(runtime.rulesets, body)
     system = body.external_system or ""
     if body.external_reference is not None and (
         existing := _find_external(session, system, body.external_reference)
@@ -248,6 +255,7 @@ class EventFilter:
     state: str | None = None
     performed_from: str | None = None  # RFC 3339 with zone
     performed_to: str | None = None
+    merchant_id: str | None = None  # events at the merchant's units; unknown merchant: none
 
 
 def parse_timestamp(name: str, value: str | None) -> datetime | None:
@@ -283,6 +291,9 @@ def list_events(
         query = query.where(col(Event.contact_id) == where.contact_id)
     if where.state:
         query = query.where(col(Event.state) == where.state)
+    if where.merchant_id is not None:
+        merchant = runtime.rulesets.merchant(where.merchant_id)
+        query = query.where(col(Event.performed_by_unit).in_(merchant.units if merchant else []))
     if performed_from:
         query = query.where(col(Event.performed_on) >= performed_from)
     if performed_to:

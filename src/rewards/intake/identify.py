@@ -14,12 +14,22 @@ from sqlalchemy.engine import Dialect
 from sqlmodel import Session, col
 
 from rewards.db.driver import DriverStatement, driver_cursor
-from rewards.db.tables import Contact, GiftCard, Otp, Wallet
+from rewards.db.tables import Contact, GiftCard, Otp, PaymentCard, Wallet
 from rewards.db.types import table_of
 from rewards.errors import ContactNotFound, DomainError, FieldError, OtpInvalid
 from rewards.runtime.context import Runtime
 from rewards.runtime.ratelimit import otp_attempts
 from rewards.wire import BulkItemIn, ContactIdentifier
+
+IDENTIFIER_KINDS = (
+    "wallet_code",
+    "contact_id",
+    "contact_code",
+    "cim",
+    "otp",
+    "gift_card",
+    "payment_card",
+)
 
 
 @dataclass(frozen=True)
@@ -43,11 +53,14 @@ def _contact_queries() -> dict[str, Select[Contact]]:
         "gift_card": select(Contact)
         .join(GiftCard, col(GiftCard.contact_id) == Contact.id)
         .where(col(GiftCard.number) == value),
+        "payment_card": select(Contact)
+        .join(PaymentCard, col(PaymentCard.contact_id) == Contact.id)
+        .where(col(PaymentCard.token) == value),
     }
 
 
 def _kind_and_value(identifier: ContactIdentifier) -> tuple[str, str]:
-    for kind in ("wallet_code", "contact_id", "contact_code", "cim", "otp", "gift_card"):
+    for kind in IDENTIFIER_KINDS:
         value = getattr(identifier, kind)
         if value is not None:
             return kind, value
@@ -159,19 +172,23 @@ class ContactRow:
 def _contacts_by(dialect: Dialect, kind: str, count: int) -> DriverStatement:
     """Contact and wallet of ``count`` identifiers of one kind (``:v0`` ... ``:v<n-1>``),
     the identifier first; compiled once per dialect, kind and count."""
-    contacts, wallets, cards = table_of(Contact).c, table_of(Wallet).c, table_of(GiftCard).c
+    contacts, wallets = table_of(Contact).c, table_of(Wallet).c
+    cards, tokens = table_of(GiftCard).c, table_of(PaymentCard).c
     key = {
         "wallet_code": wallets.code,
         "contact_id": contacts.id,
         "contact_code": contacts.code,
         "cim": contacts.cim,
         "gift_card": cards.number,
+        "payment_card": tokens.token,
     }[kind]
     statement = select(
         key, contacts.id, contacts.segments, contacts.spend_blocked, wallets.id, wallets.code
     ).join_from(table_of(Contact), table_of(Wallet), wallets.contact_id == contacts.id)
     if kind == "gift_card":
         statement = statement.join(table_of(GiftCard), cards.contact_id == contacts.id)
+    elif kind == "payment_card":
+        statement = statement.join(table_of(PaymentCard), tokens.contact_id == contacts.id)
     values: list[Any] = [bindparam(f"v{i}") for i in range(count)]
     return DriverStatement(statement.where(key.in_(values)), dialect)
 

@@ -44,10 +44,8 @@ from rewards.errors import (
     FieldError,
     InvoiceConflict,
     InvoiceNotFound,
-    PerformedInFuture,
-    ValidationFailed,
 )
-from rewards.intake import events
+from rewards.intake import events, terminals
 from rewards.intake.identify import consume_otp, identify
 from rewards.money import returns
 from rewards.runtime.context import Runtime
@@ -97,6 +95,9 @@ def record_invoice(session: Session, runtime: Runtime, body: InvoiceIn) -> Recor
     """Record one invoice and what its type makes of it (201), or answer the invoice of
     the same type and number recorded earlier (200; 409 when the body differs)."""
     digest = request_hash(body)
+    if body.performed_by_terminal is not None:  # stored, and purchased, at its unit
+        unit = terminals.unit_of_terminal(runtime.rulesets, body.performed_by_terminal)
+        body = msgspec.structs.replace(body, performed_by_unit=unit)
     processed_as = processing(runtime, body.invoice_type)
     invoice_id = _claim(session, runtime, body, digest, processed_as)
     if invoice_id is None:  # recorded earlier (or by a concurrent twin that committed first)
@@ -176,15 +177,9 @@ def _replay(session: Session, body: InvoiceIn, digest: str) -> InvoiceOut:
 
 
 def _check_issued_on(runtime: Runtime, body: InvoiceIn) -> None:
-    """The business-time bounds of events (``events.check_business_time``), for the
-    invoices that make no purchase (a purchase's own check covers the others)."""
-    if body.issued_on > runtime.now() + events.FUTURE_TOLERANCE:
-        raise PerformedInFuture(
-            "issued_on is more than 5 minutes in the future.",
-            errors=[FieldError(path="/issued_on", message="more than 5 minutes in the future")],
-        )
-    if body.issued_on < events.EARLIEST_BUSINESS_TIME:
-        raise ValidationFailed.at("/issued_on", "before 2000-01-01")
+    """The business-time bounds of events, for the invoices that make no purchase (a
+    purchase's own check covers the others)."""
+    events.check_performed_on(body.issued_on, runtime.now(), "/issued_on")
 
 
 def _contact_id(session: Session, runtime: Runtime, body: InvoiceIn) -> str:

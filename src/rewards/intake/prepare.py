@@ -41,7 +41,7 @@ from rewards.errors import (
     SelfReferral,
     refusal,
 )
-from rewards.intake import estimates, rows
+from rewards.intake import estimates, matching, rows
 from rewards.intake.identify import Identified, identify
 from rewards.intake.purchases import check_classification, new_classification, purchase_details
 from rewards.money import spending
@@ -137,6 +137,12 @@ def _prepare_purchase(session: Session, runtime: Runtime, body: PurchaseIn) -> D
         draft.spends.append(spend)
 
     draft.after_insert += [create_catalogue_entries, consume_and_spend]
+    if matching.is_matched_on_intake(runtime.rulesets, body.performed_by_unit):
+
+        def match_transaction(session: Session, event: Event) -> None:
+            matching.match_purchase(session, runtime, event)
+
+        draft.after_insert.append(match_transaction)
     return draft
 
 

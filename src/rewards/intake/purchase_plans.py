@@ -34,6 +34,7 @@ from rewards.errors import DomainError
 from rewards.intake import rows
 from rewards.intake.events import check_business_time, new_event, request_hash
 from rewards.intake.identify import ContactRow, contact_of, find_contacts
+from rewards.intake.matching import is_matched_on_intake
 from rewards.intake.purchases import new_classification, purchase_details
 from rewards.money.awards import MadeAward, write_awards
 from rewards.money.ledger import held_by
@@ -72,11 +73,18 @@ class WrittenPurchase:
     now: datetime
 
 
-def _takes(body: PurchaseIn) -> bool:
-    """Whether the fast path takes this purchase (see the module)."""
+def _takes(runtime: Runtime, body: PurchaseIn) -> bool:
+    """Whether the fast path takes this purchase (see the module). A purchase named by
+    its terminal, or made at a unit of a merchant whose card transactions are matched to
+    POS purchases, takes the full path: it is matched under the merchant's lock
+    (``intake.matching``)."""
     identifier = body.contact
     if identifier is None or identifier.otp is not None:
         return False  # the schema requires a contact; an OTP is consumed by the full path
+    if body.performed_by_terminal is not None or is_matched_on_intake(
+        runtime.rulesets, body.performed_by_unit
+    ):
+        return False
     return body.spend is None and body.estimate_id is None
 
 
@@ -91,7 +99,7 @@ def plan_purchases(
     records it. Two queries for all of them: the external references already recorded
     (their replays are answered by the full path) and the contacts.
     ``catalogue``: SKUs known to be in the catalogue already."""
-    taken = [body for body in bodies if _takes(body)]
+    taken = [body for body in bodies if _takes(runtime, body)]
     recorded = rows.recorded_references(
         connection,
         [(b.external_system or "", b.external_reference) for b in taken if b.external_reference],

@@ -62,6 +62,9 @@ def start_run(
     """Create a running run (refused with RunInProgress while another one runs)."""
     if not 1 <= partitions <= len(HEX_DIGITS):
         raise ValueError(f"partitions must be 1..{len(HEX_DIGITS)}")
+    if runtime.before_run is not None:
+        with database.transaction() as session:
+            runtime.before_run(session, runtime)
     now = runtime.now()
     as_of = min(_aware(as_of), now) if as_of is not None else now
     version = runtime.rulesets.version

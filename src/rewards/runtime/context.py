@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from sqlmodel import Session
+
 from rewards.schemas import SchemaRegistry
 from rewards.settings import Settings
 
@@ -31,6 +33,10 @@ class Runtime:
     schemas: SchemaRegistry
     clock: Callable[[], datetime] = _utcnow
     reload_errors: tuple[str, ...] = ()  # of the last refused reload, as file:line: message
+    # What every evaluation run does first, in a transaction of its own, wired by the
+    # process (app, CLI): card transactions whose match window passed become purchases
+    # (intake.processor.record_overdue); runs cannot import intake, which sits above them.
+    before_run: Callable[[Session, Runtime], object] | None = None
 
     @property
     def rulesets(self) -> Rulesets:

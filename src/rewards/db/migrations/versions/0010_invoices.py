@@ -2,8 +2,8 @@
 invoice_type), the idempotency key, with what each made (a purchase, a credit note's
 return) and the hash of the request that made it
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from alembic import op
 
 import rewards.db.types
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
