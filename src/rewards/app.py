@@ -11,7 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from rewards.api.analyst import analyst_handlers
 from rewards.api.analytics import analytics_summary
-from rewards.api.auth import SECURITY_SCHEME, api_key_middleware, role_guard
+from rewards.api.auth import SECURITY_SCHEME, api_key_middleware
 from rewards.api.contacts import ContactsController, WalletsController
 from rewards.api.deps import DEPENDENCIES
 from rewards.api.docs import DecimalAsNumber, OfflineSwaggerPlugin, SchemaCarryingJsonPlugin
@@ -97,7 +97,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *processor_handlers(),
         ],
         security=[{SECURITY_SCHEME: []}],
-        guards=[role_guard],
     )
     return Litestar(
         route_handlers=[
