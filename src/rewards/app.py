@@ -130,7 +130,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             components=Components(
                 security_schemes={
                     SECURITY_SCHEME: SecurityScheme(
-                        type="http", scheme="bearer", description="API key"
+                        type="http",
+                        scheme="bearer",
+                        description="API key of a role (REWARDS_API_KEYS): `integrator` (POS, "
+                        "apps, billing: events, contacts, invoices, claims, ...), `processor` "
+                        "(card transaction processors: /v1/processor-transactions only) or "
+                        "`admin` (everything, and runs, reloads, simulations). Another role's "
+                        "operation answers 403.",
                     )
                 }
             ),

@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, select, text, update
 from sqlmodel import Session, col
 
-from rewards.db.tables import Event, PaymentCard, ProcessorRoute, ProcessorTransaction
+from rewards.db.tables import Event, ProcessorRoute, ProcessorTransaction
 from rewards.engine import Rulesets
 from rewards.engine.model import Merchant
+from rewards.intake.contacts import payment_card_owner
 from rewards.runtime.context import Runtime
 
 
@@ -48,12 +49,6 @@ def card_last4(payment_medium: object) -> str | None:
     return identifier[-4:]
 
 
-def card_owner(session: Session, token: str) -> str | None:
-    return session.scalars(
-        select(col(PaymentCard.contact_id)).where(col(PaymentCard.token) == token)
-    ).first()
-
-
 def match_purchase(session: Session, runtime: Runtime, event: Event) -> str | None:
     """After a POS purchase is inserted: the awaiting transaction of its merchant that it
     fits becomes ``matched`` to it (the closest in time). Returns the transaction's id."""
@@ -75,7 +70,7 @@ def match_purchase(session: Session, runtime: Runtime, event: Event) -> str | No
     ).all()
     last4 = card_last4(event.details.get("payment_medium"))
     for route, token in sorted(candidates, key=lambda row: _distance(row[0].performed_on, event)):
-        if (last4 is None or route.card_last4 != last4) and card_owner(
+        if (last4 is None or route.card_last4 != last4) and payment_card_owner(
             session, token
         ) != event.contact_id:
             continue

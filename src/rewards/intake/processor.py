@@ -29,6 +29,7 @@ from rewards.errors import (
     UnknownTerminal,
 )
 from rewards.intake import events, matching
+from rewards.intake.contacts import payment_card_owner
 from rewards.runtime.context import Runtime
 from rewards.wire import (
     CardOut,
@@ -93,7 +94,7 @@ def record_transaction(session: Session, runtime: Runtime, body: ProcessorTransa
         assert twin is not None  # only the key is unique
         return _replay(session, twin, digest)
     row = _by_id(session, row.id)
-    owner = matching.card_owner(session, row.card_token)
+    owner = payment_card_owner(session, row.card_token)
     for merchant in merchants:
         session.add(_route(session, runtime, row, merchant, owner))
     session.flush()
@@ -198,7 +199,7 @@ def record_overdue(session: Session, runtime: Runtime, limit: int = 500) -> int:
     settled = 0
     for route, row in overdue:
         matching.lock_merchant(session, route.merchant_id)
-        owner = matching.card_owner(session, row.card_token)
+        owner = payment_card_owner(session, row.card_token)
         merchant = runtime.rulesets.merchant(route.merchant_id)
         status = "recorded" if owner is not None and merchant is not None else "unidentified"
         changed = session.exec(
@@ -270,7 +271,7 @@ def transaction_out(session: Session, row: ProcessorTransaction) -> ProcessorTra
         amount=from_cents(row.amount_cents),
         currency=row.currency,
         card=CardOut(brand=row.card_brand, type=row.card_type, last4=row.card_last4),
-        contact_id=matching.card_owner(session, row.card_token),
+        contact_id=payment_card_owner(session, row.card_token),
         created_at=row.created_at,
         routes=[
             RouteOut(
