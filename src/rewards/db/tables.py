@@ -364,4 +364,6 @@ metadata = SQLModel.metadata
 
 
 # Evaluation-run tables live in their own module; importing it registers them here.
+# So do the ruleset history's.
+import rewards.db.history_tables  # noqa: E402
 import rewards.db.run_tables  # noqa: E402, F401
