@@ -28,6 +28,7 @@ from rewards.api.responses import (
     allow_header_for_every_method,
     refuse_unknown_query_parameters,
 )
+from rewards.api.rulesets import ruleset_history_handlers
 from rewards.api.runs import run_handlers
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
@@ -35,7 +36,7 @@ from rewards.engine import Evaluator, load_rulesets
 from rewards.intake import processor
 from rewards.intake.group_commit import GroupCommit
 from rewards.runs import scheduler
-from rewards.runtime import private_logs, watcher
+from rewards.runtime import history, private_logs, watcher
 from rewards.runtime.context import Runtime
 from rewards.runtime.rate_counters import RateCounters, RedisCounters, SqlCounters
 from rewards.runtime.ratelimit import OtpLimits
@@ -68,6 +69,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def on_startup() -> None:
         if settings.auto_migrate:
             upgrade(database.write_engine)
+        history.record_load(
+            database, runtime, runtime.rulesets, source="start", loaded_by="start-up"
+        )
         # Work beside requests: hot reload of the rulesets folder, scheduled runs.
         watcher.start(runtime, database)
         scheduler.start(runtime, database)
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             get_rulesets,
             analytics_summary,
             *analyst_handlers(),
+            *ruleset_history_handlers(),
             *run_handlers(),
             *processor_handlers(),
         ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import post
+from litestar import Request, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
@@ -14,8 +14,11 @@ from rewards.api.auth import admin_only
 from rewards.api.bodies import body_provider
 from rewards.api.deps import RuntimeDep
 from rewards.api.docs import BODY, problems, request_schema
+from rewards.db.database import Database
 from rewards.domain.decisions import Explanation
-from rewards.runtime import reload
+from rewards.engine import Rulesets
+from rewards.runtime import history, reload
+from rewards.runtime.ratelimit import caller_id
 
 
 @post(
@@ -50,7 +53,9 @@ def create_simulation(
         "Loads and checks the folder (embedded examples included) and swaps it in atomically. "
         "200 with the version now serving (`changed: false` when the folder already holds it); "
         "422 with every problem as `errors[].path` = `file:line:column` and `errors[].message`, "
-        "and the previous rulesets keep serving."
+        "and the previous rulesets keep serving. A new version is stored in the ruleset "
+        "history (`GET /v1/rulesets/history`) with the role and short hash of the key that "
+        "loaded it."
     ),
     guards=[admin_only],
     responses=problems(400, 422, admin=True),
@@ -58,8 +63,14 @@ def create_simulation(
     sync_to_thread=True,
     tags=["offers"],
 )
-def reload_rulesets(runtime: RuntimeDep) -> reload.ReloadOut:
-    return reload.reload_rulesets(runtime, trigger="api")
+def reload_rulesets(runtime: RuntimeDep, request: Request[str, str, Any]) -> reload.ReloadOut:
+    database: Database = request.app.state.database
+    loaded_by = f"{request.user} key {caller_id(request.auth)}"  # never the key itself
+
+    def record(rulesets: Rulesets) -> None:
+        history.record_load(database, runtime, rulesets, source="reload", loaded_by=loaded_by)
+
+    return reload.reload_rulesets(runtime, trigger="api", record=record)
 
 
 def analyst_handlers() -> list[Any]:

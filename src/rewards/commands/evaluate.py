@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from rewards import runs
     from rewards.db.database import Database
     from rewards.db.migrate import upgrade
+    from rewards.runtime import history
 
     if args.workers < 1 or args.workers > 16:
         print("rewards evaluate: --workers must be 1..16", file=sys.stderr)
@@ -132,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         upgrade(database.write_engine)
         runtime = _runtime(settings)
+        history.record_load(
+            database, runtime, runtime.rulesets, source="cli", loaded_by="rewards evaluate"
+        )
         try:
             started = runs.start_run(
                 database,

@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,7 +27,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from rewards.db.tables import Award
-from rewards.engine import Evaluator, RulesetLoadError, load_rulesets
+from rewards.engine import Evaluator, RulesetLoadError, Rulesets, load_rulesets
 from rewards.engine.adapter import collect
 from rewards.engine.loader import folder_version
 from rewards.errors import DomainError, FieldError, refusal
@@ -94,8 +95,14 @@ def _refused(runtime: Runtime, trigger: str, errors: list[tuple[str, str]]) -> D
     )
 
 
-def reload_rulesets(runtime: Runtime, *, trigger: str = "api") -> ReloadOut:
-    """Load the rulesets folder and swap it in, or raise ``RulesetsRefused`` (422)."""
+def reload_rulesets(
+    runtime: Runtime,
+    *,
+    trigger: str = "api",
+    record: Callable[[Rulesets], object] | None = None,
+) -> ReloadOut:
+    """Load the rulesets folder and swap it in, or raise ``RulesetsRefused`` (422).
+    ``record`` is called with a newly swapped-in set (the ruleset history)."""
     state = _state(runtime)
     folder = runtime.settings.rulesets_dir
     with state.lock:
@@ -137,6 +144,8 @@ def reload_rulesets(runtime: Runtime, *, trigger: str = "api") -> ReloadOut:
             len(loaded.files),
             len(loaded.offers),
         )
+        if record is not None:
+            record(loaded)
         del previous  # let the old set go before collecting
         # engine rulesets that no loaded set uses any more go idle (adapter)
         built = collect()["created"] - state.created_before

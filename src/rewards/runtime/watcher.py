@@ -11,9 +11,10 @@ serving. A refused version is not retried until the content changes again.
 
 Several workers (``rewards serve --workers N``): each process runs its own watcher on the
 shared folder, so each picks up a change within about ``POLL_SECONDS + SETTLE_SECONDS``.
-Nothing is recorded in the database for this: polling a local folder is cheap and needs
-no coordination (a ``POST /v1/rulesets/reload`` reaches one worker; the others follow
-through their watchers). Awards record the version that produced them.
+Polling a local folder is cheap and needs no coordination (a ``POST /v1/rulesets/reload``
+reaches one worker; the others follow through their watchers). Each load is stored in
+the ruleset history (:mod:`rewards.runtime.history`, source ``watcher``); awards record
+the version that produced them.
 No dependency beyond the standard library (no inotify): the folder may be a mounted
 volume where change notifications do not arrive.
 """
@@ -24,8 +25,10 @@ import logging
 import threading
 
 from rewards.db.database import Database
+from rewards.engine import Rulesets
 from rewards.engine.loader import folder_version
 from rewards.errors import DomainError
+from rewards.runtime import history
 from rewards.runtime.context import Runtime
 from rewards.runtime.reload import reload_rulesets
 
@@ -44,8 +47,10 @@ class FolderWatcher:
         *,
         poll_seconds: float | None = None,
         settle_seconds: float | None = None,
+        database: Database | None = None,
     ) -> None:
         self.runtime = runtime
+        self.database = database  # where loads are stored (the ruleset history)
         self.poll_seconds = POLL_SECONDS if poll_seconds is None else poll_seconds
         self.settle_seconds = SETTLE_SECONDS if settle_seconds is None else settle_seconds
         self.last_seen = runtime.rulesets.version
@@ -78,9 +83,15 @@ class FolderWatcher:
         self.last_seen = version
         try:  # the serving version again (reloaded through the API, or an edit undone):
             # a no-op that clears the errors of a refused version
-            return reload_rulesets(self.runtime, trigger="watcher").changed
+            return reload_rulesets(self.runtime, trigger="watcher", record=self._record).changed
         except DomainError:
             return False  # refused: logged and kept in runtime.reload_errors
+
+    def _record(self, rulesets: Rulesets) -> None:
+        if self.database is not None:
+            history.record_load(
+                self.database, self.runtime, rulesets, source="watcher", loaded_by="watcher"
+            )
 
     def _run(self) -> None:
         while not self._stopping.wait(self.poll_seconds):
@@ -95,8 +106,7 @@ _WATCHERS: dict[int, FolderWatcher] = {}
 
 def start(runtime: Runtime, database: Database) -> None:
     """Start watching the rulesets folder (application start-up)."""
-    del database  # versions are per process (see the module docstring)
-    watcher = FolderWatcher(runtime)
+    watcher = FolderWatcher(runtime, database=database)
     _WATCHERS[id(runtime)] = watcher
     watcher.start()
     log.info(
