@@ -26,6 +26,7 @@ import msgspec
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from rewards.analyst import history
 from rewards.db.tables import Contact, Event
 from rewards.domain import purchase as purchase_math
 from rewards.domain.decisions import Explanation
@@ -48,6 +49,7 @@ from rewards.intake.prepare import check_kpis
 from rewards.offers.evaluation import NOT_EVALUATED, count_awards_in_windows
 from rewards.offers.facts import build_facts
 from rewards.runtime.context import Runtime
+from rewards.runtime.history import stored_evaluator
 from rewards.schemas import SchemaRegistry
 from rewards.wire import (
     EVENT_BODIES,
@@ -261,16 +263,37 @@ def _prior_awards(session: Session, rulesets: Rulesets, event: Event) -> dict[st
 
 
 def explain_event(session: Session, runtime: Runtime, event_id: str) -> Explanation:
-    """Why each offer did or did not apply to a recorded event, under the rulesets serving
-    now (``GET /v1/events/{id}?explain=true``). Reads only. Every per-event offer (mode
-    ``all``: immediate and batch) is explained; the period aggregates are left to runs."""
+    """Why each offer did or did not apply to a recorded event, under the ruleset version
+    that evaluated it (``GET /v1/events/{id}?explain=true``; ``analyst.history``
+    ``evaluating_version``), compiled from the ruleset history when it is not the one
+    serving; under the serving version when that version is not known or not stored,
+    and the explanation says so. Reads only. Every per-event offer (mode ``all``:
+    immediate and batch) is explained; the period aggregates are left to runs."""
     event = session.scalars(select(Event).where(col(Event.id) == event_id)).first()
     if event is None:
         raise EventNotFound(f"No event with id {event_id!r}.")
-    evaluator = runtime.evaluator
+    serving = runtime.evaluator
+    version, chosen_by = history.evaluating_version(session, event)
+    evaluator = None if version is None else stored_evaluator(session, runtime, version)
+    if version is None:
+        note = "the serving version: no recorded version evaluated this event yet"
+    elif evaluator is None:
+        note = (
+            f"the serving version: version {version}, which evaluated this event, is not "
+            "in the ruleset history"
+        )
+        chosen_by = "serving"
+    else:
+        note = {
+            "awards": f"version {version}, which made this event's awards",
+            "loaded_when_recorded": f"version {version}, serving when the event was recorded "
+            "(it has no award to pin the version: inferred from the ruleset history)",
+            "evaluation_run": f"version {version}, of the evaluation run that evaluated it",
+        }[chosen_by]
+    evaluator = evaluator or serving
     rulesets = evaluator.rulesets
     if event.type in NOT_EVALUATED:
-        return Explanation(
+        explanation = Explanation(
             ruleset_version=rulesets.version,
             event_type=event.type,
             mode="all",
@@ -278,10 +301,17 @@ def explain_event(session: Session, runtime: Runtime, event_id: str) -> Explanat
             total_awarded=Decimal("0.00"),
             offers=[],
         )
-    contact = session.get(Contact, event.contact_id)
-    segments = list(contact.segments) if contact is not None else []
-    facts = build_facts(session, event, segments, _prior_awards(session, rulesets, event))
-    return explain(rulesets, facts, mode="all", aggregates=False, evaluator=evaluator)
+    else:
+        contact = session.get(Contact, event.contact_id)
+        segments = list(contact.segments) if contact is not None else []
+        facts = build_facts(session, event, segments, _prior_awards(session, rulesets, event))
+        explanation = explain(rulesets, facts, mode="all", aggregates=False, evaluator=evaluator)
+    return msgspec.structs.replace(
+        explanation,
+        ruleset_serving=rulesets.version == serving.rulesets.version,
+        ruleset_chosen_by=chosen_by,
+        ruleset_note=note,
+    )
 
 
 __all__ = [

@@ -61,3 +61,10 @@ class Explanation(msgspec.Struct, kw_only=True, frozen=True):
     awards: list[AwardDecision]
     total_awarded: Decimal
     offers: list[OfferOutcome]
+    # Whether ``ruleset_version`` is the version serving now. A recorded event is
+    # explained under the version that evaluated it: ``ruleset_chosen_by`` says how that
+    # version was found (awards | evaluation_run | loaded_when_recorded), or ``serving``
+    # when none was (``ruleset_note`` says why); simulations leave both out (null).
+    ruleset_serving: bool = True
+    ruleset_chosen_by: str | None = None
+    ruleset_note: str | None = None
