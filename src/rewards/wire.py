@@ -375,9 +375,10 @@ class BulkOut(msgspec.Struct, kw_only=True):
 
 
 class Health(msgspec.Struct, kw_only=True):
-    status: str
+    status: str  # ok | degraded (the last reload was refused; the version here serves)
     database: str
     rulesets_version: str | None
+    reload_errors: list[str] = []  # of the refused reload, as file:line:column: message
 
 
 class ValidityOut(msgspec.Struct, kw_only=True, rename={"from_": "from"}):

@@ -21,6 +21,12 @@ from rewards.wire import Health
 @get(
     "/health",
     summary="Service, database and rulesets status",
+    description=(
+        "200 while the service serves. `status` is `degraded` (still 200: the previous "
+        "rulesets keep serving, and a restart would not load the refused folder either) "
+        "when the last reload of the rulesets folder was refused; `reload_errors` then lists "
+        "its problems as `file:line:column: message`, until a valid folder is loaded."
+    ),
     security=[],
     sync_to_thread=True,
     tags=["health"],
@@ -30,7 +36,13 @@ def health(
     runtime: NamedDependency[SkipValidation[Runtime]],
 ) -> Health:
     session.execute(text("SELECT 1"))
-    return Health(status="ok", database="ok", rulesets_version=runtime.rulesets.version)
+    errors = list(runtime.reload_errors)
+    return Health(
+        status="degraded" if errors else "ok",
+        database="ok",
+        rulesets_version=runtime.rulesets.version,
+        reload_errors=errors,
+    )
 
 
 def metrics_controller(metrics_key: str | None, api_keys: Mapping[str, str]) -> type[Controller]:
