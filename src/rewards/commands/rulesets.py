@@ -1,4 +1,5 @@
-"""``rewards rulesets check [DIR]``: validate a folder exactly as the server loads it."""
+"""``rewards rulesets check [DIR]``: validate a folder exactly as the server loads it
+(``diff`` and ``status``: commands.history)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rewards.commands import history
 from rewards.settings import Settings
 
 
@@ -26,6 +28,7 @@ def register(commands: Any) -> None:
         "dir", nargs="?", type=Path, help="the folder (default: REWARDS_RULESETS_DIR or rulesets/)"
     )
     check.set_defaults(run=run_check)
+    history.register(actions)  # diff, status
 
 
 def run_check(args: argparse.Namespace) -> int:
