@@ -311,3 +311,75 @@ def test_backtest_database_option_wins_over_the_environment(
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["events"] == 7
     assert not (tmp_path / "elsewhere.db").exists()
+
+
+def offer_rows(lines: list[str]) -> list[str]:
+    """The offers of a backtest table: after the two heading lines, before the rule."""
+    heading = next(i for i, line in enumerate(lines) if line.startswith("offer"))
+    rule = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    return [line.split()[0] for line in lines[heading + 2 : rule]]
+
+
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_backtest_lists_the_offers_the_change_touches_first_and_the_rest_with_all(
+    app: Litestar,
+    history: dict[str, Any],
+    rulesets_dir: Path,
+    new_dir: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REWARDS_DATABASE_URL", database_url)
+    monkeypatch.setenv("REWARDS_RULESETS_DIR", str(rulesets_dir))
+    path = new_dir / "achievement.yaml"  # a description is not a change of the offer
+    path.write_text(
+        path.read_text().replace(
+            "    name: EUR 2.50 per completed course\n",
+            "    name: EUR 2.50 per completed course\n    description: reworded\n",
+        )
+    )
+    window = ["--from", "2026-03-01", "--to", "2026-03-31", "--no-progress"]
+    assert main(["backtest", "--rulesets", str(new_dir), *window, "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    touched = ["course-extra", "gold-basket", "weekly-once", "electron-any-type"]
+    assert [(o["offer_id"], o["definition_changed"]) for o in result["offers"] if o["changed"]] == [
+        (offer_id, True) for offer_id in touched
+    ]  # electron-any-type: removed, no cost either way; course-extra: added
+    assert result["changed_offers"] == 4
+    assert [o["changed"] for o in result["offers"]] == [True] * 4 + [False] * (
+        len(result["offers"]) - 4
+    )  # the changed first
+
+    assert main(["backtest", "--rulesets", str(new_dir), *window]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = offer_rows(lines)
+    assert listed == touched
+    changed = next(line for line in lines if line.startswith("changed"))
+    assert changed.split() == [
+        "changed",
+        "(4",
+        "offers)",
+        "3",
+        "11.00",
+        "5",
+        "21.00",
+        "+2",
+        "+10.00",
+    ]
+    total = next(line for line in lines if line.startswith("total"))
+    assert total.split() == ["total", "5", "18.50", "7", "28.50", "+2", "+10.00"]
+    unlisted = len(result["offers"]) - 4
+    assert (
+        f"{unlisted} offers the change does not touch (same definition, same cost) are not "
+        "listed: --all lists them."
+    ) in lines
+    assert not any(line.startswith("course-bonus") for line in lines)
+
+    assert main(["backtest", "--rulesets", str(new_dir), *window, "--all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = offer_rows(lines)
+    assert rows[:4] == touched and len(rows) == len(result["offers"])
+    course = next(line for line in lines if line.startswith("course-bonus"))
+    assert course.split() == ["course-bonus", "1", "2.50", "1", "2.50", "0", "0.00"]
+    assert not any("not listed" in line for line in lines)

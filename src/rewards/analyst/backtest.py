@@ -29,7 +29,7 @@ from sqlmodel import Session, col
 
 from rewards.db.tables import Award, Contact, Event
 from rewards.engine import AwardDecision, Evaluator, Rulesets
-from rewards.engine.model import AGGREGATE_CLASSIFICATIONS
+from rewards.engine.model import AGGREGATE_CLASSIFICATIONS, Offer
 from rewards.offers.evaluation import NOT_EVALUATED
 from rewards.offers.facts import build_facts
 
@@ -40,6 +40,10 @@ _ZERO = Decimal("0.00")
 
 class OfferDifference(msgspec.Struct, kw_only=True):
     offer_id: str
+    # The change touches this offer: its definition differs between the two sets (added,
+    # removed, or any key but its description and examples), or what it would cost does.
+    changed: bool
+    definition_changed: bool
     offer_name: str
     classification: str
     current_count: int
@@ -56,7 +60,8 @@ class BacktestOut(msgspec.Struct, kw_only=True):
     events: int  # events replayed
     current_version: str
     new_version: str
-    offers: list[OfferDifference]
+    offers: list[OfferDifference]  # the changed offers first
+    changed_offers: int
     current_count: int
     current_amount: Decimal
     new_count: int
@@ -210,6 +215,14 @@ def backtest(
     return _result(replays, start, end, done)
 
 
+def _definition(rulesets: Rulesets, offer_id: str) -> Offer | None:
+    """What an offer does (its description and examples left out), or None without it."""
+    offer = rulesets.offer(offer_id)
+    if offer is None:
+        return None
+    return msgspec.structs.replace(offer, description=None, examples=[])
+
+
 def _result(replays: list[_Replay], start: datetime, end: datetime, events: int) -> BacktestOut:
     before, after = replays
     offers: dict[str, tuple[str, str]] = {}
@@ -225,9 +238,12 @@ def _result(replays: list[_Replay], start: datetime, end: datetime, events: int)
     for offer_id, (name, classification) in offers.items():
         old = before.totals.get(offer_id, _Totals())
         cur = after.totals.get(offer_id, _Totals())
+        redefined = _definition(before.rulesets, offer_id) != _definition(after.rulesets, offer_id)
         rows.append(
             OfferDifference(
                 offer_id=offer_id,
+                changed=redefined or (old.count, old.amount) != (cur.count, cur.amount),
+                definition_changed=redefined,
                 offer_name=name,
                 classification=classification,
                 current_count=old.count,
@@ -238,6 +254,7 @@ def _result(replays: list[_Replay], start: datetime, end: datetime, events: int)
                 amount_difference=cur.amount - old.amount,
             )
         )
+    rows.sort(key=lambda r: not r.changed)  # stable: the changed first, each in file order
     current_count = sum(r.current_count for r in rows)
     new_count = sum(r.new_count for r in rows)
     current_amount = sum((r.current_amount for r in rows), _ZERO)
@@ -249,6 +266,7 @@ def _result(replays: list[_Replay], start: datetime, end: datetime, events: int)
         current_version=before.rulesets.version,
         new_version=after.rulesets.version,
         offers=rows,
+        changed_offers=sum(r.changed for r in rows),
         current_count=current_count,
         current_amount=current_amount,
         new_count=new_count,

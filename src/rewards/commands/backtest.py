@@ -2,7 +2,8 @@
 
 Replays the recorded events of the window (read only) against the rulesets folder in
 service (``--current``, default REWARDS_RULESETS_DIR) and the new folder, and prints per
-offer the awards count and amount under each and the difference. Dates are business
+offer the change touches (its definition or its cost differs; ``--all``: every offer) the
+awards count and amount under each and the difference, with their total. Dates are business
 days in the current definition's time zone, both included (``--from 2026-03-01 --to
 2026-03-31`` is March); RFC 3339 timestamps are taken as they are (``--to`` excluded).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,13 @@ def register(commands: Any) -> None:
         "sqlite:///rewards.db in the working folder); it must exist: nothing is created",
     )
     backtest.add_argument("--format", choices=["table", "json"], default="table")
+    backtest.add_argument(
+        "--all",
+        dest="all_offers",
+        action="store_true",
+        help="list the offers the change does not touch too (default: only the changed ones "
+        "- definition or cost - with their total; --format json always lists every offer)",
+    )
     progress = backtest.add_mutually_exclusive_group()
     progress.add_argument(
         "--progress",
@@ -76,32 +85,73 @@ def _signed(value: Any) -> str:
     return f"+{value}" if value > 0 else str(value)
 
 
-def render_table(result: Any, current: Path, new: Path, zone: str) -> str:
-    rows = [
+def _row(label: str, counts: tuple[Any, Any, Any, Any, Any, Any]) -> tuple[str, ...]:
+    current_count, current_amount, new_count, new_amount, count_diff, amount_diff = counts
+    return (
+        label,
+        str(current_count),
+        str(current_amount),
+        str(new_count),
+        str(new_amount),
+        _signed(count_diff),
+        _signed(amount_diff),
+    )
+
+
+def render_table(
+    result: Any, current: Path, new: Path, zone: str, *, all_offers: bool = False
+) -> str:
+    """The changed offers (definition or cost) with their total, then (``all_offers``)
+    the others, then the total of every offer."""
+    rows: list[tuple[str, ...]] = [
         ("offer", "current", "", "new", "", "difference", ""),
         ("", "count", "amount", "count", "amount", "count", "amount"),
     ]
-    for o in result.offers:
+    changed = [o for o in result.offers if o.changed]
+    unchanged = [o for o in result.offers if not o.changed]
+    for o in changed + (unchanged if all_offers else []):
         rows.append(
-            (
+            _row(
                 o.offer_id,
-                str(o.current_count),
-                str(o.current_amount),
-                str(o.new_count),
-                str(o.new_amount),
-                _signed(o.count_difference),
-                _signed(o.amount_difference),
+                (
+                    o.current_count,
+                    o.current_amount,
+                    o.new_count,
+                    o.new_amount,
+                    o.count_difference,
+                    o.amount_difference,
+                ),
             )
         )
+    footer = len(rows)
+
+    def total(offers: list[Any]) -> tuple[Any, Any, Any, Any, Any, Any]:
+        zero = Decimal("0.00")
+        current_count = sum(o.current_count for o in offers)
+        current_amount = sum((o.current_amount for o in offers), zero)
+        new_count = sum(o.new_count for o in offers)
+        new_amount = sum((o.new_amount for o in offers), zero)
+        return (
+            current_count,
+            current_amount,
+            new_count,
+            new_amount,
+            new_count - current_count,
+            new_amount - current_amount,
+        )
+
+    rows.append(_row(f"changed ({len(changed)} offers)", total(changed)))
     rows.append(
-        (
+        _row(
             "total",
-            str(result.current_count),
-            str(result.current_amount),
-            str(result.new_count),
-            str(result.new_amount),
-            _signed(result.count_difference),
-            _signed(result.amount_difference),
+            (
+                result.current_count,
+                result.current_amount,
+                result.new_count,
+                result.new_amount,
+                result.count_difference,
+                result.amount_difference,
+            ),
         )
     )
     widths = [max(len(row[i]) for row in rows) for i in range(7)]
@@ -114,9 +164,15 @@ def render_table(result: Any, current: Path, new: Path, zone: str) -> str:
     ]
     for index, row in enumerate(rows):
         cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, 7)]
-        if index == len(rows) - 1:
+        if index == footer:
             lines.append("-" * len("  ".join(cells)))
         lines.append("  ".join(cells).rstrip())
+    if unchanged and not all_offers:
+        lines += [
+            "",
+            f"{len(unchanged)} offers the change does not touch (same definition, same cost) "
+            "are not listed: --all lists them.",
+        ]
     if result.not_replayed:
         lines += [
             "",
@@ -184,5 +240,13 @@ def run_backtest(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(_encode(result).decode())
     else:
-        print(render_table(result, current_dir, args.rulesets, current.definition.time_zone))
+        print(
+            render_table(
+                result,
+                current_dir,
+                args.rulesets,
+                current.definition.time_zone,
+                all_offers=args.all_offers,
+            )
+        )
     return 0
