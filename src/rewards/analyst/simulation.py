@@ -273,9 +273,15 @@ def explain_event(session: Session, runtime: Runtime, event_id: str) -> Explanat
     if event is None:
         raise EventNotFound(f"No event with id {event_id!r}.")
     serving = runtime.evaluator
-    version, chosen_by = history.evaluating_version(session, event)
+    version, chosen_by = (
+        (None, "serving")
+        if event.type in NOT_EVALUATED
+        else history.evaluating_version(session, event)
+    )
     evaluator = None if version is None else stored_evaluator(session, runtime, version)
-    if version is None:
+    if event.type in NOT_EVALUATED:
+        note = f"the serving version: offers never evaluate {event.type} events"
+    elif version is None:
         note = "the serving version: no recorded version evaluated this event yet"
     elif evaluator is None:
         note = (
