@@ -354,14 +354,14 @@ def test_reload_unchanged_changed_and_refused(
     assert problem["errors"] == [
         {
             "path": f"{path}:{broken_line}:21",
-            "message": "offers[3].award.amount: 'two' is not of type 'number'",
+            "message": "offer extra-two: award.amount: must be a number, not 'two'",
         }
     ]
     assert f"version {second} keeps serving" in problem["detail"]
     described = client.get("/v1/rulesets").json()
     assert described["version"] == second
     assert described["errors"] == [
-        f"{path}:{broken_line}:21: offers[3].award.amount: 'two' is not of type 'number'"
+        f"{path}:{broken_line}:21: offer extra-two: award.amount: must be a number, not 'two'"
     ]
     assert any(f"{path}:{broken_line}:21" in r.getMessage() for r in caplog.records)
     simulated = client.post(
@@ -568,7 +568,7 @@ def test_the_watcher_reloads_valid_changes_and_reports_refused_ones(
     assert folder_watcher.check() is False
     assert runtime.rulesets.version == second
     [error] = client.get("/v1/rulesets").json()["errors"]
-    assert "offers[3].award.amount: -2 is less than or equal to the minimum of 0" in error
+    assert "offer extra-two: award.amount: must be more than 0, not -2" in error
     assert folder_watcher.check() is False  # the refused version is not retried
     write_atomically(path, path.read_text().replace("award: {amount: -2}", "award: {amount: 2}"))
     assert folder_watcher.check() is False  # the serving version again: nothing to load
