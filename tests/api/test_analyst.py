@@ -168,6 +168,57 @@ def test_simulation_context_prior_awards_period_totals_and_mode(client: Client) 
     assert [a["offer_id"] for a in everything["awards"]] == ["group-high", "group-batch-only"]
 
 
+def test_simulation_prior_awards_as_one_number_count_for_every_offer(client: Client) -> None:
+    weekly = {
+        "type": "purchase",
+        "event": {
+            "performed_on": moment(),
+            "performed_by_unit": "weekly-shop",
+            "products": [{"sku": "X", "net_amount": 1}],
+        },
+    }
+    by_offer = client.post("/v1/simulations", json={**weekly, "prior_awards": {"weekly-once": 1}})
+    every = client.post("/v1/simulations", json={**weekly, "prior_awards": 1})
+    assert every.status_code == 200, every.text
+    assert every.json()["offers"] == by_offer.json()["offers"]
+    assert every.json()["total_awarded"] == 0
+    assert every.json()["warnings"] == []
+    refused = client.post("/v1/simulations", json={**weekly, "prior_awards": -1})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["path"] == "/prior_awards"
+
+
+def test_simulation_warns_of_an_unknown_store_and_awards_as_the_server(client: Client) -> None:
+    body = {
+        "type": "web",
+        "event": {
+            "performed_on": "2026-03-04T10:00:00+02:00",
+            "performed_by_unit": "store-999",
+            "website": "https://rewards.example/offers/x",
+        },
+        "prior_awards": {"offers-pag": 1},
+    }
+    response = client.post("/v1/simulations", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["warnings"] == [
+        "performed_by_unit 'store-999' is not a unit of the definition: offers limited to "
+        "units or merchants do not apply to it (the server would accept the event as it is)",
+        "prior_awards: no offer has the id 'offers-pag'",
+    ]
+    assert [a["offer_id"] for a in result["awards"]] == ["offers-page"]  # as the server
+    fine = {**body, "prior_awards": {}}
+    fine["event"] = {k: v for k, v in body["event"].items() if k != "performed_by_unit"}
+    assert client.post("/v1/simulations", json=fine).json()["warnings"] == []
+    document = client.get("/schema/openapi.json").json()
+    [answer] = [
+        schema
+        for name, schema in document["components"]["schemas"].items()
+        if "SimulationOut" in name
+    ]
+    assert answer["properties"]["warnings"]["type"] == "array"
+
+
 def test_simulation_refusals_point_under_event(client: Client) -> None:
     response = client.post(
         "/v1/simulations",
