@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from litestar import Litestar
@@ -428,6 +428,27 @@ def test_reload_unchanged_changed_and_refused(
     write_atomically(path, good)
     assert client.post("/v1/rulesets/reload").json()["changed"] is False
     assert client.get("/v1/rulesets").json()["errors"] == []
+
+
+def test_a_folder_with_warnings_is_served_and_its_warnings_logged_once(
+    client: Client, rulesets_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def warned(phase: Literal["setup", "call"]) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.get_records(phase)
+            if "warning: no catalogue" in r.getMessage()
+        ]
+
+    # loaded when the app was made: the HTTP tests' offers declare no catalogue
+    [logged] = warned("setup")
+    assert f"{rulesets_dir / 'definition.yaml'}:3:1: warning: no catalogue" in logged
+    assert client.get("/v1/rulesets").json()["errors"] == []
+    assert client.post("/v1/rulesets/reload").json()["changed"] is False
+    assert warned("call") == []  # the same version: not loaded again, not logged again
+    with_extra_offers(rulesets_dir, "1", "2")
+    assert client.post("/v1/rulesets/reload").json()["changed"] is True
+    assert len(warned("call")) == 1  # a new version: its warnings, once
 
 
 def test_reload_is_for_admins(client: Client) -> None:
