@@ -29,7 +29,7 @@ import msgspec
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from rewards.db.tables import Contact, Event
+from rewards.db.tables import Award, Contact, Event
 from rewards.domain import purchase as purchase_math
 from rewards.domain.decisions import Explanation
 from rewards.domain.money import from_cents
@@ -48,6 +48,7 @@ from rewards.errors import (
 )
 from rewards.intake import terminals
 from rewards.intake.prepare import check_kpis
+from rewards.offers.budgets import mark_exhausted
 from rewards.offers.evaluation import NOT_EVALUATED, count_awards_in_windows
 from rewards.offers.facts import build_facts
 from rewards.runtime.context import Runtime
@@ -258,8 +259,11 @@ def simulate(
     item: SimulationIn,
     *,
     evaluator: Evaluator | None = None,
+    budgets_in: Session | None = None,
 ) -> SimulationOut:
-    """Awards and per-offer explanation of one simulated event (no side effects)."""
+    """Awards and per-offer explanation of one simulated event (no side effects); with
+    ``budgets_in``, offers whose budget for the event's period is used up there are
+    shown as not applied."""
     facts = simulation_facts(rulesets, schemas, item)
     explanation = explain(
         rulesets,
@@ -268,14 +272,19 @@ def simulate(
         aggregates=item.period_totals is not None,
         evaluator=evaluator,
     )
+    if budgets_in is not None:
+        explanation = mark_exhausted(budgets_in, rulesets, explanation, facts.performed_on)
     fields = {name: getattr(explanation, name) for name in explanation.__struct_fields__}
     return SimulationOut(**fields, warnings=simulation_warnings(rulesets, item))
 
 
-def simulate_request(runtime: Runtime, item: SimulationIn) -> SimulationOut:
-    """``POST /v1/simulations``: against the rulesets serving now (one version throughout)."""
+def simulate_request(runtime: Runtime, item: SimulationIn, session: Session) -> SimulationOut:
+    """``POST /v1/simulations``: against the rulesets serving now (one version throughout)
+    and the offers' budgets as they stand."""
     evaluator = runtime.evaluator
-    return simulate(evaluator.rulesets, runtime.schemas, item, evaluator=evaluator)
+    return simulate(
+        evaluator.rulesets, runtime.schemas, item, evaluator=evaluator, budgets_in=session
+    )
 
 
 def read_simulations(
@@ -325,7 +334,11 @@ def explain_event(session: Session, runtime: Runtime, event_id: str) -> Explanat
     contact = session.get(Contact, event.contact_id)
     segments = list(contact.segments) if contact is not None else []
     facts = build_facts(session, event, segments, _prior_awards(session, rulesets, event))
-    return explain(rulesets, facts, mode="all", aggregates=False, evaluator=evaluator)
+    explanation = explain(rulesets, facts, mode="all", aggregates=False, evaluator=evaluator)
+    awarded = set(
+        session.scalars(select(col(Award.offer_id)).where(col(Award.event_id) == event.id))
+    )
+    return mark_exhausted(session, rulesets, explanation, event.performed_on, awarded)
 
 
 __all__ = [

@@ -12,7 +12,7 @@ from rewards.analyst import simulation
 from rewards.analyst.simulation import SimulationIn, SimulationOut
 from rewards.api.auth import admin_only
 from rewards.api.bodies import body_provider
-from rewards.api.deps import RuntimeDep
+from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.runtime import reload
 
@@ -39,9 +39,9 @@ from rewards.runtime import reload
     tags=["analysts"],
 )
 def create_simulation(
-    payload: NamedDependency[SkipValidation[SimulationIn]], runtime: RuntimeDep
+    payload: NamedDependency[SkipValidation[SimulationIn]], runtime: RuntimeDep, session: SessionDep
 ) -> SimulationOut:
-    return simulation.simulate_request(runtime, payload)
+    return simulation.simulate_request(runtime, payload, session)
 
 
 @post(

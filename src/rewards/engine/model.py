@@ -291,6 +291,14 @@ class Validity(Model, kw_only=True, frozen=True):
     until: date | None = None
 
 
+class Budget(Model, kw_only=True, frozen=True):
+    """What an offer may award in a calendar period of the business time zone (or in
+    total); an award past it is cut to what remains, then the offer stops awarding."""
+
+    amount: Decimal
+    period: Literal["day", "week", "month", "year", "total"]
+
+
 class ExpectLine(Model, kw_only=True, frozen=True):
     index: int
     amount: Decimal
@@ -320,6 +328,7 @@ class Offer(Model, kw_only=True, frozen=True):
     award: Award
     priority: int = 0
     exclusive_group: str | None = None
+    budget: Budget | None = None
     conditions: Conditions = Conditions()
     examples: list[Example] = []
     # Filled in by the loader (the schema refuses them in files):

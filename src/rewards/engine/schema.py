@@ -344,6 +344,13 @@ def _offer(classification: str) -> dict[str, Any]:
             "award": _award(classification),
             "priority": {"type": "integer"},
             "exclusive_group": _ID,
+            "budget": _obj(
+                {
+                    "amount": {"type": "number", "exclusiveMinimum": 0, "multipleOf": 0.01},
+                    "period": {"enum": ["day", "week", "month", "year", "total"]},
+                },
+                ["amount", "period"],
+            ),
             "conditions": _obj(
                 {key: {"$ref": f"#/$defs/condition_{key}"} for key in allowed},
                 required_conditions or None,
