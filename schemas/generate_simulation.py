@@ -31,6 +31,21 @@ TYPES = {
 }
 # Filled in by the simulation when left out (analyst/simulation.py).
 OPTIONAL_IN_SIMULATIONS = {"contact", "referred", "referred_by", "reference_number"}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 1000000}
+# The same two shapes as an offer example's prior_awards (docs/analysts.md).
+PRIOR_AWARDS = {
+    "description": "Awards the contact already received within the offers' `max_awards` "
+    "windows: offer id -> count, or one count for every offer. Default: none.",
+    "oneOf": [
+        {
+            "type": "object",
+            "maxProperties": 1000,
+            "propertyNames": {"pattern": "^[a-z0-9-]+$", "maxLength": 100},
+            "additionalProperties": _COUNT,
+        },
+        _COUNT,
+    ],
+}
 
 
 def event_schema(event_type: str) -> dict[str, Any]:
@@ -47,6 +62,7 @@ def simulation_document() -> dict[str, Any]:
         "description": "The event body, as sent to `POST /v1/events/<type>` (the schema of "
         "`type`); its contact identifiers and a purchase's `reference_number` may be left out.",
     }
+    document["properties"]["prior_awards"] = PRIOR_AWARDS
     document.pop("allOf", None)
     document["oneOf"] = [
         {

@@ -386,6 +386,21 @@ class ValidityOut(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
     until: date | None
 
 
+class BudgetOut(Answer, kw_only=True):
+    """An offer's budget and, for the period under way (business time zone), what its
+    awards used and what is left."""
+
+    amount: Money
+    period: Literal["day", "week", "month", "year", "total"]
+    current_period: str  # total | 2026 | 2026-12 | 2026-W49 | 2026-12-05
+    used: Money
+    left: Money
+
+
+class OfferBudgetOut(BudgetOut, kw_only=True):
+    offer_id: str
+
+
 class OfferOut(msgspec.Struct, kw_only=True):
     id: str
     name: str
@@ -394,6 +409,7 @@ class OfferOut(msgspec.Struct, kw_only=True):
     valid: ValidityOut | None
     ruleset_file: str
     ruleset_version: str
+    budget: BudgetOut | None = None
 
 
 class OfferPage(msgspec.Struct, kw_only=True):
@@ -597,6 +613,7 @@ class AnalyticsSummary(Answer, kw_only=True, rename={"from_": "from"}):
     awards: AwardTotals
     spends: SpendTotals
     outstanding_liability: Money
+    budgets: list[OfferBudgetOut] = []  # offers with a budget: the period under way
 
 
 # ---- processor transactions and claims (PLATFORM.md) ------------------------------------

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from litestar import Litestar
@@ -166,6 +166,57 @@ def test_simulation_context_prior_awards_period_totals_and_mode(client: Client) 
     assert [a["offer_id"] for a in immediate["awards"]] == ["group-high"]
     everything = client.post("/v1/simulations", json=group).json()
     assert [a["offer_id"] for a in everything["awards"]] == ["group-high", "group-batch-only"]
+
+
+def test_simulation_prior_awards_as_one_number_count_for_every_offer(client: Client) -> None:
+    weekly = {
+        "type": "purchase",
+        "event": {
+            "performed_on": moment(),
+            "performed_by_unit": "weekly-shop",
+            "products": [{"sku": "X", "net_amount": 1}],
+        },
+    }
+    by_offer = client.post("/v1/simulations", json={**weekly, "prior_awards": {"weekly-once": 1}})
+    every = client.post("/v1/simulations", json={**weekly, "prior_awards": 1})
+    assert every.status_code == 200, every.text
+    assert every.json()["offers"] == by_offer.json()["offers"]
+    assert every.json()["total_awarded"] == 0
+    assert every.json()["warnings"] == []
+    refused = client.post("/v1/simulations", json={**weekly, "prior_awards": -1})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["path"] == "/prior_awards"
+
+
+def test_simulation_warns_of_an_unknown_store_and_awards_as_the_server(client: Client) -> None:
+    body = {
+        "type": "web",
+        "event": {
+            "performed_on": "2026-03-04T10:00:00+02:00",
+            "performed_by_unit": "store-999",
+            "website": "https://rewards.example/offers/x",
+        },
+        "prior_awards": {"offers-pag": 1},
+    }
+    response = client.post("/v1/simulations", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["warnings"] == [
+        "performed_by_unit 'store-999' is not a unit of the definition: offers limited to "
+        "units or merchants do not apply to it (the server would accept the event as it is)",
+        "prior_awards: no offer has the id 'offers-pag'",
+    ]
+    assert [a["offer_id"] for a in result["awards"]] == ["offers-page"]  # as the server
+    fine = {**body, "prior_awards": {}}
+    fine["event"] = {k: v for k, v in body["event"].items() if k != "performed_by_unit"}
+    assert client.post("/v1/simulations", json=fine).json()["warnings"] == []
+    document = client.get("/schema/openapi.json").json()
+    [answer] = [
+        schema
+        for name, schema in document["components"]["schemas"].items()
+        if "SimulationOut" in name
+    ]
+    assert answer["properties"]["warnings"]["type"] == "array"
 
 
 def test_simulation_refusals_point_under_event(client: Client) -> None:
@@ -354,14 +405,14 @@ def test_reload_unchanged_changed_and_refused(
     assert problem["errors"] == [
         {
             "path": f"{path}:{broken_line}:21",
-            "message": "offers[3].award.amount: 'two' is not of type 'number'",
+            "message": "offer extra-two: award.amount: must be a number, not 'two'",
         }
     ]
     assert f"version {second} keeps serving" in problem["detail"]
     described = client.get("/v1/rulesets").json()
     assert described["version"] == second
     assert described["errors"] == [
-        f"{path}:{broken_line}:21: offers[3].award.amount: 'two' is not of type 'number'"
+        f"{path}:{broken_line}:21: offer extra-two: award.amount: must be a number, not 'two'"
     ]
     assert any(f"{path}:{broken_line}:21" in r.getMessage() for r in caplog.records)
     simulated = client.post(
@@ -377,6 +428,27 @@ def test_reload_unchanged_changed_and_refused(
     write_atomically(path, good)
     assert client.post("/v1/rulesets/reload").json()["changed"] is False
     assert client.get("/v1/rulesets").json()["errors"] == []
+
+
+def test_a_folder_with_warnings_is_served_and_its_warnings_logged_once(
+    client: Client, rulesets_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def warned(phase: Literal["setup", "call"]) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.get_records(phase)
+            if "warning: no catalogue" in r.getMessage()
+        ]
+
+    # loaded when the app was made: the HTTP tests' offers declare no catalogue
+    [logged] = warned("setup")
+    assert f"{rulesets_dir / 'definition.yaml'}:3:1: warning: no catalogue" in logged
+    assert client.get("/v1/rulesets").json()["errors"] == []
+    assert client.post("/v1/rulesets/reload").json()["changed"] is False
+    assert warned("call") == []  # the same version: not loaded again, not logged again
+    with_extra_offers(rulesets_dir, "1", "2")
+    assert client.post("/v1/rulesets/reload").json()["changed"] is True
+    assert len(warned("call")) == 1  # a new version: its warnings, once
 
 
 def test_reload_is_for_admins(client: Client) -> None:
@@ -568,7 +640,7 @@ def test_the_watcher_reloads_valid_changes_and_reports_refused_ones(
     assert folder_watcher.check() is False
     assert runtime.rulesets.version == second
     [error] = client.get("/v1/rulesets").json()["errors"]
-    assert "offers[3].award.amount: -2 is less than or equal to the minimum of 0" in error
+    assert "offer extra-two: award.amount: must be more than 0, not -2" in error
     assert folder_watcher.check() is False  # the refused version is not retried
     write_atomically(path, path.read_text().replace("award: {amount: -2}", "award: {amount: 2}"))
     assert folder_watcher.check() is False  # the serving version again: nothing to load

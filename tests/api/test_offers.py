@@ -353,6 +353,7 @@ def test_offers_and_rulesets_endpoints(client: Client) -> None:
         "valid": None,
         "ruleset_file": "increase_revenue_transaction.yaml",
         "ruleset_version": by_id["gold-basket"]["ruleset_version"],
+        "budget": None,  # no budget (tests/api/test_budgets.py: offers with one)
     }
     first = client.get("/v1/offers", params={"limit": 2}).json()
     second = client.get("/v1/offers", params={"limit": 2, "cursor": first["next_cursor"]}).json()

@@ -66,7 +66,7 @@ EDITS = [
         "    name: EUR 5 to the new friend",
         "\tname: EUR 5 to the new friend",
         "\tname",
-        "YAML syntax error",
+        "tabs are not allowed, indent with spaces",
     ),
     (
         "duplicate-key",
@@ -82,7 +82,7 @@ EDITS = [
         "    evaluation: batch\n",
         "    evaluation: batch\n    colour: red\n",
         "colour",
-        "offers[0].colour: unknown key 'colour'",
+        "offer five-star-service: colour: unknown key 'colour'",
     ),
     (
         "unknown-condition",
@@ -106,7 +106,7 @@ EDITS = [
         "award: {amount: 5}",
         "award: {amount: five}",
         "{amount: five}",
-        "offers[0].award.amount: 'five' is not of type 'number'",
+        "offer five-star-service: award.amount: must be a number, not 'five'",
     ),
     (
         "percentage-not-allowed",
@@ -114,7 +114,7 @@ EDITS = [
         "award: {amount: 5}",
         "award: {percentage: 5}",
         "percentage",
-        "offers[0].award.percentage: unknown key 'percentage'",
+        "offer five-star-service: award.percentage: unknown key 'percentage'",
     ),
     (
         "amount-and-percentage",
@@ -146,7 +146,7 @@ EDITS = [
         "  - id: five-star-service",
         "  - id: Five Star",
         "Five Star",
-        "does not match '^[a-z0-9-]+$'",
+        "offers[0].id: use lower-case letters a-z, digits 0-9 and - only, not 'Five Star'",
     ),
     (
         "bad-glob",
@@ -250,7 +250,7 @@ EDITS = [
         "        expect: {award: 5}\n",
         "        expect: {award: 4}\n",
         "      - event:\n          performed_on",
-        "example of offer 'five-star-service' fails: expected award 4.00, got 5.00",
+        "offer five-star-service: examples[0]: the example fails: expected award 4.00, got 5.00",
     ),
     (
         "example-without-zone",
@@ -332,6 +332,111 @@ EDITS = [
         "page-turner,",
         "unknown merchant 'page-turner'",
     ),
+    (
+        "bad-hour",
+        "utilise_free_capacity.yaml",
+        'hours: [{from: "14:00", until: "17:00"}]',
+        'hours: [{from: "14:00", until: "17:60"}]',
+        '"17:60"',
+        "offer quiet-afternoon-coffee: conditions.schedule.hours[0].until: "
+        "time must be HH:MM, 00:00 to 23:59 (24:00 allowed as until), not '17:60'",
+    ),
+    (
+        "yes-is-not-a-boolean",
+        "increase_revenue_transaction.yaml",
+        "award: {amount: 20, instant_spend: true}",
+        "award: {amount: 20, instant_spend: yes}",
+        "instant_spend: yes",
+        "offer big-basket-bonus: award.instant_spend: must be true or false, not 'yes'",
+    ),
+    (
+        "offer-named-by-its-id",
+        "increase_revenue_transaction.yaml",
+        "award: {percentage: 5, max: 10}",
+        "award: {percentage: 5, max: 0}",
+        "award: {percentage: 5, max: 0}",
+        "offer basket-over-50: award.max: must be more than 0, not 0",
+    ),
+    (
+        "example-prior-awards-shape",
+        "behaviour.yaml",
+        "prior_awards: 2",
+        "prior_awards: [facebook-like]",
+        "[facebook-like]",
+        "offer facebook-like: examples[0].event.prior_awards: a list is not valid: awards "
+        "already received within max_awards windows: a number (from the offer being tested), "
+        "or {offer id: number}",
+    ),
+    (
+        "example-prior-awards-of-an-unknown-offer",
+        "behaviour.yaml",
+        "prior_awards: {facebook-like: 3}",
+        "prior_awards: {facebook-likes: 3}",
+        "facebook-likes: 3",
+        "offer facebook-like: examples[1].event.prior_awards.facebook-likes: "
+        "no offer has the id 'facebook-likes'",
+    ),
+    (
+        "undeclared-segment",
+        "increase_revenue_transaction.yaml",
+        "segments: {include: [gold, silver], exclude: [staff]}",
+        "segments: {include: [gold, silvr], exclude: [staff]}",
+        "silvr",
+        "offer basket-over-50: conditions.segments.include[1]: unknown segment 'silvr' "
+        "(declare it in segments of definition.yaml, or set allow_unknown: true there)",
+    ),
+    (
+        "sku-pattern-outside-the-catalogue",
+        "increase_revenue_product.yaml",
+        'products: [{sku: "BEANS-PREMIUM-*", amount: {min: 20}}]',
+        'products: [{sku: "BEENS-PREMIUM-*", amount: {min: 20}}]',
+        "BEENS-PREMIUM",
+        "offer premium-beans: conditions.products[0].sku: 'BEENS-PREMIUM-*' matches no "
+        "product of the catalogue (add the product to catalogue in definition.yaml, or "
+        "correct the code)",
+    ),
+    (
+        "undeclared-unit-named",
+        "increase_revenue_transaction.yaml",
+        "units: [store-001, north]",
+        "units: [store-004, north]",
+        "store-004",
+        "offer basket-over-50: conditions.units[0]: unknown unit or unit group 'store-004' "
+        "(declare it in units of definition.yaml)",
+    ),
+    (
+        "undeclared-merchant-named",
+        "increase_revenue_transaction.yaml",
+        "merchants: [bean-co, page-turners, fuel-stop]",
+        "merchants: [bean-co, page-turners, fuel-stops]",
+        "fuel-stops",
+        "offer card-linked-cashback: conditions.merchants[2]: unknown merchant 'fuel-stops' "
+        "(declare it in merchants of definition.yaml)",
+    ),
+    (
+        "catalogue-duplicate-product",
+        "definition.yaml",
+        "  - {sku: CARD-PURCHASE, name: A card payment",
+        "  - {sku: GROCERY, name: A card payment",
+        "{sku: GROCERY, name: A card",
+        "catalogue[11]: duplicate product 'GROCERY'",
+    ),
+    (
+        "catalogue-bad-pattern",
+        "definition.yaml",
+        '{sku: "TV-*", name',
+        '{sku: "TV-[*", name',
+        '"TV-[*"',
+        "catalogue[10].sku: invalid pattern 'TV-[*'",
+    ),
+    (
+        "segments-duplicate-code",
+        "definition.yaml",
+        "{code: bronze, name: Bronze members}",
+        "{code: silver, name: Bronze members}",
+        "{code: silver, name: Bronze",
+        "segments.codes[2]: duplicate segment 'silver'",
+    ),
 ]
 
 
@@ -361,7 +466,9 @@ def test_a_broken_edit_is_refused_at_its_line(
         assert re.match(r"^.+\.yaml:\d+:\d+: .+$", printed), printed
     hits = [p for p in out if p.startswith(f"{path}:{line}:") and message in p]
     assert hits, f"expected {path}:{line}: ... {message}\ngot:\n" + "\n".join(out)
-    assert err.strip().startswith(f"{folder}: refused: {len(out)} problem(s) in")
+    assert not any(": warning: " in hit for hit in hits)
+    errors = [p for p in out if ": warning: " not in p]
+    assert err.strip().startswith(f"{folder}: refused: {len(errors)} problem(s) in")
 
 
 def test_the_kinds_of_edits_are_many() -> None:
@@ -394,3 +501,180 @@ def test_shipped_files_carry_the_editor_schema_header() -> None:
         schema = "definition" if path.name == "definition.yaml" else "ruleset"
         first = path.read_text(encoding="utf-8").splitlines()[0]
         assert first == f"# yaml-language-server: $schema=../schemas/{schema}.schema.json", path
+
+
+def test_all_kinds_of_mistakes_are_reported_at_once(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Schema errors and the cross-checks that can still run, in one pass: in one offer,
+    in another file, and in the definition."""
+    for file, old, new in (
+        (
+            "achievement.yaml",
+            "    award: {amount: 5}\n    conditions: {event_classifications: [5-star-service]}",
+            "    award: {amount: five}\n    conditions: {event_classifications: [6-star-service]}",
+        ),
+        (
+            "increase_revenue_transaction.yaml",
+            "units: [store-001, north]",
+            "units: [store-001, west]",
+        ),
+        ("definition.yaml", "processor_mode: claim ", "processor_mode: claims "),
+    ):
+        path = folder / file
+        text = path.read_text()
+        assert old in text, old
+        path.write_text(text.replace(old, new, 1))
+    code, out, err = run_check(folder, capsys)
+    assert code == 1
+    expected = [
+        ("achievement.yaml", "offer five-star-service: award.amount: must be a number, not 'five'"),
+        (
+            "achievement.yaml",
+            "offer five-star-service: conditions.event_classifications[0]: "
+            "unknown event classification '6-star-service'",
+        ),
+        ("increase_revenue_transaction.yaml", "unknown unit or unit group 'west'"),
+        ("definition.yaml", "merchants[2].processor_mode: 'claims' is not one of"),
+    ]
+    for file, message in expected:
+        assert any(p.startswith(f"{folder / file}:") and message in p for p in out), (
+            f"{file}: {message}\n" + "\n".join(out)
+        )
+    assert "4 problem(s) in 3 file(s)" in err
+
+
+# Warnings: (id, file, text to replace, replacement, file warned about, marker of the
+# expected line there, message, extra arguments). Each one prints file:line:column: warning: ..., exits 0, and 1 with --strict.
+WARNINGS = [
+    (
+        "offer-without-examples",
+        "achievement.yaml",
+        "  - id: staff-course-completed\n",
+        "  - id: course-thanks\n    name: EUR 1 per course\n    award: {amount: 1}\n"
+        "  - id: staff-course-completed\n",
+        "achievement.yaml",
+        "  - id: course-thanks",
+        "offer course-thanks: no examples: add one that earns and one that just misses",
+        [],
+    ),
+    (
+        "amount-below-a-cent",
+        "achievement.yaml",
+        "  - id: staff-course-completed\n",
+        "  - id: course-thanks\n    name: EUR 2.505 per course\n    award: {amount: 2.505}\n"
+        "  - id: staff-course-completed\n",
+        "achievement.yaml",
+        "{amount: 2.505}",
+        "offer course-thanks: award.amount: 2.505 has more than 2 decimals: it is paid rounded "
+        "to the cent (2.51)",
+        [],
+    ),
+    (
+        "percentage-above-the-ceiling",
+        "definition.yaml",
+        "checks: {max_percentage: 50}",
+        "checks: {max_percentage: 4}",
+        "increase_revenue_transaction.yaml",
+        "award: {percentage: 5, max: 10}",
+        "offer basket-over-50: award.percentage: 5% is above the usual ceiling of 4% "
+        "(checks: max_percentage in definition.yaml)",
+        [],
+    ),
+    (
+        "validity-ended",
+        "increase_revenue_transaction.yaml",
+        "",
+        "",
+        "increase_revenue_transaction.yaml",
+        "until: 2026-12-31",
+        "offer basket-over-50: valid.until: the offer ended on 2026-12-31 (before today, "
+        "2027-01-15): remove it or move its dates",
+        ["--today", "2027-01-15"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "warned", "marker", "message", "extra"),
+    [pytest.param(*warning[1:], id=warning[0]) for warning in WARNINGS],
+)
+def test_a_doubtful_edit_is_warned_about_at_its_line(
+    folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    file: str,
+    old: str,
+    new: str,
+    warned: str,
+    marker: str,
+    message: str,
+    extra: list[str],
+) -> None:
+    edited_path = folder / file
+    text = edited_path.read_text(encoding="utf-8")
+    assert text.count(old) >= 1, f"{old!r} not in {file}"
+    edited_path.write_text(text.replace(old, new, 1) if old else text, encoding="utf-8")
+    path = folder / warned
+    edited = path.read_text(encoding="utf-8")
+    line = edited[: edited.index(marker)].count("\n") + 1
+    assert main(["rulesets", "check", *extra, str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    hits = [p for p in out if p.startswith(f"{path}:{line}:") and f": warning: {message}" in p]
+    assert hits, f"expected {path}:{line}: warning: {message}\ngot:\n" + "\n".join(out)
+    warnings = [p for p in out if ": warning: " in p]
+    assert re.fullmatch(
+        rf"{re.escape(str(folder))}: OK: 12 files, \d+ offers, \d+ examples passed, "
+        rf"{len(warnings)} warning\(s\) \(version [0-9a-f]{{12}}\)",
+        out[-1],
+    ), out[-1]
+    assert main(["rulesets", "check", "--strict", *extra, str(folder)]) == 1
+    strict = capsys.readouterr()
+    assert strict.out.splitlines() == warnings
+    assert strict.err.strip() == f"{folder}: refused (--strict): {len(warnings)} warning(s)"
+
+
+def test_the_shipped_folder_is_clean_even_when_strict(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # --today: the day is fixed so the test does not change with the calendar (the
+    # shipped offers' validity: basket-over-50 ends on 2026-12-31)
+    assert main(["rulesets", "check", "--strict", "--today", "2026-12-05", str(SHIPPED)]) == 0
+    captured = capsys.readouterr()
+    [summary] = captured.out.splitlines()
+    assert summary.startswith(f"{SHIPPED}: OK: 12 files,"), summary
+    assert "warning" not in summary
+    assert captured.err == ""
+
+
+def test_a_definition_without_catalogues_loads_as_before_with_one_warning(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    definition = folder / "definition.yaml"
+    text = definition.read_text(encoding="utf-8")
+    start = text.index("\nsegments:")
+    end = text.index("  - {sku: CARD-PURCHASE")
+    end = text.index("\n", end) + 1
+    definition.write_text(text[:start] + "\n" + text[end:], encoding="utf-8")
+    assert "catalogue" not in definition.read_text() and "codes:" not in definition.read_text()
+    code, out, _ = run_check(folder, capsys)
+    assert code == 0, out
+    warning, summary = out
+    assert warning == (
+        f"{definition}:3:1: warning: no catalogue: the segments and the product codes offers "
+        "name are not checked (declare segments and catalogue in definition.yaml)"
+    )
+    assert ", 1 warning(s) (version" in summary
+    # no catalogue, nothing to refuse: an unknown segment and product code are accepted
+    offers = folder / "increase_revenue_transaction.yaml"
+    offers.write_text(
+        offers.read_text().replace("exclude: [staff]", "exclude: [staff, contractor]")
+    )
+    assert run_check(folder, capsys)[0] == 0
+    assert main(["rulesets", "check", "--strict", str(folder)]) == 1
+
+
+def test_a_bad_day_for_today(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["rulesets", "check", "--today", "2026-13-01", str(folder)])
+    assert exit_.value.code == 2
+    assert "'2026-13-01' is not a date (YYYY-MM-DD)" in capsys.readouterr().err

@@ -156,3 +156,54 @@ def test_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = simulate(capsys, str(tmp_path / "none.jsonl"))
     assert code == 1
     assert "No such file or directory" in err
+
+
+def test_an_unknown_store_or_segment_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = json.loads(json.dumps(COFFEE_AND_GROCERIES))
+    typo["event"]["performed_by_unit"] = "store-01"
+    typo["segments"] = ["gold", "stafff"]
+    events = write(tmp_path, typo, COFFEE_AND_GROCERIES)
+    code, out, _ = simulate(capsys, str(events))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{events}:1: purchase performed 2026-03-02T15:10:00+02:00")
+    assert lines[1:3] == [
+        "  warning: performed_by_unit 'store-01' is not a unit of the definition: offers "
+        "limited to units or merchants do not apply to it (the server would accept the event "
+        "as it is)",
+        "  warning: segment 'stafff' is not declared in the definition's segments: no offer "
+        "names it",
+    ]
+    assert lines[3] == "  + 1.00 quiet-afternoon-coffee (lines 0 COFFEE-LATTE 1.00)"
+    second = lines.index(next(line for line in lines if line.startswith(f"{events}:2:")))
+    assert not any("warning" in line for line in lines[second:])
+    code, out, _ = simulate(capsys, str(events), "--format", "json")
+    first, other = (json.loads(line)["result"] for line in out.splitlines())
+    assert len(first["warnings"]) == 2 and other["warnings"] == []
+
+
+def test_prior_awards_as_one_number_or_per_offer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top_up = {
+        "type": "financial_achievement",
+        "event": {
+            "performed_on": "2026-03-02T12:00:00+02:00",
+            "classification": "top-up",
+            "amount": 150,
+            "payment_medium": {"brand": "electron"},
+        },
+    }
+    events = write(
+        tmp_path,
+        top_up,
+        {**top_up, "prior_awards": 1},
+        {**top_up, "prior_awards": {"electron-top-up": 1}},
+        {**top_up, "prior_awards": {"five-star-service": 1}},
+    )
+    code, out, _ = simulate(capsys, str(events), "--format", "json")
+    assert code == 0
+    totals = [json.loads(line)["result"]["total_awarded"] for line in out.splitlines()]
+    assert totals == [10, 0, 0, 10]

@@ -63,7 +63,7 @@ def test_workers_past_their_engine_budget_are_replaced(tmp_path: Path, count: in
         # one new engine ruleset, which spends the budget of 1.
         path = folder / "achievement.yaml"
         edit = path.with_name("achievement.yaml.partial")  # not *.yaml: never loaded
-        edit.write_text(path.read_text().replace("include: [staff]", "include: [staff, crew]"))
+        edit.write_text(path.read_text().replace("include: [staff]", "include: [staff, bronze]"))
         os.replace(edit, path)
         edited = folder_version(folder)
         until(

@@ -16,6 +16,7 @@ from sqlmodel import Session, col
 from rewards.db.tables import Award, Event, Spend, Wallet, WalletTransaction
 from rewards.domain.money import from_cents
 from rewards.intake.events import parse_timestamp
+from rewards.offers.budgets import budget_list
 from rewards.runtime.context import Runtime
 from rewards.wire import AnalyticsSummary, AwardTotals, EventTypeCount, OfferTotals, SpendTotals
 
@@ -99,4 +100,5 @@ def summary(
         ),
         spends=SpendTotals(count=int(spends[0]), amount=from_cents(int(spends[1]))),
         outstanding_liability=from_cents(int(liability or 0)),
+        budgets=budget_list(session, runtime.rulesets, runtime.now()),
     )

@@ -4,15 +4,18 @@ A simulation is ``{"type": ..., "event": {...}}`` (the body of ``POST /v1/events
 a purchase's ``reference_number`` may be left out)
 plus the contact context the server would otherwise read from the database:
 ``segments`` (for a referral, the referrer's), ``prior_awards`` (offer id -> awards the
-contact already received from that offer within its ``max_awards`` window) and
-``period_totals`` (for the period aggregate offers). The event needs no real contact:
+contact already received from that offer within its ``max_awards`` window; a bare number
+counts for every offer) and ``period_totals`` (for the period aggregate offers). The event needs no real contact:
 its identifier may be left out and is never looked up.
 
 The event is checked like the server checks it (its JSON Schema, totals against the
 lines, currency conversion, declared classifications and KPIs, payment medium rules)
 and turned into the same ``EventFacts``; a refusal is the same problem (422 with its
 ``code`` and ``errors`` under ``/event``). Unlike the server, a simulation accepts a
-``performed_on`` in the future, so analysts can try an offer before it starts.
+``performed_on`` in the future, so analysts can try an offer before it starts. What the
+server accepts without a word but is likely a typing mistake (a store that is not a unit
+of the definition, a segment or an offer id it does not know) comes back in the answer's
+``warnings``; the awards stay what the server would give.
 Nothing touches the database; ``explain_event`` only reads it.
 """
 
@@ -27,7 +30,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from rewards.analyst import history
-from rewards.db.tables import Contact, Event
+from rewards.db.tables import Award, Contact, Event
 from rewards.domain import purchase as purchase_math
 from rewards.domain.decisions import Explanation
 from rewards.domain.money import from_cents
@@ -46,6 +49,7 @@ from rewards.errors import (
 )
 from rewards.intake import terminals
 from rewards.intake.prepare import check_kpis
+from rewards.offers.budgets import mark_exhausted
 from rewards.offers.evaluation import NOT_EVALUATED, count_awards_in_windows
 from rewards.offers.facts import build_facts
 from rewards.runtime.context import Runtime
@@ -92,9 +96,48 @@ class SimulationIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     type: SimulatedType
     event: dict[str, Any]
     segments: list[str] = []
-    prior_awards: dict[str, int] = {}
+    prior_awards: dict[str, int] | int = {}
     period_totals: PeriodTotalsIn | None = None
     mode: Literal["all", "immediate", "batch"] = "all"
+
+
+class SimulationOut(Explanation, kw_only=True, frozen=True):
+    """The answer of a simulation: the explanation, and what looks like a mistake in the
+    simulation although the server would accept it (``warnings``, in words)."""
+
+    warnings: list[str] = []
+
+
+def _given_prior_awards(rulesets: Rulesets, value: dict[str, int] | int) -> dict[str, int]:
+    """A bare number counts for every offer; a mapping names the offers."""
+    if isinstance(value, int):
+        return {offer.id: value for offer in rulesets.offers}
+    return dict(value)
+
+
+def simulation_warnings(rulesets: Rulesets, item: SimulationIn) -> list[str]:
+    """What the server would accept without a word but is likely a mistake."""
+    warnings = []
+    unit = item.event.get("performed_by_unit")
+    if isinstance(unit, str) and rulesets.unit(unit) is None:
+        warnings.append(
+            f"performed_by_unit '{unit}' is not a unit of the definition: offers limited to "
+            "units or merchants do not apply to it (the server would accept the event as it is)"
+        )
+    declared = rulesets.definition.segments
+    if declared is not None and not declared.allow_unknown:
+        codes = {segment.code for segment in declared.codes}
+        for segment in item.segments:
+            if segment not in codes:
+                warnings.append(
+                    f"segment '{segment}' is not declared in the definition's segments: "
+                    "no offer names it"
+                )
+    if isinstance(item.prior_awards, dict):
+        for offer_id in item.prior_awards:
+            if rulesets.offer(offer_id) is None:
+                warnings.append(f"prior_awards: no offer has the id '{offer_id}'")
+    return warnings
 
 
 def _under_event(error: DomainError) -> DomainError:
@@ -139,7 +182,7 @@ def _facts(rulesets: Rulesets, event_type: str, body: EventIn, item: SimulationI
         classification=body.classification,
         unit=body.performed_by_unit,
         segments=list(item.segments),
-        awards_in_window=dict(item.prior_awards),
+        awards_in_window=_given_prior_awards(rulesets, item.prior_awards),
     )
     if isinstance(body, PurchaseIn):
         priced = purchase_math.price(
@@ -218,22 +261,32 @@ def simulate(
     item: SimulationIn,
     *,
     evaluator: Evaluator | None = None,
-) -> Explanation:
-    """Awards and per-offer explanation of one simulated event (no side effects)."""
+    budgets_in: Session | None = None,
+) -> SimulationOut:
+    """Awards and per-offer explanation of one simulated event (no side effects); with
+    ``budgets_in``, offers whose budget for the event's period is used up there are
+    shown as not applied."""
     facts = simulation_facts(rulesets, schemas, item)
-    return explain(
+    explanation = explain(
         rulesets,
         facts,
         mode=item.mode,
         aggregates=item.period_totals is not None,
         evaluator=evaluator,
     )
+    if budgets_in is not None:
+        explanation = mark_exhausted(budgets_in, rulesets, explanation, facts.performed_on)
+    fields = {name: getattr(explanation, name) for name in explanation.__struct_fields__}
+    return SimulationOut(**fields, warnings=simulation_warnings(rulesets, item))
 
 
-def simulate_request(runtime: Runtime, item: SimulationIn) -> Explanation:
-    """``POST /v1/simulations``: against the rulesets serving now (one version throughout)."""
+def simulate_request(runtime: Runtime, item: SimulationIn, session: Session) -> SimulationOut:
+    """``POST /v1/simulations``: against the rulesets serving now (one version throughout)
+    and the offers' budgets as they stand."""
     evaluator = runtime.evaluator
-    return simulate(evaluator.rulesets, runtime.schemas, item, evaluator=evaluator)
+    return simulate(
+        evaluator.rulesets, runtime.schemas, item, evaluator=evaluator, budgets_in=session
+    )
 
 
 def read_simulations(
@@ -312,6 +365,10 @@ def explain_event(session: Session, runtime: Runtime, event_id: str) -> Explanat
         segments = list(contact.segments) if contact is not None else []
         facts = build_facts(session, event, segments, _prior_awards(session, rulesets, event))
         explanation = explain(rulesets, facts, mode="all", aggregates=False, evaluator=evaluator)
+        awarded = set(
+            session.scalars(select(col(Award.offer_id)).where(col(Award.event_id) == event.id))
+        )
+        explanation = mark_exhausted(session, rulesets, explanation, event.performed_on, awarded)
     return msgspec.structs.replace(
         explanation,
         ruleset_serving=rulesets.version == serving.rulesets.version,
@@ -322,6 +379,7 @@ def explain_event(session: Session, runtime: Runtime, event_id: str) -> Explanat
 
 __all__ = [
     "SimulationIn",
+    "SimulationOut",
     "explain_event",
     "read_simulations",
     "simulate",

@@ -9,13 +9,12 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
 from rewards.analyst import simulation
-from rewards.analyst.simulation import SimulationIn
+from rewards.analyst.simulation import SimulationIn, SimulationOut
 from rewards.api.auth import admin_only
 from rewards.api.bodies import body_provider
-from rewards.api.deps import RuntimeDep
+from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.db.database import Database
-from rewards.domain.decisions import Explanation
 from rewards.engine import Rulesets
 from rewards.runtime import history, reload
 from rewards.runtime.ratelimit import caller_id
@@ -29,8 +28,11 @@ from rewards.runtime.ratelimit import caller_id
         "Body: `schemas/simulation.json`: `type`, `event` (the body of `POST /v1/events/<type>`, "
         "contact optional and never looked up), and the contact context (`segments`, "
         "`prior_awards`, `period_totals`). 200 with the awards and, for every offer of the "
-        "event's type, `applied` or the conditions that failed with the actual values. "
-        "Nothing is written."
+        "event's type, `applied` or the conditions that failed with the actual values, and "
+        "`warnings`: what the server would accept but looks like a mistake (a "
+        "`performed_by_unit` that is not a unit of the definition, a segment the definition "
+        "does not declare, an unknown offer id in `prior_awards`); the awards are what the "
+        "server would give all the same. Nothing is written."
     ),
     dependencies={"payload": Provide(body_provider(simulation.SCHEMA, SimulationIn))},
     opt=request_schema(simulation.SCHEMA),
@@ -40,9 +42,9 @@ from rewards.runtime.ratelimit import caller_id
     tags=["analysts"],
 )
 def create_simulation(
-    payload: NamedDependency[SkipValidation[SimulationIn]], runtime: RuntimeDep
-) -> Explanation:
-    return simulation.simulate_request(runtime, payload)
+    payload: NamedDependency[SkipValidation[SimulationIn]], runtime: RuntimeDep, session: SessionDep
+) -> SimulationOut:
+    return simulation.simulate_request(runtime, payload, session)
 
 
 @post(

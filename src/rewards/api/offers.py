@@ -19,14 +19,15 @@ from rewards.wire import OfferPage, RulesetsOut
     summary="Every loaded offer",
     responses=problems(400),
     tags=["offers"],
-    sync_to_thread=False,
+    sync_to_thread=True,
 )
 def list_offers(
+    session: SessionDep,
     runtime: RuntimeDep,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     cursor: CursorParameter = None,
 ) -> OfferPage:
-    return offers.list_offers(runtime, limit, cursor)
+    return offers.list_offers(session, runtime, limit, cursor)
 
 
 @get(

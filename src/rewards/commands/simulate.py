@@ -63,6 +63,8 @@ def _text(out: TextIO, where: str, item: Any, result: Any) -> None:
         f"awards {result.total_awarded} (mode {result.mode})",
         file=out,
     )
+    for warning in result.warnings:
+        print(f"  warning: {warning}", file=out)
     for award in result.awards:
         lines = ""
         if award.lines:

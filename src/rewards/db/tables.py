@@ -360,6 +360,17 @@ class ProcessorRoute(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class OfferBudgetUse(SQLModel, table=True):
+    """What an offer with a ``budget`` has awarded in one period (money.budgets): charged
+    under the row's lock in the transaction that writes the award."""
+
+    __tablename__ = "offer_budget_use"
+
+    offer_id: str = Field(primary_key=True, max_length=100)
+    period: str = Field(primary_key=True, max_length=16)  # total | 2026 | 2026-12 | ...
+    used_cents: int = Field(default=0, sa_type=BigInteger)
+
+
 metadata = SQLModel.metadata
 
 

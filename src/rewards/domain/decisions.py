@@ -21,6 +21,14 @@ class AwardLine(msgspec.Struct, kw_only=True, frozen=True):
     amount: Decimal
 
 
+class BudgetCharge(msgspec.Struct, kw_only=True, frozen=True):
+    """The budget an award draws on: the offer's limit in cents for one period
+    (``total``, ``2026``, ``2026-12``, ``2026-W49`` or ``2026-12-05``, business zone)."""
+
+    limit_cents: int
+    period: str
+
+
 class AwardDecision(msgspec.Struct, kw_only=True, frozen=True):
     offer_id: str
     offer_name: str
@@ -30,6 +38,7 @@ class AwardDecision(msgspec.Struct, kw_only=True, frozen=True):
     lines: list[AwardLine] | None = None  # per-line classifications only
     instant_spend: bool = False
     beneficiary: Beneficiary = "contact"
+    budget: BudgetCharge | None = None  # money.budgets charges it when the award is written
 
 
 class FailedCondition(msgspec.Struct, kw_only=True, frozen=True):

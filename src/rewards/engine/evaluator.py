@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 
 from rewards.domain.awards import choose_exclusive, event_award, line_awards
-from rewards.domain.decisions import AwardDecision, AwardLine, Beneficiary, Mode
-from rewards.domain.money import from_cents
+from rewards.domain.budgets import budget_period
+from rewards.domain.decisions import AwardDecision, AwardLine, Beneficiary, BudgetCharge, Mode
+from rewards.domain.money import from_cents, to_cents
 from rewards.engine.adapter import EngineHost, Hit, call
 from rewards.engine.compiler import (
     EVENT_FACT_ID,
@@ -250,6 +252,14 @@ class Evaluator:
         offer = item.offer
         award = offer.award
         version = self.rulesets.version
+        charge = None
+        if offer.budget is not None:
+            local = prepared.fact["d"]  # the event's business-zone date, yyyymmdd
+            day = date(local // 10000, local // 100 % 100, local % 100)
+            charge = BudgetCharge(
+                limit_cents=to_cents(offer.budget.amount),
+                period=budget_period(offer.budget.period, day),
+            )
 
         def decision(
             amount: Decimal,
@@ -265,6 +275,7 @@ class Evaluator:
                 lines=lines,
                 instant_spend=award.instant_spend,
                 beneficiary=beneficiary,
+                budget=charge,
             )
 
         if offer.classification == "referral":

@@ -1,7 +1,9 @@
 """Offers carry their own tests: every ``examples`` entry is run on load.
 
 An example is an event written like the API's event body (docs/rulesets.md), plus the
-contact context (``segments``, ``prior_awards``), and what the offer must award for it:
+contact context (``segments``; ``prior_awards``: a number, the awards the offer being
+tested already gave in its ``max_awards`` window, or ``{offer id: number}`` for several
+offers, as in simulations), and what the offer must award for it:
 ``expect: {award: 2.50}`` (``referrer:`` for referrals, ``lines: [{index, amount}]``
 for per-line classifications; ``award: 0`` means not awarded) or ``not_awarded: true``.
 The event is evaluated by the real compiler and engine (the host of the load being
@@ -25,7 +27,7 @@ from rewards.engine.evaluator import Evaluator
 from rewards.engine.facts import EventFacts, KpiValue, PeriodTotals, ProductLine
 from rewards.engine.model import CLASSIFICATION_EVENT_TYPES, Definition, Example, Offer
 from rewards.engine.rulesets import RulesetProblem, Rulesets
-from rewards.engine.sources import Path_, Position, format_path
+from rewards.engine.sources import Path_, Position, describe_path
 
 
 class ExampleError(ValueError):
@@ -48,6 +50,13 @@ def _event_type(offer: Offer, event: dict[str, Any]) -> str:
     return "web" if "website" in event else "social_media"
 
 
+def _prior_awards(offer: Offer, value: Any) -> dict[str, int]:
+    """A number counts for the offer being tested; a mapping names the offers."""
+    if isinstance(value, dict):
+        return {str(key): int(count) for key, count in value.items()}
+    return {offer.id: int(value)}
+
+
 def example_facts(definition: Definition, offer: Offer, event: dict[str, Any]) -> EventFacts:
     """The ``EventFacts`` an example event stands for (raises ``ExampleError``)."""
     try:
@@ -66,7 +75,7 @@ def example_facts(definition: Definition, offer: Offer, event: dict[str, Any]) -
         classification=event.get("classification"),
         unit=event.get("performed_by_unit"),
         segments=list(event.get("segments", [])),
-        awards_in_window={offer.id: int(event.get("prior_awards", 0))},
+        awards_in_window=_prior_awards(offer, event.get("prior_awards", 0)),
         payment_brand=medium.get("brand"),
         payment_type=medium.get("type"),
         platform=event.get("platform"),
@@ -227,7 +236,7 @@ def check_rulesets(
                     display(offer.ruleset_file),
                     position.line,
                     position.column,
-                    f"{format_path(path)}: example of offer '{offer.id}' fails: {message}",
+                    f"{describe_path(path, offer.id)}: the example fails: {message}",
                 )
             )
     return problems
@@ -258,7 +267,8 @@ def _refused_offers(rulesets: Rulesets, display: Callable[[str], str]) -> list[R
                         display(offer.ruleset_file),
                         position.line,
                         position.column,
-                        f"{format_path(path)}: the rules engine cannot compile these conditions ({error})",
+                        f"{describe_path(path, offer.id)}: the rules engine cannot compile "
+                        f"these conditions ({error})",
                     )
                 )
                 break
@@ -278,5 +288,5 @@ def _offer_problem(
         display(offer.ruleset_file),
         position.line,
         position.column,
-        f"{format_path(path)}: {message}",
+        f"{describe_path(path, offer_id)}: {message}",
     )

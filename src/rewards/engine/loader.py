@@ -7,16 +7,28 @@ in the folder (other files are ignored). Each file is checked against its JSON S
 run through the real engine. Problems are collected across all files and stages that
 can run; any problem refuses the whole folder with ``RulesetLoadError``, whose
 ``errors`` say ``file:line:column: message`` (line and column of the YAML key or value).
-Examples only run when everything else is valid.
+A value the schema refuses is left out (its key, or its condition) and the cross-checks
+run on the rest, so one pass reports every mistake it can. Problems inside an offer
+name it by its id (``offer basket-over-50: award.percentage: ...``). Examples only run
+when everything else is valid.
+
+Warnings do not refuse the folder (``Rulesets.warnings``, logged once per load): offers
+without examples, fixed amounts below a cent, percentages above the definition's
+``checks.max_percentage``, validity that ended, and a definition without catalogues
+(``segments``, ``catalogue``: then the segments and product codes offers name are not
+checked).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jsonschema
 import msgspec
 
+from rewards.domain.money import quantize
 from rewards.engine import globs
 from rewards.engine.examples import check_rulesets
 from rewards.engine.model import (
@@ -34,14 +47,14 @@ from rewards.engine.model import (
     Definition,
     Offer,
     Range,
-    RulesetFile,
     TypeRule,
 )
 from rewards.engine.rulesets import RulesetLoadError, RulesetProblem, Rulesets
-from rewards.engine.schema import condition_keys, definition_schema, ruleset_schema
-from rewards.engine.sources import Path_, Position, SourceMap, format_path, parse
+from rewards.engine.schema import ID_PATTERN, condition_keys, definition_schema, ruleset_schema
+from rewards.engine.sources import Path_, Position, SourceMap, describe_path, parse
 
 DEFINITION_FILE = "definition.yaml"
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -55,13 +68,40 @@ class _Source:
     sources: SourceMap
     problems: list[RulesetProblem]
     data: Any = None
+    warnings: list[RulesetProblem] = field(default_factory=list)
 
     def error(self, path: Path_, message: str, *, at_key: bool = False) -> None:
         position = self.sources.key(path) if at_key else self.sources.value(path)
-        self.report(position, f"{format_path(path)}: {message}" if path else message)
+        self.report(position, self._where(path, message))
+
+    def warn(self, path: Path_, message: str) -> None:
+        position = self.sources.value(path)
+        self.warnings.append(
+            RulesetProblem(
+                self.display, position.line, position.column, self._where(path, message), True
+            )
+        )
 
     def report(self, position: Position, message: str) -> None:
         self.problems.append(RulesetProblem(self.display, position.line, position.column, message))
+
+    def _where(self, path: Path_, message: str) -> str:
+        where = describe_path(path, self.offer_id(path))
+        return f"{where}: {message}" if where else message
+
+    def offer_id(self, path: Path_) -> str | None:
+        """The id of the offer ``path`` points into, when it is written and valid."""
+        if len(path) < 2 or path[0] != "offers" or not isinstance(path[1], int):
+            return None
+        offers = self.data.get("offers") if isinstance(self.data, dict) else None
+        if not isinstance(offers, list) or path[1] >= len(offers):
+            return None
+        offer = offers[path[1]]
+        offer_id = offer.get("id") if isinstance(offer, dict) else None
+        return offer_id if isinstance(offer_id, str) and _ID.fullmatch(offer_id) else None
+
+
+_ID = re.compile(ID_PATTERN)
 
 
 def _folder_files(folder: Path) -> list[str]:
@@ -75,11 +115,20 @@ def folder_version(path: str | Path) -> str:
     return _version({name: (folder / name).read_bytes() for name in _folder_files(folder)})
 
 
-def load_rulesets(path: str | Path, *, run_examples: bool = True) -> Rulesets:
+def load_rulesets(
+    path: str | Path,
+    *,
+    run_examples: bool = True,
+    today: date | None = None,
+    log_warnings: bool = True,
+) -> Rulesets:
     """Load, validate and compile the ruleset folder, or raise ``RulesetLoadError``.
 
     Creates the set's engine host (on the engine thread) and, unless ``run_examples`` is
-    false, runs every offer's examples through it.
+    false, runs every offer's examples through it. ``today`` (default: today in the
+    business time zone) is the day validity is compared with for the "ended" warning;
+    warnings are logged unless ``log_warnings`` is false (``rewards rulesets check``
+    prints them itself).
     """
     folder = Path(path)
     problems: list[RulesetProblem] = []
@@ -95,23 +144,27 @@ def load_rulesets(path: str | Path, *, run_examples: bool = True) -> Rulesets:
 
     # --- definition ---
     definition: Definition | None = None
+    definition_source: _Source | None = None
+    unreliable: set[str] = set()  # definition keys left out for their mistakes
     if DEFINITION_FILE not in contents:
         problems.append(
             RulesetProblem(display(DEFINITION_FILE), 1, 1, "the definition file is missing")
         )
     else:
-        source = _parse(
+        definition_source = _parse(
             DEFINITION_FILE, display(DEFINITION_FILE), contents[DEFINITION_FILE], problems
         )
-        if source is not None and _validate(source, _definition_validator()):
-            definition = _convert(source, Definition)
+        if definition_source is not None:
+            wrong = _validate(definition_source, _definition_validator())
+            unreliable = {str(p[0]) for p in wrong if p}
+            data = {k: v for k, v in definition_source.data.items() if k not in unreliable}
+            if not any(not p for p in wrong):
+                definition = _convert(definition_source, data, Definition, quiet=bool(wrong))
             if definition is not None:
-                _check_definition(definition, source)
-                if any(p.file == source.display for p in problems):
-                    definition = None
+                _check_definition(definition, definition_source, unreliable)
 
     # --- classification files ---
-    files: list[tuple[_Source, RulesetFile]] = []
+    files: list[tuple[_Source, str, list[tuple[int, Offer, frozenset[str]]]]] = []
     for name in names:
         if name == DEFINITION_FILE:
             continue
@@ -124,35 +177,41 @@ def load_rulesets(path: str | Path, *, run_examples: bool = True) -> Rulesets:
                 Position(1, 1),
                 f"'{name}' is not a classification file: name it after one of {', '.join(CLASSIFICATIONS)}",
             )
-        if not _validate(source, _ruleset_validator()):
-            continue
-        ruleset = _convert(source, RulesetFile)
-        if ruleset is None:
-            continue
-        if ruleset.classification != stem:
+        wrong = _validate(source, _ruleset_validator())
+        classification = source.data.get("classification")
+        if any(p[:1] in ((), ("classification",)) or p == ("offers",) for p in wrong) or (
+            classification not in CLASSIFICATIONS
+        ):
+            continue  # the file's shape is wrong: nothing to cross-check
+        if classification != stem:
             source.error(
                 ("classification",),
-                f"'{ruleset.classification}' does not match the file name '{name}'",
+                f"'{classification}' does not match the file name '{name}'",
             )
-        files.append((source, ruleset))
+        files.append((source, classification, _offers(source, wrong)))
 
     # --- offers and cross-checks ---
     offers: list[Offer] = []
+    grouped: list[tuple[int, Offer]] = []  # for the exclusive groups, when known
     seen_ids: dict[str, tuple[str, Position]] = {}
-    for source, ruleset in files:
-        for index, offer in enumerate(ruleset.offers):
+    for source, classification, items in files:
+        for index, offer, left_out in items:
             evaluation = offer.evaluation or (
-                "batch" if ruleset.classification in AGGREGATE_CLASSIFICATIONS else "immediate"
+                "batch" if classification in AGGREGATE_CLASSIFICATIONS else "immediate"
             )
             offer = msgspec.structs.replace(
                 offer,
                 evaluation=evaluation,
-                classification=ruleset.classification,
+                classification=classification,
                 ruleset_file=source.name,
             )
             offers.append(offer)
+            if not left_out & {"exclusive_group", "priority"}:
+                grouped.append((index, offer))
             position = source.sources.value(("offers", index, "id"))
-            if offer.id in seen_ids:
+            if "id" in left_out:
+                pass
+            elif offer.id in seen_ids:
                 first_file, first = seen_ids[offer.id]
                 source.error(
                     ("offers", index, "id"),
@@ -160,14 +219,27 @@ def load_rulesets(path: str | Path, *, run_examples: bool = True) -> Rulesets:
                 )
             else:
                 seen_ids[offer.id] = (source.display, position)
-            _check_offer(offer, ("offers", index), source, definition)
-    _check_exclusive_groups(offers, {s.name: s for s, _ in files})
+            _check_offer(offer, ("offers", index), source, definition, unreliable, left_out)
+    _check_exclusive_groups(grouped, {s.name: s for s, _, _ in files})
+    _check_prior_awards(files, {offer.id for offer in offers})
+
+    # --- warnings ---
+    if definition is not None and definition_source is not None:
+        _warn_catalogues(definition, definition_source)
+        day = today or _today(definition)
+        for source, _, items in files:
+            for index, offer, left_out in items:
+                _warn_offer(offer, ("offers", index), source, definition, day, left_out)
+    warnings = [w for source, _, _ in files for w in source.warnings]
+    if definition_source is not None:
+        warnings += definition_source.warnings
+    warnings = _ordered(warnings)
 
     if problems:
-        raise RulesetLoadError(_ordered(problems))
+        raise RulesetLoadError(_ordered(problems), warnings)
 
     assert definition is not None
-    sources = {source.name: source.sources for source, _ in files}
+    sources = {source.name: source.sources for source, _, _ in files}
     rulesets = Rulesets(
         path=folder,
         version=version,
@@ -176,11 +248,63 @@ def load_rulesets(path: str | Path, *, run_examples: bool = True) -> Rulesets:
         definition=definition,
         offers=offers,
         sources=sources,
+        warnings=warnings,
     )
     problems.extend(check_rulesets(rulesets, display, run_examples=run_examples))
     if problems:
-        raise RulesetLoadError(_ordered(problems))
+        raise RulesetLoadError(_ordered(problems), warnings)
+    if log_warnings:
+        for warning in warnings:
+            log.warning("rulesets %s: %s", version, warning)
     return rulesets
+
+
+def _offers(source: _Source, wrong: list[Path_]) -> list[tuple[int, Offer, frozenset[str]]]:
+    """The offers of a classification file whose shape is right, each with the keys left
+    out for their mistakes (``conditions.<key>`` for a condition): the cross-checks run on
+    the rest. An offer missing a required key, or not a mapping, is left out whole."""
+    left_out: dict[int, set[str]] = {}
+    whole: set[int] = set()
+    for path in wrong:
+        if len(path) < 2 or path[0] != "offers" or not isinstance(path[1], int):
+            continue
+        index, rest = path[1], path[2:]
+        if not rest:
+            whole.add(index)
+        elif rest[0] == "conditions" and len(rest) > 1:
+            left_out.setdefault(index, set()).add(f"conditions.{rest[1]}")
+        else:
+            left_out.setdefault(index, set()).add(str(rest[0]))
+    result = []
+    for index, raw in enumerate(source.data.get("offers") or []):
+        if index in whole or not isinstance(raw, dict):
+            continue
+        keys = left_out.get(index, set())
+        data = copy.copy(raw)
+        conditions = data.get("conditions")
+        for key in keys:
+            if key.startswith("conditions."):
+                if isinstance(conditions, dict):
+                    conditions = {k: v for k, v in conditions.items() if k != key.split(".", 1)[1]}
+                    data["conditions"] = conditions
+            else:
+                data.pop(key, None)
+        # stand-ins for required keys left out, so the rest can be checked
+        data.setdefault("id", f"offers-{index}")
+        data.setdefault("name", "?")
+        data.setdefault("award", {"amount": 1})
+        offer = _convert(source, data, Offer, quiet=bool(keys))
+        if offer is not None:
+            result.append((index, offer, frozenset(keys)))
+    return result
+
+
+def _today(definition: Definition) -> date:
+    try:
+        zone = ZoneInfo(definition.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return datetime.now(zone).date()
 
 
 def _ordered(problems: list[RulesetProblem]) -> list[RulesetProblem]:
@@ -234,11 +358,11 @@ def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-def _validate(source: _Source, validator: jsonschema.protocols.Validator) -> bool:
-    """Report every schema error of the file at its source position; True when valid."""
-    valid = True
+def _validate(source: _Source, validator: jsonschema.protocols.Validator) -> list[Path_]:
+    """Report every schema error of the file at its source position; the paths of the
+    values in error (an unknown key: the key's path), none when the file is valid."""
+    wrong: list[Path_] = []
     for error in validator.iter_errors(source.data):
-        valid = False
         path = tuple(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             # the schema holding additionalProperties is an object schema (a mapping)
@@ -247,11 +371,60 @@ def _validate(source: _Source, validator: jsonschema.protocols.Validator) -> boo
             for key in error.instance:
                 if key not in allowed:
                     source.error((*path, key), _unknown_key(path, key, source), at_key=True)
-        elif error.validator == "required":
+                    wrong.append((*path, key))
+            continue
+        wrong.append(path)
+        if error.validator == "required":
             source.error(path, error.message.replace("is a required property", "is required"))
         else:
-            source.error(path, error.message)
-    return valid
+            source.error(path, _schema_message(error))
+    return wrong
+
+
+#: What a value of the wrong type must be, in words.
+_TYPE_WORDS = {
+    "boolean": "must be true or false",
+    "number": "must be a number",
+    "integer": "must be a whole number",
+    "string": "must be text",
+    "array": "must be a list",
+    "object": "must be a mapping of keys to values",
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _schema_message(error: jsonschema.ValidationError) -> str:
+    """The schema's refusal in words for people (no regular expressions, no type names)."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "type":
+        expected = cast("str | list[str]", error.validator_value)
+        first = expected if isinstance(expected, str) else expected[0]
+        if first in _TYPE_WORDS:
+            return f"{_TYPE_WORDS[first]}, not {_shown(error.instance)}"
+    if error.validator == "pattern" and "patternErrorMessage" in schema:
+        return f"{schema['patternErrorMessage']}, not {_shown(error.instance)}"
+    bounds = {
+        "minimum": "at least",
+        "exclusiveMinimum": "more than",
+        "maximum": "at most",
+        "exclusiveMaximum": "less than",
+    }
+    if error.validator in bounds and not isinstance(error.instance, bool):
+        return f"must be {bounds[str(error.validator)]} {error.validator_value}, not {_shown(error.instance)}"
+    if error.validator == "const" and error.validator_value is True:
+        return f"must be true, not {_shown(error.instance)}"
+    if error.validator == "oneOf" and "description" in schema:
+        return f"{_shown(error.instance)} is not valid: {schema['description']}"
+    return error.message
 
 
 def _unknown_key(path: Path_, key: str, source: _Source) -> str:
@@ -271,18 +444,24 @@ def _unknown_key(path: Path_, key: str, source: _Source) -> str:
 _ALL_CONDITION_KEYS = frozenset(k for c in CLASSIFICATIONS for k in condition_keys(c))
 
 
-def _convert(source: _Source, kind: type[_T]) -> _T | None:
+def _convert(source: _Source, data: Any, kind: type[_T], *, quiet: bool = False) -> _T | None:
+    """``data`` as ``kind``; None when it does not fit (said unless ``quiet``: the
+    schema's errors were reported already)."""
     try:
-        return msgspec.convert(source.data, kind)
+        return msgspec.convert(data, kind)
     except msgspec.ValidationError as error:  # the schema should have caught it
-        source.report(Position(1, 1), f"invalid content: {error}")
+        if not quiet:
+            source.report(Position(1, 1), f"invalid content: {error}")
         return None
 
 
 # --- cross-checks ------------------------------------------------------------------
 
 
-def _check_definition(definition: Definition, source: _Source) -> None:
+def _check_definition(
+    definition: Definition, source: _Source, unreliable: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """Cross-checks of the definition; ``unreliable``: keys left out for their mistakes."""
     try:
         ZoneInfo(definition.time_zone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -301,7 +480,19 @@ def _check_definition(definition: Definition, source: _Source) -> None:
         "event classification",
     )
     _unique(source, ("kpis",), [k.code for k in definition.kpis], "KPI")
-    _check_merchants(definition, source)
+    if "units" not in unreliable:
+        _check_merchants(definition, source)
+    if definition.segments is not None:
+        segment_codes = [segment.code for segment in definition.segments.codes]
+        _unique(source, ("segments", "codes"), segment_codes, "segment")
+    if definition.catalogue is not None:
+        skus = [product.sku for product in definition.catalogue]
+        _unique(source, ("catalogue",), skus, "product")
+        for index, sku in enumerate(skus):
+            try:
+                globs.validate(sku)
+            except globs.GlobError as error:
+                source.error(("catalogue", index, "sku"), f"invalid pattern '{sku}': {error}")
     medium = definition.payment_medium
     rule_lists: tuple[tuple[str, Sequence[BrandRule | TypeRule]], ...] = (
         ("brand_rules", medium.brand_rules),
@@ -396,7 +587,16 @@ def _minutes(text: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-def _check_offer(offer: Offer, path: Path_, source: _Source, definition: Definition | None) -> None:
+def _check_offer(
+    offer: Offer,
+    path: Path_,
+    source: _Source,
+    definition: Definition | None,
+    unreliable: set[str] | frozenset[str] = frozenset(),
+    left_out: frozenset[str] = frozenset(),
+) -> None:
+    """Check one offer; ``unreliable``: definition keys left out for their own mistakes
+    (what offers name there is not checked); ``left_out``: the offer's keys left out."""
     conditions = offer.conditions
     cpath = (*path, "conditions")
     award = offer.award
@@ -448,14 +648,55 @@ def _check_offer(offer: Offer, path: Path_, source: _Source, definition: Definit
             )
     if definition is None:
         return
+    _check_names(offer, cpath, source, definition, unreliable)
+
+
+def _check_names(
+    offer: Offer,
+    cpath: Path_,
+    source: _Source,
+    definition: Definition,
+    unreliable: set[str] | frozenset[str],
+) -> None:
+    """What the offer names (units, merchants, classifications, KPIs, segments, product
+    codes) is declared in the definition."""
+    conditions = offer.conditions
     units = {u.code for u in definition.units} | {u.group for u in definition.units}
     for index, code in enumerate(conditions.units or []):
-        if code not in units:
-            source.error((*cpath, "units", index), f"unknown unit or unit group '{code}'")
+        if code not in units and "units" not in unreliable:
+            source.error(
+                (*cpath, "units", index),
+                f"unknown unit or unit group '{code}' (declare it in units of definition.yaml)",
+            )
     merchants = {m.id for m in definition.merchants}
     for index, merchant_id in enumerate(conditions.merchants or []):
-        if merchant_id not in merchants:
-            source.error((*cpath, "merchants", index), f"unknown merchant '{merchant_id}'")
+        if merchant_id not in merchants and "merchants" not in unreliable:
+            source.error(
+                (*cpath, "merchants", index),
+                f"unknown merchant '{merchant_id}' (declare it in merchants of definition.yaml)",
+            )
+    segments = definition.segments
+    if segments is not None and not segments.allow_unknown and "segments" not in unreliable:
+        codes = {s.code for s in segments.codes}
+        for key in ("include", "exclude"):
+            for index, code in enumerate(getattr(conditions.segments, key, None) or []):
+                if code not in codes:
+                    source.error(
+                        (*cpath, "segments", key, index),
+                        f"unknown segment '{code}' (declare it in segments of definition.yaml, "
+                        "or set allow_unknown: true there)",
+                    )
+    catalogue = definition.catalogue
+    if catalogue is not None and "catalogue" not in unreliable:
+        for index, product in enumerate(conditions.products or []):
+            if not _in_catalogue(product.sku, [entry.sku for entry in catalogue]):
+                source.error(
+                    (*cpath, "products", index, "sku"),
+                    f"'{product.sku}' matches no product of the catalogue "
+                    "(add the product to catalogue in definition.yaml, or correct the code)",
+                )
+    if "event_classifications" in unreliable:
+        return
     declared = {c.code: c.types for c in definition.event_classifications}
     event_types = CLASSIFICATION_EVENT_TYPES[offer.classification]
     for index, code in enumerate(conditions.event_classifications or []):
@@ -471,25 +712,124 @@ def _check_offer(offer: Offer, path: Path_, source: _Source, definition: Definit
             )
     kpis = {k.code for k in definition.kpis}
     for index, target in enumerate(conditions.kpis or []):
-        if target.kpi not in kpis:
+        if target.kpi not in kpis and "kpis" not in unreliable:
             source.error((*cpath, "kpis", index, "kpi"), f"unknown KPI '{target.kpi}'")
 
 
-def _check_exclusive_groups(offers: Iterable[Offer], sources: dict[str, _Source]) -> None:
-    """Equal priorities in one group across files would let file names decide: refuse."""
+def _check_prior_awards(
+    files: list[tuple[_Source, str, list[tuple[int, Offer, frozenset[str]]]]], ids: set[str]
+) -> None:
+    """An example's ``prior_awards`` written as {offer id: count} names offers that exist."""
+    for source, _, items in files:
+        for index, offer, _ in items:
+            for number, example in enumerate(offer.examples):
+                given = example.event.get("prior_awards")
+                for offer_id in given if isinstance(given, dict) else ():
+                    if offer_id not in ids:
+                        source.error(
+                            (
+                                "offers",
+                                index,
+                                "examples",
+                                number,
+                                "event",
+                                "prior_awards",
+                                offer_id,
+                            ),
+                            f"no offer has the id '{offer_id}'",
+                        )
+
+
+def _in_catalogue(pattern: str, entries: list[str]) -> bool:
+    """Whether a product code or pattern of an offer names something of the catalogue: it
+    matches an entry (a code, or a pattern's text), or an entry's pattern matches it."""
+    try:
+        mine = globs.to_regex(pattern)
+    except globs.GlobError:
+        return True  # reported as an invalid glob
+    for entry in entries:
+        if entry == pattern or mine.fullmatch(entry):
+            return True
+        try:
+            if globs.to_regex(entry).fullmatch(pattern):
+                return True
+        except globs.GlobError:
+            continue  # reported in the definition
+    return False
+
+
+# --- warnings ----------------------------------------------------------------------
+
+
+def _warn_catalogues(definition: Definition, source: _Source) -> None:
+    missing = [key for key in ("segments", "catalogue") if getattr(definition, key) is None]
+    if missing:
+        what = {"segments": "the segments", "catalogue": "the product codes"}
+        source.warn(
+            (),
+            f"no catalogue: {' and '.join(what[k] for k in missing)} offers name are not "
+            f"checked (declare {' and '.join(missing)} in definition.yaml)",
+        )
+
+
+def _warn_offer(
+    offer: Offer,
+    path: Path_,
+    source: _Source,
+    definition: Definition,
+    today: date,
+    left_out: frozenset[str],
+) -> None:
+    if not offer.examples and "examples" not in left_out:
+        source.warn(
+            path,
+            "no examples: add one that earns and one that just misses, so every check tries "
+            "the offer",
+        )
+    award = offer.award
+    if "award" not in left_out:
+        amounts: list[tuple[Path_, Decimal | None]] = [
+            (("amount",), award.amount),
+            (("max",), award.max),
+            (("referred", "amount"), award.referred.amount if award.referred else None),
+            (("referrer", "amount"), award.referrer.amount if award.referrer else None),
+        ]
+        for key, value in amounts:
+            if value is not None and value != quantize(value):
+                source.warn(
+                    (*path, "award", *key),
+                    f"{value} has more than 2 decimals: it is paid rounded to the cent "
+                    f"({quantize(value)})",
+                )
+        ceiling = definition.checks.max_percentage
+        if award.percentage is not None and award.percentage > ceiling:
+            source.warn(
+                (*path, "award", "percentage"),
+                f"{award.percentage}% is above the usual ceiling of {ceiling}% "
+                "(checks: max_percentage in definition.yaml)",
+            )
+    if offer.valid and offer.valid.until and offer.valid.until < today:
+        source.warn(
+            (*path, "valid", "until"),
+            f"the offer ended on {offer.valid.until.isoformat()} (before today, "
+            f"{today.isoformat()}): remove it or move its dates",
+        )
+
+
+def _check_exclusive_groups(
+    offers: Iterable[tuple[int, Offer]], sources: dict[str, _Source]
+) -> None:
+    """Equal priorities in one group across files would let file names decide: refuse.
+    ``offers``: (index in its file, offer)."""
     first: dict[tuple[str, int], Offer] = {}
-    indexes: dict[str, int] = {}
-    counters: dict[str, int] = {}
-    for offer in offers:
-        indexes[offer.id] = counters.get(offer.ruleset_file, 0)
-        counters[offer.ruleset_file] = indexes[offer.id] + 1
+    for index, offer in offers:
         if offer.exclusive_group is None:
             continue
         key = (offer.exclusive_group, offer.priority)
         other = first.setdefault(key, offer)
         if other is not offer and other.ruleset_file != offer.ruleset_file:
             sources[offer.ruleset_file].error(
-                ("offers", indexes[offer.id], "priority"),
+                ("offers", index, "priority"),
                 f"offer '{offer.id}' and '{other.id}' ({other.ruleset_file}) share exclusive group "
                 f"'{offer.exclusive_group}' and priority {offer.priority}: give them different "
                 "priorities so precedence is explicit",

@@ -161,6 +161,31 @@ class PurchaseAutomation(Model, kw_only=True, frozen=True):
     credit_note_types: list[str] = []
 
 
+class SegmentCode(Model, kw_only=True, frozen=True):
+    code: str
+    name: str | None = None
+
+
+class SegmentCatalogue(Model, kw_only=True, frozen=True):
+    """Declared customer segments: offers may name only these, unless ``allow_unknown``
+    (segments fed by another system)."""
+
+    codes: list[SegmentCode] = []
+    allow_unknown: bool = False
+
+
+class CatalogueProduct(Model, kw_only=True, frozen=True):
+    sku: str  # a code or a glob pattern standing for a family of codes
+    name: str | None = None
+    category: str | None = None
+
+
+class Checks(Model, kw_only=True, frozen=True):
+    """Limits above which ``rewards rulesets check`` warns."""
+
+    max_percentage: Decimal = Decimal(50)
+
+
 class Definition(Model, kw_only=True, frozen=True):
     currency: str = "EUR"
     time_zone: str = "UTC"
@@ -174,6 +199,10 @@ class Definition(Model, kw_only=True, frozen=True):
     payment_medium: PaymentMediumRules = PaymentMediumRules()
     spend_requests: SpendRequestRules = SpendRequestRules()
     purchase_automation: PurchaseAutomation = PurchaseAutomation()
+    # Catalogues (None: not declared, offers are not checked against them):
+    segments: SegmentCatalogue | None = None
+    catalogue: list[CatalogueProduct] | None = None
+    checks: Checks = Checks()
 
 
 # --- <classification>.yaml ---------------------------------------------------------
@@ -262,6 +291,14 @@ class Validity(Model, kw_only=True, frozen=True):
     until: date | None = None
 
 
+class Budget(Model, kw_only=True, frozen=True):
+    """What an offer may award in a calendar period of the business time zone (or in
+    total); an award past it is cut to what remains, then the offer stops awarding."""
+
+    amount: Decimal
+    period: Literal["day", "week", "month", "year", "total"]
+
+
 class ExpectLine(Model, kw_only=True, frozen=True):
     index: int
     amount: Decimal
@@ -291,6 +328,7 @@ class Offer(Model, kw_only=True, frozen=True):
     award: Award
     priority: int = 0
     exclusive_group: str | None = None
+    budget: Budget | None = None
     conditions: Conditions = Conditions()
     examples: list[Example] = []
     # Filled in by the loader (the schema refuses them in files):

@@ -20,22 +20,29 @@ from rewards.engine.sources import Position, SourceMap
 
 @dataclass(frozen=True)
 class RulesetProblem:
-    """One mistake in a ruleset file, with its 1-based position."""
+    """One mistake in a ruleset file, with its 1-based position. A ``warning`` does not
+    refuse the folder (``rewards rulesets check --strict`` treats it as a mistake)."""
 
     file: str
     line: int
     column: int
     message: str
+    warning: bool = False
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        kind = "warning: " if self.warning else ""
+        return f"{self.file}:{self.line}:{self.column}: {kind}{self.message}"
 
 
 class RulesetLoadError(Exception):
-    """The folder was refused; ``errors`` holds every problem found, in file order."""
+    """The folder was refused; ``errors`` holds every problem found, in file order, and
+    ``warnings`` what would only have been warned about."""
 
-    def __init__(self, errors: list[RulesetProblem]) -> None:
+    def __init__(
+        self, errors: list[RulesetProblem], warnings: list[RulesetProblem] | None = None
+    ) -> None:
         self.errors = errors
+        self.warnings = warnings or []
         super().__init__("\n".join(str(error) for error in errors))
 
 
@@ -57,6 +64,7 @@ class Rulesets:
         definition: Definition,
         offers: list[Offer],
         sources: dict[str, SourceMap] | None = None,
+        warnings: list[RulesetProblem] | None = None,
     ) -> None:
         self.path = path
         self.version = version
@@ -65,6 +73,7 @@ class Rulesets:
         self.definition = definition
         self.offers = offers
         self._sources = sources or {}
+        self.warnings = warnings or []  # not refusing: no examples, sub-cent amounts, ...
         self._units = {unit.code: unit for unit in definition.units}
         self._groups = {unit.group for unit in definition.units}
         self._classification_types = {

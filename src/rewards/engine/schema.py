@@ -29,6 +29,18 @@ ID_PATTERN = "^[a-z0-9-]+$"
 TERMINAL_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$"
 SKU_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$"
 HOUR_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
+#: Words for a value a pattern refuses: editors (VS Code, yaml-language-server) show a
+#: schema's ``patternErrorMessage`` instead of the regular expression, and so does the loader.
+_HOUR = {
+    "type": "string",
+    "pattern": HOUR_PATTERN,
+    "patternErrorMessage": "time must be HH:MM, 00:00 to 23:59 (24:00 allowed as until)",
+}
+_ID = {
+    "type": "string",
+    "pattern": ID_PATTERN,
+    "patternErrorMessage": "use lower-case letters a-z, digits 0-9 and - only",
+}
 #: An invoice type, as ``schemas/invoice.json`` accepts it in ``invoice_type`` (no "/":
 #: a purchase made from an invoice is referenced as "<type>/<number>").
 INVOICE_TYPE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:@+-]*$"
@@ -90,8 +102,8 @@ def _condition_properties() -> dict[str, dict[str, Any]]:
                     "minItems": 1,
                     "items": _obj(
                         {
-                            "from": {"type": "string", "pattern": HOUR_PATTERN},
-                            "until": {"type": "string", "pattern": HOUR_PATTERN},
+                            "from": _HOUR,
+                            "until": _HOUR,
                         },
                         ["from", "until"],
                     ),
@@ -204,7 +216,18 @@ def example_event_properties(classification: str) -> dict[str, dict[str, Any]]:
         "classification": {"type": "string"},
         "description": {"type": "string"},
         "segments": {"type": "array", "items": {"type": "string"}},
-        "prior_awards": {"type": "integer", "minimum": 0},
+        "prior_awards": {
+            "description": "awards already received within max_awards windows: a number "
+            "(from the offer being tested), or {offer id: number}",
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {
+                    "type": "object",
+                    "propertyNames": {"pattern": ID_PATTERN},
+                    "additionalProperties": {"type": "integer", "minimum": 0},
+                },
+            ],
+        },
     }
     if "purchase" in types:
         properties.update(
@@ -307,7 +330,7 @@ def _offer(classification: str) -> dict[str, Any]:
     required_conditions = ["period"] if classification in AGGREGATE_CLASSIFICATIONS else []
     return _obj(
         {
-            "id": {"type": "string", "pattern": ID_PATTERN},
+            "id": _ID,
             "name": {"type": "string", "minLength": 1},
             "description": {"type": "string"},
             "evaluation": {"enum": evaluation},
@@ -320,7 +343,14 @@ def _offer(classification: str) -> dict[str, Any]:
             ),
             "award": _award(classification),
             "priority": {"type": "integer"},
-            "exclusive_group": {"type": "string", "pattern": ID_PATTERN},
+            "exclusive_group": _ID,
+            "budget": _obj(
+                {
+                    "amount": {"type": "number", "exclusiveMinimum": 0, "multipleOf": 0.01},
+                    "period": {"enum": ["day", "week", "month", "year", "total"]},
+                },
+                ["amount", "period"],
+            ),
             "conditions": _obj(
                 {key: {"$ref": f"#/$defs/condition_{key}"} for key in allowed},
                 required_conditions or None,
@@ -420,7 +450,7 @@ def definition_schema() -> dict[str, Any]:
                     "type": "array",
                     "items": _obj(
                         {
-                            "id": {"type": "string", "pattern": ID_PATTERN},
+                            "id": _ID,
                             "name": code,
                             "units": _strings(),
                             "terminals": {
@@ -492,7 +522,37 @@ def definition_schema() -> dict[str, Any]:
                 "purchase_automation": _obj(
                     {"invoice_types": invoice_types, "credit_note_types": invoice_types}
                 ),
+                **_catalogues(),
             }
+        ),
+    }
+
+
+def _catalogues() -> dict[str, Any]:
+    """``segments``, ``catalogue`` and ``checks``: what offers may name, and the limits
+    above which the check warns (docs/analysts.md, "Catalogues and warnings")."""
+    text = {"type": "string", "minLength": 1}
+    return {
+        "segments": _obj(
+            {
+                "codes": {
+                    "type": "array",
+                    "items": _obj({"code": text, "name": text}, ["code"]),
+                },
+                "allow_unknown": {"type": "boolean"},
+            },
+            minProperties=1,
+            description="the customer segments offers may name; allow_unknown: true when "
+            "segments come from another system and any code is accepted",
+        ),
+        "catalogue": {
+            "type": "array",
+            "description": "the products offers may name: codes or patterns (* ? [0-9])",
+            "items": _obj({"sku": text, "name": text, "category": text}, ["sku"]),
+        },
+        "checks": _obj(
+            {"max_percentage": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}},
+            description="limits of the check's warnings",
         ),
     }
 

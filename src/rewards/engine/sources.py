@@ -104,12 +104,28 @@ def _mark(mark: yaml.Mark | None) -> Position:
     return Position(mark.line + 1, mark.column + 1) if mark else Position(1, 1)
 
 
+TAB_MESSAGE = "tabs are not allowed, indent with spaces"
+
+
+def _indenting_tabs(text: str) -> list[Position]:
+    """Where a tab stands in a line's indentation (before its first other character)."""
+    positions = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        indentation = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indentation:
+            positions.append(Position(number, indentation.index("\t") + 1))
+    return positions
+
+
 def parse(text: str) -> tuple[Any, SourceMap, list[SourceError]]:
     """Parse one YAML document: (data, positions, problems). Data is None on a syntax error."""
     sources = SourceMap()
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as error:
+        tabs = _indenting_tabs(text)
+        if tabs:  # the usual cause, whatever the parser says (its words name no tab)
+            return None, sources, [SourceError(position, TAB_MESSAGE) for position in tabs]
         mark = error.problem_mark or error.context_mark
         problem = " ".join(p for p in (error.context, error.problem) if p) or "invalid YAML"
         return None, sources, [SourceError(_mark(mark), f"YAML syntax error: {problem}")]
@@ -179,3 +195,12 @@ def format_path(path: Path_) -> str:
         else:
             text += f".{part}" if text else str(part)
     return text
+
+
+def describe_path(path: Path_, offer_id: str | None = None) -> str:
+    """Where a problem is, in words: ``offer basket-over-50: award.percentage`` inside an
+    offer whose id is known, else the path (``offers[3].award``, ``units[2].group``)."""
+    if offer_id and len(path) >= 2 and path[0] == "offers" and isinstance(path[1], int):
+        rest = format_path(path[2:])
+        return f"offer {offer_id}: {rest}" if rest else f"offer {offer_id}"
+    return format_path(path)

@@ -347,8 +347,9 @@ class GroupCommit:
         outcome: Recorded | WrittenPurchase | None = None
         # A purchase of the fast path in one pipeline on PostgreSQL (its end waits for
         # every statement, so an error is its own), unless max_awards windows are
-        # counted again (SQLAlchemy statements).
-        with pipelined(connection) if request.plan and not windows else nullcontext():
+        # counted again or a budget is charged (SQLAlchemy statements that read).
+        quick = request.plan is not None and not windows and not request.plan.charges_budget
+        with pipelined(connection) if quick else nullcontext():
             cursor.execute("SAVEPOINT intake")
             if request.plan is not None:
                 outcome = request.context.run(
@@ -364,7 +365,8 @@ class GroupCommit:
     ) -> list[_Request]:
         """The batch's fast-path purchases in bulk (``PurchaseBatchWriter``), in one
         savepoint; those written. When anything fails, none is: each is written alone."""
-        together = [r for r in requests if r.plan is not None]
+        # An award charged to an offer's budget is written alone (money.budgets).
+        together = [r for r in requests if r.plan is not None and not r.plan.charges_budget]
         if len(together) < 2 or any(
             r.evaluator is None or r.evaluator.rulesets.award_windows("purchase") for r in together
         ):

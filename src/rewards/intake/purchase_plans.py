@@ -61,6 +61,12 @@ class PurchasePlan:
     counts: dict[str, int]  # the awards in each max_awards window the fact saw
     decisions: list[AwardDecision] = field(default_factory=list)  # set by the group commit
 
+    @property
+    def charges_budget(self) -> bool:
+        """Whether an award of this purchase draws on an offer's budget: it is written
+        alone (``write_purchase``), where the budget is charged under its row's lock."""
+        return any(decision.budget is not None for decision in self.decisions)
+
 
 @dataclass(frozen=True)
 class WrittenPurchase:

@@ -22,6 +22,7 @@ from rewards.db.tables import Award, Event, Wallet
 from rewards.db.types import table_of, utcnow
 from rewards.domain.decisions import AwardDecision
 from rewards.domain.money import to_cents
+from rewards.money import budgets
 from rewards.money.ledger import BulkCredits, Credit, post_entry
 from rewards.offers.evaluation import Decided
 from rewards.runtime.metrics import metrics
@@ -163,10 +164,14 @@ def write_awards(
     wallets: dict[str, int] | None = None,
 ) -> list[MadeAward]:
     """Every award decided for ``event``, in order, each beneficiary's wallet looked up
-    once (``wallets``: contact -> wallet id the caller already knows)."""
+    once (``wallets``: contact -> wallet id the caller already knows). An offer's budget
+    is charged first: its award may be cut to what remains, or left out."""
     wallets = dict(wallets or {})
     awards = []
-    for decision, contact_id in decided:
+    for wanted, contact_id in decided:
+        decision = budgets.charge(session, wanted)
+        if decision is None:
+            continue
         if contact_id not in wallets:
             wallets[contact_id] = wallet_id_of(session, contact_id)
         awards.append(write_award(session, event, decision, contact_id, wallets[contact_id]))

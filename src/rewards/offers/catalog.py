@@ -5,16 +5,18 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from rewards.db.pages import decode_cursor, encode_cursor
+from rewards.offers.budgets import current_budgets
 from rewards.runtime import reload
 from rewards.runtime.context import Runtime
 from rewards.wire import OfferOut, OfferPage, RulesetsOut, ValidityOut
 
 
-def list_offers(runtime: Runtime, limit: int, cursor: str | None) -> OfferPage:
-    """Every loaded offer in file order (files sorted by name)."""
+def list_offers(session: Session, runtime: Runtime, limit: int, cursor: str | None) -> OfferPage:
+    """Every loaded offer in file order (files sorted by name), with its budget now."""
     rulesets = runtime.rulesets
     start = decode_cursor(cursor) or 0
     chunk = rulesets.offers[start : start + limit]
+    budgets = current_budgets(session, rulesets, chunk, runtime.now())
     items = [
         OfferOut(
             id=offer.id,
@@ -26,6 +28,7 @@ def list_offers(runtime: Runtime, limit: int, cursor: str | None) -> OfferPage:
             else None,
             ruleset_file=offer.ruleset_file,
             ruleset_version=rulesets.version,
+            budget=budgets.get(offer.id),
         )
         for offer in chunk
     ]

@@ -3,6 +3,7 @@ pending periods, links), re-checking what the decisions depended on."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -33,6 +34,7 @@ from rewards.db.run_tables import (
 from rewards.db.tables import Contact, Event
 from rewards.db.types import table_of
 from rewards.domain.money import to_cents
+from rewards.money import budgets
 from rewards.money.awards import BatchAward, BulkAwards
 from rewards.runs import aggregates
 from rewards.runs.ahead import (
@@ -271,8 +273,16 @@ class Worker:
 
     def _persist(self, session: Session, awards: list[NewAward]) -> list[tuple[NewAward, str, int]]:
         """Awards with their ledger credits, in bulk (``money.awards.BulkAwards``), plus
-        the aggregate award rows. Returns (award, award id, cents) each."""
-        paid = [(a, to_cents(a.decision.amount)) for a in awards]
+        the aggregate award rows. Returns (award, award id, cents) each. An offer's budget
+        is charged first (``money.budgets``): its award may be cut, or dropped."""
+        paid = []
+        for award in awards:
+            decision = budgets.charge(session, award.decision)
+            if decision is None:
+                continue
+            if decision is not award.decision:
+                award = dataclasses.replace(award, decision=decision)
+            paid.append((award, to_cents(decision.amount)))
         paid = [(a, cents) for a, cents in paid if cents > 0]
         if not paid:
             return []

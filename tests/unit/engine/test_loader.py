@@ -101,14 +101,14 @@ def test_unknown_key(tmp_path: Path) -> None:
         "    evaluation: batch\n", "    evaluation: batch\n    colour: red\n"
     )
     assert problems(write_folder(tmp_path, {"achievement.yaml": text})) == [
-        f"{tmp_path}/achievement.yaml:{at(text, 'colour')}: offers[0].colour: unknown key 'colour'"
+        f"{tmp_path}/achievement.yaml:{at(text, 'colour')}: offer five-star-service: colour: unknown key 'colour'"
     ]
 
 
 def test_wrong_type(tmp_path: Path) -> None:
     text = GOOD_ACHIEVEMENT.replace("{amount: 5}", "{amount: x}")
     assert problems(write_folder(tmp_path, {"achievement.yaml": text})) == [
-        f"{tmp_path}/achievement.yaml:{at(text, 'x}')}: offers[0].award.amount: 'x' is not of type 'number'"
+        f"{tmp_path}/achievement.yaml:{at(text, 'x}')}: offer five-star-service: award.amount: must be a number, not 'x'"
     ]
 
 
@@ -118,8 +118,8 @@ def test_unknown_unit_and_group(tmp_path: Path) -> None:
         "{event_classifications: [5-star-service], units: [store-001, west, north]}",
     )
     assert problems(write_folder(tmp_path, {"achievement.yaml": text})) == [
-        f"{tmp_path}/achievement.yaml:{at(text, 'west')}: offers[0].conditions.units[1]: "
-        "unknown unit or unit group 'west'"
+        f"{tmp_path}/achievement.yaml:{at(text, 'west')}: offer five-star-service: conditions.units[1]: "
+        "unknown unit or unit group 'west' (declare it in units of definition.yaml)"
     ]
 
 
@@ -134,7 +134,7 @@ def test_duplicate_offer_id_across_files(tmp_path: Path) -> None:
     assert problems(
         write_folder(tmp_path, {"achievement.yaml": GOOD_ACHIEVEMENT, "referral.yaml": referral})
     ) == [
-        f"{tmp_path}/referral.yaml:{at(referral, 'five-star')}: offers[0].id: duplicate offer id "
+        f"{tmp_path}/referral.yaml:{at(referral, 'five-star')}: offer five-star-service: id: duplicate offer id "
         f"'five-star-service' (first used at {tmp_path}/achievement.yaml:{at(GOOD_ACHIEVEMENT, 'five-star')})"
     ]
 
@@ -142,7 +142,7 @@ def test_duplicate_offer_id_across_files(tmp_path: Path) -> None:
 def test_offer_id_pattern(tmp_path: Path) -> None:
     text = GOOD_ACHIEVEMENT.replace("id: five-star-service", "id: Five Star")
     assert problems(write_folder(tmp_path, {"achievement.yaml": text})) == [
-        f"{tmp_path}/achievement.yaml:{at(text, 'Five')}: offers[0].id: 'Five Star' does not match '^[a-z0-9-]+$'"
+        f"{tmp_path}/achievement.yaml:{at(text, 'Five')}: offers[0].id: use lower-case letters a-z, digits 0-9 and - only, not 'Five Star'"
     ]
 
 
@@ -150,7 +150,7 @@ def test_condition_not_allowed_for_classification(tmp_path: Path) -> None:
     text = GOOD_ACHIEVEMENT.replace("[5-star-service]}", "[5-star-service], amount: {min: 1}}")
     [message] = problems(write_folder(tmp_path, {"achievement.yaml": text}))
     assert message.startswith(
-        f"{tmp_path}/achievement.yaml:{at(text, 'amount: {min')}: offers[0].conditions.amount: "
+        f"{tmp_path}/achievement.yaml:{at(text, 'amount: {min')}: offer five-star-service: conditions.amount: "
         "condition 'amount' is not allowed for achievement offers (allowed: segments, units,"
     )
 
@@ -158,7 +158,7 @@ def test_condition_not_allowed_for_classification(tmp_path: Path) -> None:
 def test_percentage_not_allowed_for_fixed_classifications(tmp_path: Path) -> None:
     text = GOOD_ACHIEVEMENT.replace("{amount: 5}", "{percentage: 5}")
     assert problems(write_folder(tmp_path, {"achievement.yaml": text})) == [
-        f"{tmp_path}/achievement.yaml:{at(text, 'percentage')}: offers[0].award.percentage: unknown key 'percentage'"
+        f"{tmp_path}/achievement.yaml:{at(text, 'percentage')}: offer five-star-service: award.percentage: unknown key 'percentage'"
     ]
 
 
@@ -174,9 +174,9 @@ def test_award_needs_exactly_one_of_amount_and_percentage(tmp_path: Path) -> Non
         award: {max: 5}
     """
     assert problems(write_folder(tmp_path, {"increase_revenue_transaction.yaml": text})) == [
-        f"{tmp_path}/increase_revenue_transaction.yaml:{at(text, '{amount')}: offers[0].award: "
+        f"{tmp_path}/increase_revenue_transaction.yaml:{at(text, '{amount')}: offer both: award: "
         "the award needs exactly one of 'amount' or 'percentage'",
-        f"{tmp_path}/increase_revenue_transaction.yaml:{at(text, '{max')}: offers[1].award: "
+        f"{tmp_path}/increase_revenue_transaction.yaml:{at(text, '{max')}: offer neither: award: "
         "the award needs exactly one of 'amount' or 'percentage'",
     ]
 
@@ -193,11 +193,11 @@ def test_bad_globs(tmp_path: Path) -> None:
     """
     coffee, tea, negated = at(text, '"COFFEE'), at(text, '"TEA'), at(text, '"X[')
     assert problems(write_folder(tmp_path, {"increase_revenue_product.yaml": text})) == [
-        f"{tmp_path}/increase_revenue_product.yaml:{coffee}: offers[0].conditions.products[0].sku: "
+        f"{tmp_path}/increase_revenue_product.yaml:{coffee}: offer globs: conditions.products[0].sku: "
         "invalid glob 'COFFEE-[A-': '[' at position 8 is never closed",
-        f"{tmp_path}/increase_revenue_product.yaml:{tea}: offers[0].conditions.products[1].sku: "
+        f"{tmp_path}/increase_revenue_product.yaml:{tea}: offer globs: conditions.products[1].sku: "
         "invalid glob 'TEA-[]': empty set '[]' at position 5",
-        f"{tmp_path}/increase_revenue_product.yaml:{negated}: offers[0].conditions.products[2].sku: "
+        f"{tmp_path}/increase_revenue_product.yaml:{negated}: offer globs: conditions.products[2].sku: "
         "invalid glob 'X[!a]': negated sets ([!...]) are not supported",
     ]
 
@@ -215,19 +215,23 @@ def test_inverted_ranges_and_hours(tmp_path: Path) -> None:
           schedule: {hours: [{from: "17:00", until: "14:00"}, {from: "25:00", until: "26:00"}]}
     """
     h25, h26 = at(text, '"25'), at(text, '"26')
+    # the schedule's schema errors leave it out; the rest of the offer is still checked
     assert problems(write_folder(tmp_path, {"utilise_free_capacity.yaml": text})) == [
-        f"{tmp_path}/utilise_free_capacity.yaml:{h25}: offers[0].conditions.schedule.hours[1].from: "
-        "'25:00' does not match '^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$'",
-        f"{tmp_path}/utilise_free_capacity.yaml:{h26}: offers[0].conditions.schedule.hours[1].until: "
-        "'26:00' does not match '^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$'",
+        f"{tmp_path}/utilise_free_capacity.yaml:{at(text, '{from: 2026')}: offer inverted: valid: 'from' is after 'until'",
+        f"{tmp_path}/utilise_free_capacity.yaml:{at(text, '{min: 10')}: offer inverted: conditions.products[0].amount: "
+        "the range is inverted: min 10 is greater than max 5",
+        f"{tmp_path}/utilise_free_capacity.yaml:{h25}: offer inverted: conditions.schedule.hours[1].from: "
+        "time must be HH:MM, 00:00 to 23:59 (24:00 allowed as until), not '25:00'",
+        f"{tmp_path}/utilise_free_capacity.yaml:{h26}: offer inverted: conditions.schedule.hours[1].until: "
+        "time must be HH:MM, 00:00 to 23:59 (24:00 allowed as until), not '26:00'",
     ]
     fixed = text.replace(', {from: "25:00", until: "26:00"}', "")
     h17 = at(fixed, '{from: "17')
     assert problems(write_folder(tmp_path, {"utilise_free_capacity.yaml": fixed})) == [
-        f"{tmp_path}/utilise_free_capacity.yaml:{at(fixed, '{from: 2026')}: offers[0].valid: 'from' is after 'until'",
-        f"{tmp_path}/utilise_free_capacity.yaml:{at(fixed, '{min: 10')}: offers[0].conditions.products[0].amount: "
+        f"{tmp_path}/utilise_free_capacity.yaml:{at(fixed, '{from: 2026')}: offer inverted: valid: 'from' is after 'until'",
+        f"{tmp_path}/utilise_free_capacity.yaml:{at(fixed, '{min: 10')}: offer inverted: conditions.products[0].amount: "
         "the range is inverted: min 10 is greater than max 5",
-        f"{tmp_path}/utilise_free_capacity.yaml:{h17}: offers[0].conditions.schedule.hours[0]: "
+        f"{tmp_path}/utilise_free_capacity.yaml:{h17}: offer inverted: conditions.schedule.hours[0]: "
         "'from' 17:00 must be before 'until' 14:00",
     ]
 
@@ -261,13 +265,12 @@ def test_failing_example(tmp_path: Path) -> None:
     )
     naive = at(text, "'2026-03-02T12:00:00'")
     assert problems(write_folder(tmp_path, {"achievement.yaml": text})) == [
-        f"{tmp_path}/achievement.yaml:{at(text, 'event:', 2)}: offers[0].examples[1]: example of offer "
-        "'five-star-service' fails: expected award 4.00, got 5.00",
-        f"{tmp_path}/achievement.yaml:{at(text, 'event:', 3)}: offers[0].examples[2]: example of offer "
-        "'five-star-service' fails: expected award 5.00, got 0.00 (the offer's conditions do not match this event)",
-        f"{tmp_path}/achievement.yaml:{naive}: offers[0].examples[3].event.performed_on: "
-        "example of offer "
-        "'five-star-service' fails: performed_on needs a zone (Z or +02:00)",
+        f"{tmp_path}/achievement.yaml:{at(text, 'event:', 2)}: offer five-star-service: examples[1]: "
+        "the example fails: expected award 4.00, got 5.00",
+        f"{tmp_path}/achievement.yaml:{at(text, 'event:', 3)}: offer five-star-service: examples[2]: "
+        "the example fails: expected award 5.00, got 0.00 (the offer's conditions do not match this event)",
+        f"{tmp_path}/achievement.yaml:{naive}: offer five-star-service: "
+        "examples[3].event.performed_on: the example fails: performed_on needs a zone (Z or +02:00)",
     ]
 
 
@@ -276,7 +279,7 @@ def test_example_needs_expect_or_not_awarded(tmp_path: Path) -> None:
         "    examples:\n      - event: {performed_on: '2026-03-02T12:00:00Z'}\n"
     )
     assert problems(write_folder(tmp_path, {"achievement.yaml": text})) == [
-        f"{tmp_path}/achievement.yaml:{at(text, 'event:')}: offers[0].examples[0]: "
+        f"{tmp_path}/achievement.yaml:{at(text, 'event:')}: offer five-star-service: examples[0]: "
         "an example needs exactly one of 'expect' or 'not_awarded: true'"
     ]
 
@@ -302,9 +305,9 @@ def test_file_name_must_match_classification(tmp_path: Path) -> None:
 def test_event_classification_unknown_or_for_another_type(tmp_path: Path) -> None:
     text = GOOD_ACHIEVEMENT.replace("[5-star-service]", "[5-star-service, top-up, nope]")
     assert problems(write_folder(tmp_path, {"achievement.yaml": text})) == [
-        f"{tmp_path}/achievement.yaml:{at(text, 'top-up')}: offers[0].conditions.event_classifications[1]: "
+        f"{tmp_path}/achievement.yaml:{at(text, 'top-up')}: offer five-star-service: conditions.event_classifications[1]: "
         "event classification 'top-up' is declared for financial_achievement events, not achievement",
-        f"{tmp_path}/achievement.yaml:{at(text, 'nope')}: offers[0].conditions.event_classifications[2]: "
+        f"{tmp_path}/achievement.yaml:{at(text, 'nope')}: offer five-star-service: conditions.event_classifications[2]: "
         "unknown event classification 'nope'",
     ]
 
@@ -319,7 +322,7 @@ def test_unknown_kpi(tmp_path: Path) -> None:
         conditions: {kpis: [{kpi: loan-balance, min: 1}, {kpi: profit, min: 1}]}
     """
     assert problems(write_folder(tmp_path, {"financial_statement.yaml": text})) == [
-        f"{tmp_path}/financial_statement.yaml:{at(text, 'profit')}: offers[0].conditions.kpis[1].kpi: "
+        f"{tmp_path}/financial_statement.yaml:{at(text, 'profit')}: offer kpi: conditions.kpis[1].kpi: "
         "unknown KPI 'profit'"
     ]
 
@@ -337,7 +340,7 @@ def test_exclusive_group_ties_across_files(tmp_path: Path) -> None:
     assert problems(
         write_folder(tmp_path, {"achievement.yaml": achievement, "referral.yaml": referral})
     ) == [
-        f"{tmp_path}/referral.yaml:{at(referral, 'id: friend')}: offers[0].priority: offer 'friend' and 'five-star-service' "
+        f"{tmp_path}/referral.yaml:{at(referral, 'id: friend')}: offer friend: priority: offer 'friend' and 'five-star-service' "
         "(achievement.yaml) share exclusive group 'g' and priority 0: give them different priorities "
         "so precedence is explicit"
     ]
@@ -354,9 +357,9 @@ def test_aggregates_are_batch_only_and_need_a_period(tmp_path: Path) -> None:
         conditions: {count: {min: 10}}
     """
     assert problems(write_folder(tmp_path, {"loyalty_transaction_number.yaml": text})) == [
-        f"{tmp_path}/loyalty_transaction_number.yaml:{at(text, 'immediate')}: offers[0].evaluation: "
+        f"{tmp_path}/loyalty_transaction_number.yaml:{at(text, 'immediate')}: offer visits: evaluation: "
         "'immediate' is not one of ['batch']",
-        f"{tmp_path}/loyalty_transaction_number.yaml:{at(text, '{count')}: offers[0].conditions: 'period' is required",
+        f"{tmp_path}/loyalty_transaction_number.yaml:{at(text, '{count')}: offer visits: conditions: 'period' is required",
     ]
 
 
@@ -368,13 +371,20 @@ def test_definition_errors(tmp_path: Path) -> None:
         )
         + "payment_medium:\n  identifier_adjustment: {keep: last}\n  brand_rules:\n    - {brand: x, when: {regex: '(', begins_with: '4'}}\n"
     )
-    # a schema error stops the cross-checks of the definition
+    # a schema error leaves its key out (units): the cross-checks run on the rest
+    paren = at(definition, "'('")
     assert problems(write_folder(tmp_path, {}, definition=definition)) == [
+        f"{tmp_path}/definition.yaml:{at(definition, 'Mars')}: time_zone: unknown time zone 'Mars/Base'",
         f"{tmp_path}/definition.yaml:{at(definition, 'sideways')}: units[1].reduction: "
-        "'sideways' is not one of ['front_end', 'back_end']"
+        "'sideways' is not one of ['front_end', 'back_end']",
+        f"{tmp_path}/definition.yaml:{at(definition, '{keep')}: payment_medium.identifier_adjustment: "
+        "keep: last needs 'characters'",
+        f"{tmp_path}/definition.yaml:{at(definition, '{regex')}: payment_medium.brand_rules[0].when: "
+        "'regex' stands alone: leave out length, begins_with and ends_with",
+        f"{tmp_path}/definition.yaml:{paren}: payment_medium.brand_rules[0].when.regex: "
+        "invalid regular expression: missing ), unterminated subpattern at position 0",
     ]
     definition = definition.replace("sideways", "front_end")
-    paren = at(definition, "'('")
     assert problems(write_folder(tmp_path, {}, definition=definition)) == [
         f"{tmp_path}/definition.yaml:{at(definition, 'Mars')}: time_zone: unknown time zone 'Mars/Base'",
         f"{tmp_path}/definition.yaml:{at(definition, '{code: store-001', 2)}: units[1]: duplicate unit code 'store-001'",

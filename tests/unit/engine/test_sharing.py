@@ -70,7 +70,7 @@ def test_reloads_reuse_the_rulesets_of_unchanged_classifications(tmp_path: Path)
     assert summary(Evaluator(first).evaluate(third, mode="all")) == []
     assert summary(Evaluator(value).evaluate(third, mode="all"))[0][0] == "staff-course-completed"
     # a condition shape edit (one more segment): only that classification's ruleset is new
-    edit(folder, "achievement.yaml", "include: [staff]", "include: [staff, crew]")
+    edit(folder, "achievement.yaml", "include: [staff]", "include: [staff, bronze]")
     shape = load_rulesets(folder)
     assert created() == before + 1
     changed = {
@@ -83,7 +83,7 @@ def test_reloads_reuse_the_rulesets_of_unchanged_classifications(tmp_path: Path)
     assert summary(Evaluator(amount).evaluate(five, mode="all"))[0][2] == 6
     assert summary(Evaluator(first).evaluate(five, mode="all"))[0][2] == 5
     assert summary(Evaluator(shape).evaluate(five, mode="all"))[0][2] == 6
-    crew = event("achievement", classification="course-completed", segments=["crew"])
+    crew = event("achievement", classification="course-completed", segments=["bronze"])
     assert summary(Evaluator(shape).evaluate(crew, mode="all"))[0][0] == "staff-course-completed"
 
 

@@ -1,8 +1,8 @@
 """ruleset history: every ruleset version a process loaded, once, with its files
 (ruleset_versions), and every load (ruleset_loads)
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 
 from rewards.db.types import BigIntPK, UTCDateTime
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
