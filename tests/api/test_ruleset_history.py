@@ -311,7 +311,7 @@ def test_health_is_degraded_while_the_last_reload_is_refused(
         "database": "ok",
         "rulesets_version": version,
         "reload_errors": [
-            f"{path}:{line}:21: offers[0].award.amount: 'five' is not of type 'number'"
+            f"{path}:{line}:21: offer five-star-service: award.amount: must be a number, not 'five'"
         ],
     }
     write_atomically(path, good)

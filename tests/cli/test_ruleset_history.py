@@ -110,7 +110,7 @@ def test_status_of_a_running_server_ok_then_degraded(
         assert capsys.readouterr().out == (
             f"{server.url}: serving rulesets version {version}; the last reload was refused "
             f"(1 problem(s)), version {version} keeps serving:\n"
-            f"  {path}:{line}:21: offers[0].award.amount: 'five' is not of type 'number'\n"
+            f"  {path}:{line}:21: offer five-star-service: award.amount: must be a number, not 'five'\n"
         )
 
     nobody = f"http://127.0.0.1:{free_port()}"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from rewards.db.database import Database
@@ -51,6 +52,7 @@ from rewards.intake.purchase_plans import (
     plan_purchases,
     write_purchase,
 )
+from rewards.money import budgets
 from rewards.offers.evaluation import decide_facts
 from rewards.runtime.context import Runtime
 from rewards.runtime.metrics import metrics
@@ -83,6 +85,18 @@ def _settle_all(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+
+
+RETRIES_ALONE = 3  # a request written alone that a deadlock aborted is tried again
+
+
+def _deadlocked(outcome: object) -> bool:
+    """Whether a write failed as a deadlock's victim (or a serialization failure): the
+    database undid it whole, so writing it again is safe."""
+    return isinstance(outcome, DBAPIError) and getattr(outcome.orig, "sqlstate", None) in (
+        "40P01",
+        "40001",
+    )
 
 
 class GroupCommit:
@@ -254,7 +268,11 @@ class GroupCommit:
         else:  # one lock order for every batch: two processes' batches do not deadlock
             order = sorted(todo, key=lambda r: r.plan.contact.id if r.plan else "")
         for request in self._write(order, alone=False):
-            self._write([request], alone=True)
+            for _ in range(RETRIES_ALONE):
+                self._write([request], alone=True)
+                if not _deadlocked(request.outcome):
+                    break
+                request.outcome = None  # PostgreSQL chose it as a deadlock's victim: again
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(requests))
 
@@ -282,6 +300,8 @@ class GroupCommit:
             connection = self._writer()
             transaction = connection.begin()
             try:
+                # Budgets before contacts, in one order (money.budgets.lock).
+                budgets.lock(connection, [d for r in requests if r.plan for d in r.plan.decisions])
                 cursor = driver_cursor(connection)
                 single = requests
                 if not alone:

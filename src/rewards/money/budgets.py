@@ -6,6 +6,8 @@ purchases and runs never overspend."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
@@ -49,6 +51,30 @@ def charge(session: Session | Connection, decision: AwardDecision) -> AwardDecis
         .values(used_cents=used + granted)
     )
     return cut(decision, granted)
+
+
+def lock(session: Session | Connection, decisions: Iterable[AwardDecision]) -> None:
+    """PostgreSQL: the budget rows these awards will charge, locked now in one order,
+    before the transaction locks any contact: a writer holding a budget while it waits
+    for a contact another writer holds, that waits for the budget, would deadlock.
+    SQLite write transactions are exclusive: nothing to do."""
+    connection = _connection(session)
+    if connection.dialect.name != "postgresql":
+        return
+    keys = sorted({(d.offer_id, d.budget.period) for d in decisions if d.budget is not None})
+    table = table_of(OfferBudgetUse)
+    for offer_id, period in keys:
+        connection.execute(
+            postgresql.insert(table)
+            .values(offer_id=offer_id, period=period, used_cents=0)
+            .on_conflict_do_nothing()
+        )
+        connection.execute(
+            select(col(OfferBudgetUse.used_cents))
+            .where(col(OfferBudgetUse.offer_id) == offer_id)
+            .where(col(OfferBudgetUse.period) == period)
+            .with_for_update()
+        )
 
 
 def usage(session: Session | Connection, offer_id: str, period: str) -> int:

@@ -631,6 +631,7 @@ class Worker:
         windows = self.reader.event_windows
         self._begin_writing(session)
         with self._time("checks"):
+            budgets.lock(session, [a.decision for a in awards])  # before contacts
             self._lock_contacts(
                 session,
                 [a.event.contact_id for a in awards] + [i.event.contact_id for i in windowed],
@@ -758,6 +759,7 @@ class Worker:
 
         def work(session: Session) -> ChunkDone | None:
             self._begin_writing(session)
+            budgets.lock(session, [a.decision for a in plan.awards])  # before contacts
             self._lock_contacts(session, plan.pending)
             with self._time("aggregate groups"):
                 summary = aggregates.pending_summary(session, piece, mine)
