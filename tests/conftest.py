@@ -33,7 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "test-admin-key"
 INTEGRATOR_KEY = "test-integrator-key"
 PROCESSOR_KEY = "test-processor-key"
-API_KEYS = {ADMIN_KEY: "admin", INTEGRATOR_KEY: "integrator", PROCESSOR_KEY: "processor"}
+ANALYST_KEY = "test-analyst-key"
+API_KEYS = {
+    ADMIN_KEY: "admin",
+    INTEGRATOR_KEY: "integrator",
+    PROCESSOR_KEY: "processor",
+    ANALYST_KEY: "analyst",
+}
 POSTGRES_URL = os.environ.get("REWARDS_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("REWARDS_TEST_REDIS_URL")
 

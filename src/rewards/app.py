@@ -139,9 +139,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                         scheme="bearer",
                         description="API key of a role (REWARDS_API_KEYS): `integrator` (POS, "
                         "apps, billing: events, contacts, invoices, claims, ...), `processor` "
-                        "(card transaction processors: /v1/processor-transactions only) or "
-                        "`admin` (everything, and runs, reloads, simulations). Another role's "
-                        "operation answers 403.",
+                        "(card transaction processors: /v1/processor-transactions only), "
+                        "`analyst` (reads every resource and runs simulations; no other "
+                        "write) or `admin` (everything, and runs and reloads). Another "
+                        "role's operation answers 403.",
                     )
                 }
             ),

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-ROLES = ("admin", "integrator", "processor")
+ROLES = ("admin", "integrator", "processor", "analyst")
 _REPO_RULESETS = Path(__file__).resolve().parents[2] / "rulesets"
 
 
@@ -19,7 +19,8 @@ class SettingsError(ValueError):
 
 def parse_api_keys(raw: str) -> dict[str, str]:
     """``"admin:k1,integrator:k2"`` -> ``{"k1": "admin", "k2": "integrator"}``; roles:
-    ``admin``, ``integrator`` (POS and apps), ``processor`` (card transaction processors)."""
+    ``admin``, ``integrator`` (POS and apps), ``processor`` (card transaction processors),
+    ``analyst`` (reads everything, runs simulations; no other writes)."""
     keys: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
         role, sep, key = item.partition(":")

@@ -35,7 +35,7 @@ from rewards.runtime.ratelimit import caller_id
         "server would give all the same. Nothing is written."
     ),
     dependencies={"payload": Provide(body_provider(simulation.SCHEMA, SimulationIn))},
-    opt=request_schema(simulation.SCHEMA),
+    opt={**request_schema(simulation.SCHEMA), "analysts": True},
     responses=BODY,
     status_code=200,
     sync_to_thread=True,

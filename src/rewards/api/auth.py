@@ -1,5 +1,5 @@
-"""API keys: ``Authorization: Bearer <key>``; roles ``admin``, ``integrator`` and
-``processor``. Every ``/v1`` handler serves the roles its ``opt["roles"]`` names (default:
+"""API keys: ``Authorization: Bearer <key>``; roles ``admin``, ``integrator``,
+``processor`` and ``analyst`` (reads, simulations). Every ``/v1`` handler serves the roles its ``opt["roles"]`` names (default:
 admin and integrator); the middleware refuses the others with a 403."""
 
 from __future__ import annotations
@@ -24,6 +24,18 @@ INTEGRATOR_ROLES = ("admin", "integrator")  # a handler's roles unless its opt n
 PROCESSOR_ROLES = ("admin", "processor")
 
 
+def _analyst_may(
+    role: str, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> bool:
+    """An analyst reads everything (GET, HEAD) and may use the handlers that write nothing
+    an analyst should not (simulations: ``opt["analysts"]``); no other write."""
+    if role != "analyst":
+        return False
+    return connection.scope.get("method") in ("GET", "HEAD") or bool(
+        handler.opt.get("analysts", False)
+    )
+
+
 def bearer_key(headers: Headers) -> str:
     """The key of ``Authorization: Bearer <key>``; a missing one is a 401."""
     scheme, _, key = headers.get("authorization", "").partition(" ")
@@ -34,7 +46,8 @@ def bearer_key(headers: Headers) -> str:
 
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
     """Resolves the bearer key to a role; a missing or unknown key is a 401, a role the
-    route handler does not serve (``opt["roles"]``) a 403. (Here rather than a guard:
+    route handler does not serve (``opt["roles"]``; an ``analyst`` key reads every
+    ``/v1`` resource and uses the handlers marked ``opt["analysts"]``) a 403. (Here rather than a guard:
     Litestar copies the handler for every guard call, measurable on the purchase path.) The caller
     (the key's hash and the client's address: the peer, or the address a trusted proxy
     forwards, as uvicorn's ``FORWARDED_ALLOW_IPS`` decides) is what OTP limits count."""
@@ -49,8 +62,9 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
         key = bearer_key(connection.headers)
         for known, role in self._keys.items():  # constant-time compare, every key
             if hmac.compare_digest(known.encode(), key.strip().encode()):
-                serves = connection.route_handler.opt.get("roles", INTEGRATOR_ROLES)
-                if role not in serves:
+                handler = connection.route_handler
+                serves = handler.opt.get("roles", INTEGRATOR_ROLES)
+                if role not in serves and not _analyst_may(role, connection, handler):
                     raise PermissionDeniedException(
                         f"This endpoint needs a key of role {' or '.join(serves)}."
                     )
