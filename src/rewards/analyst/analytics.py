@@ -33,8 +33,7 @@ def merchant_units_filter(runtime: Runtime, merchant_id: str | None) -> list[Any
     """The condition "the event is at one of the merchant's units", when one is named."""
     if merchant_id is None:
         return []
-    merchant = runtime.rulesets.merchant(merchant_id)
-    return [col(Event.performed_by_unit).in_(merchant.units if merchant else [])]
+    return [col(Event.performed_by_unit).in_(runtime.rulesets.merchant_units(merchant_id))]
 
 
 def summary(

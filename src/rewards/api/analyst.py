@@ -60,7 +60,7 @@ def create_simulation(
         "loaded it."
     ),
     guards=[admin_only],
-    responses=problems(400, 422, admin=True),
+    responses=problems(400, 422),
     status_code=200,
     sync_to_thread=True,
     tags=["offers"],

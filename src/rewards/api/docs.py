@@ -38,11 +38,10 @@ _DESCRIPTIONS = {
 }
 
 
-def problems(*statuses: int, auth: bool = True, admin: bool = False) -> dict[int, ResponseSpec]:
+def problems(*statuses: int, auth: bool = True) -> dict[int, ResponseSpec]:
     """Problem-details responses for a handler: under /v1 (``auth``) always 401 and 403
-    (every handler serves some roles only: api.auth.role_guard). ``admin`` is kept for
-    the admin-only handlers' readers; it adds nothing more."""
-    wanted = set(statuses) | ({401, 403} if auth else set()) | ({403} if admin else set())
+    (every handler serves some roles only: the API-key middleware, api.auth)."""
+    wanted = set(statuses) | ({401, 403} if auth else set())
     return {
         status: ResponseSpec(
             data_container=Problem, media_type=PROBLEM_MEDIA_TYPE, description=_DESCRIPTIONS[status]

@@ -14,7 +14,7 @@ from litestar.params import PathParameter, QueryParameter, SkipValidation
 
 from rewards.api.auth import PROCESSOR_ROLES
 from rewards.api.bodies import body_provider
-from rewards.api.deps import CursorParameter, RuntimeDep, SessionDep
+from rewards.api.deps import CursorParameter, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.api.responses import JSONResponse
 from rewards.intake import claims, processor
@@ -77,11 +77,9 @@ TRANSACTION_LINKS = {
     tags=["processor transactions"],
 )
 def create_processor_transaction(
-    payload: NamedDependency[SkipValidation[ProcessorTransactionIn]],
-    session: SessionDep,
-    runtime: RuntimeDep,
+    payload: NamedDependency[SkipValidation[ProcessorTransactionIn]], state: State
 ) -> Response[ProcessorTransactionOut]:
-    posted = processor.record_transaction(session, runtime, payload)
+    posted = processor.post_transaction(state.database, state.runtime, payload)
     return JSONResponse(posted.transaction, status_code=201 if posted.created else 200)
 
 

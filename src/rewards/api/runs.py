@@ -39,7 +39,7 @@ def provide_database(request: Request[Any, Any, Any]) -> Database:
         "database": Provide(provide_database, sync_to_thread=False),
     },
     opt=request_schema("evaluation_run"),
-    responses={**BODY, **problems(409, admin=True)},
+    responses={**BODY, **problems(409)},
     tags=["evaluation runs"],
     sync_to_thread=True,
 )

@@ -14,11 +14,12 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
@@ -161,6 +162,18 @@ def committing(session: Session) -> Iterator[Session]:
             raise
 
 
+T = TypeVar("T")
+_RETRYABLE = ("40P01", "40001")  # PostgreSQL: deadlock detected, serialization failure
+
+
+def deadlocked(outcome: object) -> bool:
+    """Whether a write failed as a deadlock's victim (or a serialization failure): the
+    database undid its transaction whole, so doing it again is safe."""
+    return isinstance(outcome, DBAPIError) and getattr(outcome.orig, "sqlstate", None) in (
+        _RETRYABLE
+    )
+
+
 class Database:
     """Owns the engines; hands out sessions. Created by ``create_app``, never at import."""
 
@@ -194,6 +207,18 @@ class Database:
         """One transaction: commit on success, roll back on any error."""
         with committing(self.session(write=write)) as session:
             yield session
+
+    def write_retrying(self, work: Callable[[Session], T], attempts: int = 3) -> T:
+        """``work`` in one write transaction, run again (up to ``attempts`` times) when
+        PostgreSQL chose the transaction as a deadlock's victim: it was undone whole."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as session:
+                    return work(session)
+            except DBAPIError as error:
+                if attempt == attempts or not deadlocked(error):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def dispose(self) -> None:
         self.write_engine.dispose()

@@ -128,6 +128,11 @@ class Rulesets:
     def merchant(self, merchant_id: str) -> Merchant | None:
         return self._merchants.get(merchant_id)
 
+    def merchant_units(self, merchant_id: str) -> list[str]:
+        """The merchant's units; none for a merchant the definition lacks."""
+        merchant = self._merchants.get(merchant_id)
+        return merchant.units if merchant is not None else []
+
     def merchant_of_unit(self, unit: str | None) -> Merchant | None:
         return self._unit_merchants.get(unit) if unit is not None else None
 

@@ -17,7 +17,6 @@ from rewards.domain.money import to_cents
 from rewards.errors import (
     AlreadyClaimed,
     AmbiguousClaim,
-    DomainError,
     FieldError,
     NoMatchingTransaction,
     TooManyFailedClaims,
@@ -34,10 +33,6 @@ FAILED_CLAIMS = Limit("failed-claims-contact", 10, 86_400)  # per contact and UT
 CLAIMABLE = ("unclaimed", "unidentified")
 CLAIM_DAYS = 60  # transactions older than this cannot be claimed
 _SLACK = timedelta(days=1)
-
-
-class ClaimFailed(DomainError):
-    """Base of the refusals that cost the claimant one of its failed claims."""
 
 
 def claim_transaction(
@@ -57,8 +52,7 @@ def claim_transaction(
         )
     missed = False
     try:
-        with database.transaction() as session:
-            return claim(session, runtime, contact_id, body)
+        return database.write_retrying(lambda session: claim(session, runtime, contact_id, body))
     except (NoMatchingTransaction, AlreadyClaimed):
         missed = True
         raise

@@ -292,8 +292,8 @@ def list_events(
     if where.state:
         query = query.where(col(Event.state) == where.state)
     if where.merchant_id is not None:
-        merchant = runtime.rulesets.merchant(where.merchant_id)
-        query = query.where(col(Event.performed_by_unit).in_(merchant.units if merchant else []))
+        units = runtime.rulesets.merchant_units(where.merchant_id)
+        query = query.where(col(Event.performed_by_unit).in_(units))
     if performed_from:
         query = query.where(col(Event.performed_on) >= performed_from)
     if performed_to:

@@ -35,10 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from rewards.db.database import Database
+from rewards.db.database import Database, deadlocked
 from rewards.db.driver import driver_cursor, pipelined
 from rewards.engine import Evaluator
 from rewards.errors import DomainError
@@ -88,15 +87,6 @@ def _settle_all(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
 
 
 RETRIES_ALONE = 3  # a request written alone that a deadlock aborted is tried again
-
-
-def _deadlocked(outcome: object) -> bool:
-    """Whether a write failed as a deadlock's victim (or a serialization failure): the
-    database undid it whole, so writing it again is safe."""
-    return isinstance(outcome, DBAPIError) and getattr(outcome.orig, "sqlstate", None) in (
-        "40P01",
-        "40001",
-    )
 
 
 class GroupCommit:
@@ -270,7 +260,7 @@ class GroupCommit:
         for request in self._write(order, alone=False):
             for _ in range(RETRIES_ALONE):
                 self._write([request], alone=True)
-                if not _deadlocked(request.outcome):
+                if not deadlocked(request.outcome):
                     break
                 request.outcome = None  # PostgreSQL chose it as a deadlock's victim: again
         self.batches += 1

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from rewards.db.database import Database
 from rewards.db.ids import time_ordered_id
 from rewards.db.pages import decode_cursor, encode_cursor
 from rewards.db.tables import ProcessorRoute, ProcessorTransaction
@@ -50,6 +51,13 @@ _encoder = msgspec.json.Encoder(decimal_format="string")
 class Posted:
     transaction: ProcessorTransactionOut
     created: bool  # False: an idempotent replay
+
+
+def post_transaction(database: Database, runtime: Runtime, body: ProcessorTransactionIn) -> Posted:
+    """``record_transaction`` in a write transaction of its own, done again when
+    PostgreSQL picked it as a deadlock's victim (it waits for merchants' matching locks
+    that POS purchases also take)."""
+    return database.write_retrying(lambda session: record_transaction(session, runtime, body))
 
 
 def record_transaction(session: Session, runtime: Runtime, body: ProcessorTransactionIn) -> Posted:

@@ -23,6 +23,24 @@ def _connection(session: Session | Connection) -> Connection:
     return session.connection() if isinstance(session, Session) else session
 
 
+def _locked_use(connection: Connection, offer_id: str, period: str) -> int:
+    """The budget row of (offer, period), created when missing, locked for the rest of the
+    transaction (``FOR UPDATE``; SQLite write transactions are exclusive): what is used."""
+    on = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(
+        on.insert(table_of(OfferBudgetUse))
+        .values(offer_id=offer_id, period=period, used_cents=0)
+        .on_conflict_do_nothing()
+    )
+    used: int = connection.execute(
+        select(col(OfferBudgetUse.used_cents))
+        .where(col(OfferBudgetUse.offer_id) == offer_id)
+        .where(col(OfferBudgetUse.period) == period)
+        .with_for_update()
+    ).scalar_one()
+    return used
+
+
 def charge(session: Session | Connection, decision: AwardDecision) -> AwardDecision | None:
     """The award as its budget allows it (itself when it has no budget or room for all
     of it, cut to what remains, or None when nothing remains), charged to the budget."""
@@ -30,24 +48,14 @@ def charge(session: Session | Connection, decision: AwardDecision) -> AwardDecis
     if budget is None:
         return decision
     connection = _connection(session)
-    on = postgresql if connection.dialect.name == "postgresql" else sqlite
-    key = {"offer_id": decision.offer_id, "period": budget.period}
-    connection.execute(
-        on.insert(table_of(OfferBudgetUse)).values(**key, used_cents=0).on_conflict_do_nothing()
-    )
-    used = connection.execute(
-        select(col(OfferBudgetUse.used_cents))
-        .where(col(OfferBudgetUse.offer_id) == key["offer_id"])
-        .where(col(OfferBudgetUse.period) == key["period"])
-        .with_for_update()
-    ).scalar_one()
+    used = _locked_use(connection, decision.offer_id, budget.period)
     granted = min(to_cents(decision.amount), max(0, budget.limit_cents - used))
     if granted <= 0:
         return None
     connection.execute(
         update(OfferBudgetUse)
-        .where(col(OfferBudgetUse.offer_id) == key["offer_id"])
-        .where(col(OfferBudgetUse.period) == key["period"])
+        .where(col(OfferBudgetUse.offer_id) == decision.offer_id)
+        .where(col(OfferBudgetUse.period) == budget.period)
         .values(used_cents=used + granted)
     )
     return cut(decision, granted)
@@ -61,31 +69,7 @@ def lock(session: Session | Connection, decisions: Iterable[AwardDecision]) -> N
     connection = _connection(session)
     if connection.dialect.name != "postgresql":
         return
-    keys = sorted({(d.offer_id, d.budget.period) for d in decisions if d.budget is not None})
-    table = table_of(OfferBudgetUse)
-    for offer_id, period in keys:
-        connection.execute(
-            postgresql.insert(table)
-            .values(offer_id=offer_id, period=period, used_cents=0)
-            .on_conflict_do_nothing()
-        )
-        connection.execute(
-            select(col(OfferBudgetUse.used_cents))
-            .where(col(OfferBudgetUse.offer_id) == offer_id)
-            .where(col(OfferBudgetUse.period) == period)
-            .with_for_update()
-        )
-
-
-def usage(session: Session | Connection, offer_id: str, period: str) -> int:
-    """Cents the offer has awarded in the period so far."""
-    used = (
-        _connection(session)
-        .execute(
-            select(col(OfferBudgetUse.used_cents)).where(
-                col(OfferBudgetUse.offer_id) == offer_id, col(OfferBudgetUse.period) == period
-            )
-        )
-        .scalar_one_or_none()
-    )
-    return int(used or 0)
+    for offer_id, period in sorted(
+        {(d.offer_id, d.budget.period) for d in decisions if d.budget is not None}
+    ):
+        _locked_use(connection, offer_id, period)
