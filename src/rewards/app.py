@@ -30,6 +30,12 @@ from rewards.api.responses import (
 )
 from rewards.api.rulesets import ruleset_history_handlers
 from rewards.api.runs import run_handlers
+from rewards.console.router import (
+    console_router,
+    console_static,
+    root_redirect,
+    template_config,
+)
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
@@ -107,6 +113,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             health,
             v1,
+            console_router(settings),
+            console_static(),
+            root_redirect,
             metrics_controller(settings.metrics_key, settings.api_keys),
         ],
         dependencies=DEPENDENCIES,
@@ -125,6 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "intake": intake,
                 "otp_limits": otp_limits,
                 "counters": counters,
+                "console_keys": dict(settings.api_keys),
             }
         ),
         openapi_config=OpenAPIConfig(
@@ -151,5 +161,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
         ),
         plugins=[DecimalAsNumber()],
+        template_config=template_config(),
         debug=False,
     )

@@ -86,6 +86,12 @@ class Settings:
     # `rewards serve`: a request must arrive whole (line, headers, body) within this many
     # seconds of its first byte, or it gets a 408 and the connection is closed.
     request_timeout_seconds: float = 30.0
+    # The console (/console): its session cookie is encrypted with this secret (default:
+    # derived from the API keys, which every worker shares), lasts this long, and is sent
+    # only over HTTPS when secure (set it behind TLS).
+    console_secret: str | None = None
+    console_session_seconds: int = 8 * 3600
+    console_secure_cookie: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +123,11 @@ class Settings:
             request_timeout_seconds=_number(
                 env, "REWARDS_REQUEST_TIMEOUT", defaults.request_timeout_seconds
             ),
+            console_secret=env.get("REWARDS_CONSOLE_SECRET") or None,
+            console_session_seconds=_integer(
+                env, "REWARDS_CONSOLE_SESSION_SECONDS", defaults.console_session_seconds
+            ),
+            console_secure_cookie=(env.get("REWARDS_CONSOLE_SECURE_COOKIE", "0") == "1"),
         )
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -164,7 +175,7 @@ def environment() -> list[tuple[str, str, str]]:
         (
             "REWARDS_API_KEYS",
             "generated and printed by serve",
-            "comma separated admin:<key> / integrator:<key>",
+            "comma separated <role>:<key>, roles admin, integrator, processor, analyst",
         ),
         ("REWARDS_OTP_TTL_SECONDS", str(default.otp_ttl_seconds), "default OTP lifetime"),
         (
@@ -183,6 +194,21 @@ def environment() -> list[tuple[str, str, str]]:
             "REWARDS_METRICS_KEY",
             "unset, /metrics is open",
             "when set, GET /metrics needs this key or an admin key",
+        ),
+        (
+            "REWARDS_CONSOLE_SECRET",
+            "derived from the API keys",
+            "secret of the console's session cookie (the same on every worker and machine)",
+        ),
+        (
+            "REWARDS_CONSOLE_SESSION_SECONDS",
+            str(default.console_session_seconds),
+            "a console login lasts this long",
+        ),
+        (
+            "REWARDS_CONSOLE_SECURE_COOKIE",
+            "0",
+            "1: the console's cookie is sent over HTTPS only (set it behind TLS)",
         ),
         (
             "REWARDS_REQUEST_TIMEOUT",

@@ -18,7 +18,8 @@ from litestar.types import Guard
 
 from rewards.runtime.ratelimit import CALLER, Caller, caller_id
 
-OPEN_PATHS = ["^/health$", "^/schema", "^/metrics$"]
+# The console has its own login and session (rewards.console); "/" sends people there.
+OPEN_PATHS = ["^/health$", "^/schema", "^/metrics$", "^/console(/|$)", "^/$"]
 SECURITY_SCHEME = "BearerAuth"
 INTEGRATOR_ROLES = ("admin", "integrator")  # a handler's roles unless its opt names others
 PROCESSOR_ROLES = ("admin", "processor")
