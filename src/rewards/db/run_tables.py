@@ -34,7 +34,7 @@ class EvaluationRun(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=36)
     status: str = Field(default="running", max_length=16)  # running | finished | failed
     running_lock: int | None = Field(default=None, unique=True)  # 1 while running
-    source: str = Field(default="api", max_length=16)  # api | cli | schedule | test
+    source: str = Field(default="api", max_length=16)  # api | cli | schedule | console | test
     as_of: datetime = Field(sa_type=UTCDateTime)
     ruleset_version: str = Field(max_length=64)
     partitions: int = Field(default=1)

@@ -75,6 +75,7 @@ from rewards.runs.common import (
     RunNotFound,
     RunOfferOut,
     get_run,
+    recent_runs,
     run_out,
 )
 from rewards.runs.control import (
@@ -107,6 +108,7 @@ __all__ = [
     "on_event_cancelled",
     "partition_filter",
     "partitions_for",
+    "recent_runs",
     "run_evaluation",
     "run_out",
     "start_background_run",

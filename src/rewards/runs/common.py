@@ -120,6 +120,14 @@ def get_run(session: Session, run_id: str) -> EvaluationRunOut:
     return run_out(run, list(offers))
 
 
+def recent_runs(session: Session, limit: int = 20) -> list[EvaluationRunOut]:
+    """The latest runs, newest first (without their per-offer totals)."""
+    rows = session.scalars(
+        select(EvaluationRun).order_by(col(EvaluationRun.started_at).desc()).limit(limit)
+    ).all()
+    return [run_out(run) for run in rows]
+
+
 # ---- hooks ----------------------------------------------------------------------------
 
 
