@@ -40,14 +40,17 @@ def _options(title: str, days: int = 0, **overrides: object) -> dict[str, object
             "disable_xml_declaration": True,
             "style": _STYLE,
             "width": 720,
-            "height": 300,
+            "height": 320,
             "legend_at_bottom": True,
             "legend_at_bottom_columns": 4,
             "x_labels_major_every": every,
             "show_minor_x_labels": days <= 10,
-            "truncate_legend": 30,
+            "truncate_legend": -1,
+            "truncate_label": -1,
+            "spacing": 12,
             "print_values": False,
             "margin": 8,
+            "margin_bottom": 28,
         },
         **overrides,
     }
@@ -67,7 +70,13 @@ def stacked_days(
     title: str, days: Sequence[date], series: Sequence[tuple[str, Sequence[Number]]]
 ) -> Markup:
     """Counts per day, one stacked colour per series."""
-    chart = pygal.StackedBar(**_options(title, len(days)))
+    top = max(
+        (sum(column) for column in zip(*(values for _, values in series), strict=True)), default=0
+    )
+    step = max(1, -(-int(top) // 5))  # whole events: at most 6 labels, never 0.1
+    chart = pygal.StackedBar(
+        **_options(title, len(days), y_labels=list(range(0, int(top) + step + 1, step)))
+    )
     chart.x_labels = _day_labels(days)
     for name, values in series:
         chart.add(name, [float(v) for v in values])

@@ -8,12 +8,12 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from rewards.analyst.trends import MAX_DAYS, Period
 
-FromParam = Annotated[str | None, Parameter(query="from", required=False)]
-ToParam = Annotated[str | None, Parameter(query="to", required=False)]
+FromParam = Annotated[str | None, QueryParameter(name="from", required=False)]
+ToParam = Annotated[str | None, QueryParameter(name="to", required=False)]
 
 
 class PeriodForm(msgspec.Struct, kw_only=True):
