@@ -5,15 +5,18 @@ it), and its per-offer totals once finished."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import get, post
+from litestar.params import PathParameter
 from litestar.response import Redirect, Template
 
 from rewards import runs
 from rewards.console.pages import ConsoleRequest, RuntimeDep, SessionDep, flash, page
 from rewards.db.database import Database
 from rewards.errors import DomainError
+
+RunId = Annotated[str, PathParameter(description="The run's id (UUID).")]
 
 
 def handlers() -> list[Any]:
@@ -39,12 +42,12 @@ def handlers() -> list[Any]:
         return Redirect(f"/console/runs/{run.id}", status_code=303)
 
     @get("/runs/{run_id:str}", name="console_run", sync_to_thread=True)
-    def run_page(request: ConsoleRequest, session: SessionDep, run_id: str) -> Template:
+    def run_page(request: ConsoleRequest, session: SessionDep, run_id: RunId) -> Template:
         run = runs.get_run(session, run_id)
         return page(request, "run.html", title=f"Run {run.id[:8]}", run=run)
 
     @get("/runs/{run_id:str}/progress", name="console_run_progress", sync_to_thread=True)
-    def run_progress(request: ConsoleRequest, session: SessionDep, run_id: str) -> Template:
+    def run_progress(request: ConsoleRequest, session: SessionDep, run_id: RunId) -> Template:
         return Template(
             template_name="_run_progress.html", context={"run": runs.get_run(session, run_id)}
         )
