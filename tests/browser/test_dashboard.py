@@ -140,8 +140,12 @@ def test_admin_starts_a_run_and_sees_it_finish_analysts_cannot(
     offers = admin.locator("#run-offers")
     assert "electron-top-up\t1\t10.00" in offers.inner_text()
     shot(admin, "run-finished")
+    fragment = admin.request.get(admin.url + "/progress")  # what data-poll-url refreshes
+    assert fragment.ok and "data-done" in fragment.text() and "<html" not in fragment.text()
     admin.get_by_role("link", name="All runs").click()
     assert admin.locator("table.runs tbody tr").count() == 1
     admin.goto("/console/")
     assert admin.locator('table.runs [data-status="finished"]').count() == 1
     shot(admin, "dashboard-with-run")
+    admin.set_viewport_size({"width": 820, "height": 1180})  # a tablet
+    shot(admin, "dashboard-tablet")

@@ -19,7 +19,8 @@ def handlers(settings: Settings) -> list[Any]:
 
     @get("/login", opt={"public": True}, name="console_login")
     async def login_form(
-        request: ConsoleRequest, next_path: Annotated[str | None, QueryParameter(name="next")] = None
+        request: ConsoleRequest,
+        next_path: Annotated[str | None, QueryParameter(name="next")] = None,
     ) -> Template | Redirect:
         if current_user(request.session, keys) is not None:
             return Redirect(safe_next(next_path), status_code=303)
