@@ -20,7 +20,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp
 
-from rewards.console import auth, dashboard
+from rewards.console import auth, dashboard, events, simulate
 from rewards.console.pages import ConsoleRequest, page
 from rewards.console.session import COOKIE, ConsoleUser, csrf_ok, current_user, session_secret
 from rewards.errors import DomainError
@@ -123,6 +123,8 @@ def console_router(settings: Settings) -> Router:
         route_handlers=[
             *auth.handlers(settings),
             *dashboard.handlers(),
+            *events.handlers(),
+            *simulate.handlers(),
         ],
         middleware=[_session_middleware(session)],
         before_request=_check_access,

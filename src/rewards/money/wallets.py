@@ -106,3 +106,25 @@ def wallet_transactions(
     ]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return LedgerPage(items=items, next_cursor=next_cursor)
+
+
+def event_entries(session: Session, event_id: str) -> list[LedgerEntry]:
+    """The ledger entries an event caused (awards, spends and their reversals), oldest
+    first."""
+    query = (
+        select(WalletTransaction)
+        .where(col(WalletTransaction.event_id) == event_id)
+        .order_by(col(WalletTransaction.id))
+    )
+    return [
+        LedgerEntry(
+            id=row.id or 0,
+            kind=row.kind,  # type: ignore[arg-type]  # str column of these kinds only
+            amount=from_cents(row.amount_cents),
+            balance_after=from_cents(row.balance_after_cents),
+            event_id=row.event_id,
+            offer_id=row.offer_id,
+            created_at=row.created_at,
+        )
+        for row in session.scalars(query)
+    ]
