@@ -128,6 +128,18 @@ def test_refusals_are_shown_beside_their_fields_and_nothing_is_recorded(
     page.get_by_role("button", name="Add a line").click()
     assert page.locator('[name="products.3.sku"]').count() == 1
     assert page.locator('[name="currency"]').input_value() == "XYZ"
+    # The type chooser works without JavaScript; a tablet sees the same form.
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.get_by_label("Event type").select_option("financial_statement")
+    page.get_by_role("button", name="Change type").click()
+    assert page.locator('[name="kpis.0.kpi"]').count() == 1
+    shot(page, "new-statement-tablet")
+    page.goto(f"/console/contacts/{contact['id']}/events/new?type=referral")
+    page.get_by_label("Identified by").select_option("contact_code")
+    page.get_by_label("Identifier").fill("nobody-here")
+    page.get_by_role("button", name="Record the event").click()
+    assert "no contact" in _error_at(page, "referred.value")
+    shot(page, "referral-refused-tablet")
 
 
 def test_analysts_cannot_record_events(

@@ -38,5 +38,6 @@ def test_analyst_simulates_a_purchase_and_reads_awards_why_not_and_warnings(
     page.locator('[name="products.0.quantity"]').fill("0")
     page.get_by_role("button", name="Simulate").click()
     assert "0" in page.locator('[id="e-products.0.quantity"]').inner_text()
-    shot(page, "simulation-refused")
+    page.set_viewport_size({"width": 768, "height": 1024})
+    shot(page, "simulation-refused-tablet")
     assert admin_api.get("/v1/events").json()["items"] == []  # nothing written

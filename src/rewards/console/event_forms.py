@@ -84,13 +84,33 @@ class EventForm(msgspec.Struct, frozen=True, kw_only=True):
             ]
         return names
 
-    def kinds(self) -> dict[str, Kind]:
-        kinds = {f.name: f.kind for f in (*self.fields, *self.after)}
+    def for_simulation(self) -> EventForm:
+        """Without what a simulation ignores (idempotency, processing, spending); the
+        receipt number is optional there."""
+
+        def keep(fields: tuple[Field, ...]) -> tuple[Field, ...]:
+            return tuple(
+                msgspec.structs.replace(f, required=False) if f.name == "reference_number" else f
+                for f in fields
+                if f.name not in _NOT_SIMULATED
+            )
+
+        return msgspec.structs.replace(self, fields=keep(self.fields), after=keep(self.after))
+
+    def labels(self, rows: int) -> dict[str, str]:
+        """Form field name -> the label a person reads (for the refusal summary)."""
+        labels = {f.name: f.label for f in (*self.fields, *self.after)}
+        labels |= {f"{f.name}.value": f.label for f in self.fields if f.kind == "identifier"}
         if self.lines is not None:
-            kinds.update({f"{self.lines.name}.*.{f.name}": f.kind for f in self.lines.fields})
-        return kinds
+            labels |= {
+                f"{self.lines.name}.{i}.{f.name}": f"{f.label} (line {i + 1})"
+                for i in range(rows)
+                for f in self.lines.fields
+            }
+        return labels
 
 
+_NOT_SIMULATED = {"external_system", "external_reference", "process_immediately", "spend.amount"}
 _PERFORMED_ON = Field(
     name="performed_on",
     label="Performed on",
@@ -359,6 +379,7 @@ class Problems(msgspec.Struct, frozen=True, kw_only=True):
     fields: dict[str, str] = {}
     summary: list[str] = []
     title: str = ""
+    labels: dict[str, str] = {}  # field name -> label, for the summary's links
 
 
 def _field_of(form: EventForm, built: Built, parts: list[str], known: set[str]) -> str | None:
@@ -367,10 +388,10 @@ def _field_of(form: EventForm, built: Built, parts: list[str], known: set[str]) 
             parts = [parts[0], str(built.line_rows[int(parts[1])]), *parts[2:]]
     for end in range(len(parts), 0, -1):
         name = ".".join(parts[:end])
-        if name in known:
-            return name
         if f"{name}.value" in known:  # an identifier: kind + value
             return f"{name}.value"
+        if name in known:
+            return name
     return None
 
 
@@ -381,12 +402,13 @@ def problems(
     rows: int,
     *,
     under: str = "",
-    others: Iterable[str] = (),
+    others: Mapping[str, str] | None = None,
 ) -> Problems:
     """Each of the refusal's ``errors[].path`` put on the field it points at (``under``:
     the prefix of the form's body in the request, ``/event`` for simulations;
-    ``others``: form fields outside the event). A path that names no field, and a
+    ``others``: form fields outside the event, name -> label). A path that names no field, and a
     refusal without paths, go in the summary with the field's pointer."""
+    others = others or {}
     known = {*form.names(rows), *others}
     known |= {f"{f.name}.value" for f in (*form.fields, *form.after) if f.kind == "identifier"}
     fields: dict[str, str] = {}
@@ -409,7 +431,12 @@ def problems(
             fields[name] = f"{fields[name]}; {item.message}"
         else:
             fields[name] = item.message
-    return Problems(fields=fields, summary=summary, title=f"{error.title}: {error.detail}")
+    return Problems(
+        fields=fields,
+        summary=summary,
+        title=f"{error.title}: {error.detail}",
+        labels={**form.labels(rows), **others},
+    )
 
 
 # ---- what the page shows -------------------------------------------------------------
@@ -440,10 +467,9 @@ def choices(rulesets: Rulesets, event_type: str) -> Choices:
 def blank_input(form: EventForm, rulesets: Rulesets, now: datetime) -> FormInput:
     """A fresh form: performed now (business time zone), the first unit of the scheme
     for a purchase, the console as external system."""
-    values = {
-        "performed_on": now.astimezone(rulesets.time_zone).isoformat(timespec="seconds"),
-        "external_system": "console",
-    }
+    values = {"performed_on": now.astimezone(rulesets.time_zone).isoformat(timespec="seconds")}
+    if "external_system" in form.names(0):
+        values["external_system"] = "console"
     return FormInput(values=values, rows=form.lines.rows if form.lines else 0)
 
 

@@ -23,7 +23,11 @@ from rewards.errors import DomainError, ValidationFailed
 from rewards.intake import contacts
 from rewards.runtime.context import Runtime
 
-CONTEXT_FIELDS = ("contact_id", "segments", "prior_awards")
+CONTEXT_FIELDS = {
+    "contact_id": "Contact id",
+    "segments": "Segments",
+    "prior_awards": "Prior awards",
+}
 _PAIR = re.compile(r"^\s*([^=:\s]+)\s*[=:]\s*(\d+)\s*$")
 
 
@@ -105,7 +109,7 @@ def handlers() -> list[Any]:
         runtime: RuntimeDep,
         event_type: Annotated[str | None, QueryParameter(name="type")] = None,
     ) -> Template:
-        form = event_forms.form_for(event_type, SIMULATED_TYPES)
+        form = event_forms.form_for(event_type, SIMULATED_TYPES).for_simulation()
         given = event_forms.blank_input(form, runtime.rulesets, runtime.now())
         return _page(request, runtime, form, given, Context())
 
@@ -118,7 +122,8 @@ def handlers() -> list[Any]:
     def simulate(
         request: ConsoleRequest, posted: FormDep, session: SessionDep, runtime: RuntimeDep
     ) -> Template:
-        form = event_forms.form_for((posted.get("type") or [""])[-1], SIMULATED_TYPES)
+        chosen = (posted.get("type") or [""])[-1]
+        form = event_forms.form_for(chosen, SIMULATED_TYPES).for_simulation()
         add_line = (posted.get("action") or [""])[-1] == "add-line"
         given = event_forms.read_input(form, posted, add_line=add_line)
         context = Context(
