@@ -103,7 +103,7 @@ def _page(
 
 
 def handlers() -> list[Any]:
-    @get("/simulate", name="console_simulate", sync_to_thread=False)
+    @get("/simulate", name="console_simulate")
     async def simulate_form(
         request: ConsoleRequest,
         runtime: RuntimeDep,
