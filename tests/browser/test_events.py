@@ -186,7 +186,16 @@ def test_events_list_filters_by_type_and_contact(
     page.get_by_label("Performed from").fill("yesterday")
     page.get_by_role("button", name="Filter").click()
     assert "RFC 3339" in _error_at(page, "performed_from")
+    # Pages of 25, newest first, the filters kept from page to page.
+    visits = [
+        {"type": "web", "event": {**web, "performed_on": moment(minutes=i)}} for i in range(1, 26)
+    ]
+    assert admin_api.post("/v1/events/bulk", json=visits).status_code == 200
     page.goto(f"/console/events?type=web&contact_id={first['id']}")
+    assert page.locator("table.events tbody tr").count() == 25
+    page.get_by_role("link", name="Next page").click()
+    assert "type=web" in page.url and page.locator("table.events tbody tr").count() == 1
+    page.get_by_role("link", name="First page").click()
     page.locator("table.events tbody tr a").first.click()
     assert page.url.endswith(f"/console/events/{web_id}")
     shot(page, "web-event")

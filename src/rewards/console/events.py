@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import get, post
-from litestar.params import QueryParameter
+from litestar.params import PathParameter, QueryParameter
 from litestar.response import Redirect, Template
 
 from rewards.analyst import simulation
@@ -34,6 +34,8 @@ PAGE_SIZE = 25
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 Query = Annotated[str | None, QueryParameter(name="type")]
+EventId = Annotated[str, PathParameter()]
+ContactId = Annotated[str, PathParameter()]
 
 
 class ListFilters(msgspec.Struct, kw_only=True):
@@ -162,7 +164,7 @@ def handlers() -> list[Any]:
 
     @get("/events/{event_id:str}", name="console_event", sync_to_thread=True)
     def event_page(
-        request: ConsoleRequest, event_id: str, session: SessionDep, runtime: RuntimeDep
+        request: ConsoleRequest, event_id: EventId, session: SessionDep, runtime: RuntimeDep
     ) -> Template:
         event = events.get_event(session, runtime, event_id)
         return page(
@@ -183,7 +185,7 @@ def handlers() -> list[Any]:
     )
     def new_event(
         request: ConsoleRequest,
-        contact_id: str,
+        contact_id: ContactId,
         session: SessionDep,
         runtime: RuntimeDep,
         event_type: Query = None,
@@ -204,7 +206,7 @@ def handlers() -> list[Any]:
 
     @post("/contacts/{contact_id:str}/events/new", opt={"admin_only": True}, status_code=303)
     async def record_event(
-        request: ConsoleRequest, contact_id: str, runtime: RuntimeDep
+        request: ConsoleRequest, contact_id: ContactId, runtime: RuntimeDep
     ) -> Template | Redirect:
         posted = await read_form_lists(request)
         form = event_forms.form_for((posted.get("type") or [""])[-1], TYPE_LABELS)
