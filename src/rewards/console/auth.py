@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import get, post
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Redirect, Template
 
 from rewards.console.pages import ConsoleRequest, page, read_form, safe_next
@@ -19,7 +19,8 @@ def handlers(settings: Settings) -> list[Any]:
 
     @get("/login", opt={"public": True}, name="console_login")
     async def login_form(
-        request: ConsoleRequest, next_path: Annotated[str | None, Parameter(query="next")] = None
+        request: ConsoleRequest,
+        next_path: Annotated[str | None, QueryParameter(name="next")] = None,
     ) -> Template | Redirect:
         if current_user(request.session, keys) is not None:
             return Redirect(safe_next(next_path), status_code=303)
