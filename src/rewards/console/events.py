@@ -174,7 +174,7 @@ def handlers() -> list[Any]:
             event=event,
             label=TYPE_LABELS[event.type],
             explanation=simulation.explain_event(session, runtime, event_id),
-            entries=wallets.event_entries(session, event_id),
+            entries=wallets.entries_of_events(session, [event_id])[event_id],
         )
 
     @get(
