@@ -34,8 +34,9 @@ def parse_api_keys(raw: str) -> dict[str, str]:
 
 
 def generate_api_keys() -> dict[str, str]:
-    """One fresh admin and one integrator key (used when none are configured)."""
-    return {secrets.token_urlsafe(24): "admin", secrets.token_urlsafe(24): "integrator"}
+    """One fresh admin, integrator and analyst key (used when none are configured): enough
+    to try the API and to log in to the console."""
+    return {secrets.token_urlsafe(24): role for role in ("admin", "integrator", "analyst")}
 
 
 def format_api_keys(keys: Mapping[str, str]) -> str:

@@ -178,6 +178,7 @@ class ContactUpdate(Base, kw_only=True):
 class OtpRequest(Base, kw_only=True):
     spend_amount: Decimal | None = None
     ttl_seconds: int | None = None
+    qr: bool = False  # answer the code as a QR code (SVG) too, for a till's scanner
 
 
 # ---- responses ------------------------------------------------------------------------
@@ -208,10 +209,25 @@ class ContactOut(msgspec.Struct, kw_only=True):
     wallet: WalletOut
 
 
-class OtpOut(Answer, kw_only=True):
+class OtpOut(Out, kw_only=True):
     otp: str
     expires_at: datetime
     spend_amount: Money | None
+    qr_svg: str | None = None  # asked with ``qr: true``: the six digits as a QR code, SVG
+
+
+ContactMatchedBy = Literal["id", "code", "cim", "wallet_code", "gift_card", "name"]
+
+
+class ContactMatch(msgspec.Struct, kw_only=True):
+    """A contact found by the console's search, and by what."""
+
+    id: str
+    code: str | None
+    cim: str | None
+    name: str | None
+    wallet_code: str
+    matched_by: ContactMatchedBy
 
 
 class LedgerEntry(Answer, kw_only=True):

@@ -38,3 +38,13 @@ def test_only_swagger_ui_files_are_served(client: Client) -> None:
         answer = client.get(f"/schema/swagger-ui/{name}")
         assert answer.status_code == 404, name
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_the_console_is_not_in_the_openapi_document(client: Client) -> None:
+    """The console (/console) and the redirect of / serve people, not integrators: the
+    published document holds the API only."""
+    document = client.get("/schema/openapi.json").json()
+    paths = set(document["paths"])
+    assert all(p.startswith("/v1/") or p in ("/health", "/metrics") for p in paths), paths
+    assert "console" not in client.get("/schema/openapi.json").text
+    assert client.get("/console/", follow_redirects=False).status_code == 303  # it exists

@@ -102,6 +102,21 @@ def test_otp_is_six_digits_single_use_and_expires(client: Client, new_contact: A
     assert second.json()["errors"][0]["path"] == "/contact/otp"
 
 
+def test_otp_as_a_qr_code_for_a_till(client: Client, new_contact: Any) -> None:
+    """``qr: true`` answers the same code as a QR code (SVG), for a till's scanner."""
+    contact = new_contact()
+    plain = client.post(f"/v1/contacts/{contact['id']}/otp", json={})
+    assert plain.status_code == 201 and "qr_svg" not in plain.json()
+    issued = client.post(f"/v1/contacts/{contact['id']}/otp", json={"qr": True}).json()
+    svg = issued["qr_svg"]
+    assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+    assert f"<title>One-time password {issued['otp']}</title>" in svg
+    assert "<path" in svg and svg.rstrip().endswith("</svg>")
+    refused = client.post(f"/v1/contacts/{contact['id']}/otp", json={"qr": "yes"})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["path"] == "/qr"
+
+
 def test_expired_otp_is_refused(client: Client, app: Litestar, new_contact: Any) -> None:
     from datetime import timedelta
 

@@ -97,6 +97,7 @@ def open_console(browser: Any, console_server: RewardsServer) -> Iterator[Callab
         context = browser.new_context(
             base_url=console_server.url, viewport={"width": 1280, "height": 900}
         )
+        context.set_default_timeout(10_000)  # a missing element fails in seconds, not 30
         contexts.append(context)
         page = context.new_page()
         login(page, ROLE_KEYS[role])

@@ -3,6 +3,7 @@ pages and the static files. Every route is left out of the OpenAPI document."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,13 +21,14 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp
 
-from rewards.console import auth, dashboard, offers, rulesets, runs
+from rewards.console import auth, contacts, dashboard, events, offers, rulesets, runs, simulate
 from rewards.console.pages import ConsoleRequest, page
 from rewards.console.session import COOKIE, ConsoleUser, csrf_ok, current_user, session_secret
 from rewards.errors import DomainError
 from rewards.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("rewards.console")
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
@@ -55,6 +57,16 @@ def _on_http_error(request: ConsoleRequest, error: HTTPException) -> Response[An
     titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed"}
     return _error_page(
         request, error.status_code, titles.get(error.status_code, "Error"), error.detail
+    )
+
+
+def _on_unexpected(request: ConsoleRequest, error: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error_page(
+        request,
+        500,
+        "Something went wrong",
+        "An internal error; nothing was written. It is logged.",
     )
 
 
@@ -126,11 +138,18 @@ def console_router(settings: Settings) -> Router:
             *offers.handlers(),
             *rulesets.handlers(),
             *runs.handlers(),
+            *events.handlers(),
+            *simulate.handlers(),
+            *contacts.handlers(),
         ],
         middleware=[_session_middleware(session)],
         before_request=_check_access,
         dependencies={"user": Provide(provide_user, sync_to_thread=False)},
-        exception_handlers={DomainError: _on_domain_error, HTTPException: _on_http_error},
+        exception_handlers={
+            DomainError: _on_domain_error,
+            HTTPException: _on_http_error,
+            Exception: _on_unexpected,
+        },
         include_in_schema=False,
     )
 

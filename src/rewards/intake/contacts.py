@@ -6,8 +6,9 @@ import base64
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -19,10 +20,13 @@ from rewards.errors import (
     FieldError,
     ValidationFailed,
 )
+from rewards.intake.qr import qr_svg
 from rewards.money.wallets import wallet_out
 from rewards.runtime.context import Runtime
 from rewards.wire import (
     ContactCreate,
+    ContactMatch,
+    ContactMatchedBy,
     ContactOut,
     ContactUpdate,
     OtpOut,
@@ -231,5 +235,56 @@ def issue_otp(session: Session, runtime: Runtime, contact_id: str, body: OtpRequ
     session.add(otp)
     session.flush()
     return OtpOut(
-        otp=code, expires_at=otp.expires_at, spend_amount=body.spend_amount if spend_cents else None
+        otp=code,
+        expires_at=otp.expires_at,
+        spend_amount=body.spend_amount if spend_cents else None,
+        qr_svg=qr_svg(code, title=f"One-time password {code}") if body.qr else None,
     )
+
+
+def search_contacts(session: Session, text: str, limit: int = 50) -> list[ContactMatch]:
+    """Contacts whose id, code, CIM, wallet code or gift card is ``text`` exactly, then
+    those whose name contains it (any case), at most ``limit``; each once, with what
+    matched."""
+    text = text.strip()
+    if not text:
+        return []
+    exact: list[tuple[ContactMatchedBy, Any]] = [
+        ("id", col(Contact.id) == text),
+        ("code", col(Contact.code) == text),
+        ("cim", col(Contact.cim) == text),
+        ("wallet_code", col(Wallet.code) == text.upper()),
+        (
+            "gift_card",
+            col(Contact.id).in_(
+                select(col(GiftCard.contact_id)).where(col(GiftCard.number) == text)
+            ),
+        ),
+    ]
+    pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    by_name: tuple[ContactMatchedBy, Any] = (
+        "name",
+        func.lower(col(Contact.name)).like(pattern, escape="\\"),
+    )
+    found: dict[str, ContactMatch] = {}
+    for matched_by, condition in [*exact, by_name]:
+        rows = session.execute(
+            select(Contact, col(Wallet.code))
+            .join(Wallet, col(Wallet.contact_id) == col(Contact.id))
+            .where(condition)
+            .order_by(col(Contact.name), col(Contact.id))
+            .limit(limit)
+        ).all()
+        for contact, wallet_code in rows:
+            found.setdefault(
+                contact.id,
+                ContactMatch(
+                    id=contact.id,
+                    code=contact.code,
+                    cim=contact.cim,
+                    name=contact.name,
+                    wallet_code=wallet_code,
+                    matched_by=matched_by,
+                ),
+            )
+    return list(found.values())[:limit]

@@ -3,6 +3,7 @@ available; its ledger, page by page."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
 
@@ -83,6 +84,32 @@ def get_wallet(session: Session, runtime: Runtime, code: str) -> WalletWithConta
     )
 
 
+def _entry(row: WalletTransaction) -> LedgerEntry:
+    return LedgerEntry(
+        id=row.id or 0,
+        kind=row.kind,  # type: ignore[arg-type]  # str column of these kinds only; no per-row cast
+        amount=from_cents(row.amount_cents),
+        balance_after=from_cents(row.balance_after_cents),
+        event_id=row.event_id,
+        offer_id=row.offer_id,
+        created_at=row.created_at,
+    )
+
+
+def entries_of_events(session: Session, event_ids: Sequence[str]) -> dict[str, list[LedgerEntry]]:
+    """The ledger entries each event caused (awards, spends and their reversals), oldest
+    first: an activity feed's money movements, one query per page."""
+    rows = session.scalars(
+        select(WalletTransaction)
+        .where(col(WalletTransaction.event_id).in_(list(event_ids)))
+        .order_by(col(WalletTransaction.id))
+    ).all()
+    found: dict[str, list[LedgerEntry]] = {event_id: [] for event_id in event_ids}
+    for row in rows:
+        found[row.event_id].append(_entry(row))
+    return found
+
+
 def wallet_transactions(
     session: Session, runtime: Runtime, code: str, limit: int, cursor: str | None
 ) -> LedgerPage:
@@ -92,17 +119,6 @@ def wallet_transactions(
     if before is not None:
         query = query.where(col(WalletTransaction.id) < before)
     rows = session.scalars(query.order_by(col(WalletTransaction.id).desc()).limit(limit + 1)).all()
-    items = [
-        LedgerEntry(
-            id=row.id or 0,
-            kind=row.kind,  # type: ignore[arg-type]  # str column of these kinds only; no per-row cast
-            amount=from_cents(row.amount_cents),
-            balance_after=from_cents(row.balance_after_cents),
-            event_id=row.event_id,
-            offer_id=row.offer_id,
-            created_at=row.created_at,
-        )
-        for row in rows[:limit]
-    ]
+    items = [_entry(row) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return LedgerPage(items=items, next_cursor=next_cursor)
