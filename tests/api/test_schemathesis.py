@@ -99,9 +99,18 @@ def schema_valid_requests_are_accepted(ctx: Any, response: Any, case: Any) -> bo
     )
 
 
+def filter_query(ctx: Any, query: dict[str, Any] | None) -> bool:
+    """Leave out queries a URL cannot carry: a parameter whose value is an empty list is
+    sent as nothing at all, so the server never sees the (negative) parameter it would
+    refuse, and schemathesis reports an accepted schema-violating request."""
+    return not query or not any(value == [] for value in query.values())
+
+
 @pytest.fixture
 def api_schema(app: Litestar) -> Any:
-    return schemathesis.openapi.from_asgi("/schema/openapi.json", app)
+    loaded = schemathesis.openapi.from_asgi("/schema/openapi.json", app)
+    loaded.hook(filter_query)
+    return loaded
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
