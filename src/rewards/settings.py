@@ -93,6 +93,19 @@ class Settings:
     console_secret: str | None = None
     console_session_seconds: int = 8 * 3600
     console_secure_cookie: bool = False
+    # Notifications out (rewards.notify): the broker the dispatcher also publishes to
+    # (nats://... for JetStream, amqp://... for RabbitMQ), subscriptions from a file,
+    # whether `rewards serve` runs the dispatcher (else `rewards dispatch` does), and
+    # the webhook retry schedule: full-jitter exponential backoff from the base, capped,
+    # until the attempts or the time run out (then the delivery is dead-lettered).
+    broker_url: str | None = None
+    webhooks_file: Path | None = None
+    dispatch_in_serve: bool = True
+    webhook_timeout_seconds: float = 15.0
+    webhook_retry_base_seconds: float = 10.0
+    webhook_retry_cap_seconds: float = 6 * 3600.0
+    webhook_max_attempts: int = 20
+    webhook_give_up_seconds: float = 24 * 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -129,6 +142,26 @@ class Settings:
                 env, "REWARDS_CONSOLE_SESSION_SECONDS", defaults.console_session_seconds
             ),
             console_secure_cookie=(env.get("REWARDS_CONSOLE_SECURE_COOKIE", "0") == "1"),
+            broker_url=env.get("REWARDS_BROKER_URL") or None,
+            webhooks_file=Path(env["REWARDS_WEBHOOKS_FILE"])
+            if env.get("REWARDS_WEBHOOKS_FILE")
+            else None,
+            dispatch_in_serve=(env.get("REWARDS_DISPATCH", "1") != "0"),
+            webhook_timeout_seconds=_number(
+                env, "REWARDS_WEBHOOK_TIMEOUT", defaults.webhook_timeout_seconds
+            ),
+            webhook_retry_base_seconds=_number(
+                env, "REWARDS_WEBHOOK_RETRY_BASE", defaults.webhook_retry_base_seconds
+            ),
+            webhook_retry_cap_seconds=_number(
+                env, "REWARDS_WEBHOOK_RETRY_CAP", defaults.webhook_retry_cap_seconds
+            ),
+            webhook_max_attempts=_integer(
+                env, "REWARDS_WEBHOOK_MAX_ATTEMPTS", defaults.webhook_max_attempts
+            ),
+            webhook_give_up_seconds=_number(
+                env, "REWARDS_WEBHOOK_GIVE_UP", defaults.webhook_give_up_seconds
+            ),
         )
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -210,6 +243,23 @@ def environment() -> list[tuple[str, str, str]]:
             "REWARDS_CONSOLE_SECURE_COOKIE",
             "0",
             "1: the console's cookie is sent over HTTPS only (set it behind TLS)",
+        ),
+        (
+            "REWARDS_BROKER_URL",
+            "unset",
+            "also publish notifications to nats://host:4222 (JetStream) or amqp://... (RabbitMQ)",
+        ),
+        ("REWARDS_WEBHOOKS_FILE", "unset", "a YAML file of webhook subscriptions"),
+        ("REWARDS_DISPATCH", "1", "0: serve does not dispatch notifications (run rewards dispatch)"),
+        (
+            "REWARDS_WEBHOOK_RETRY_BASE",
+            f"{default.webhook_retry_base_seconds:g}",
+            "seconds: full-jitter backoff base (doubling, capped by REWARDS_WEBHOOK_RETRY_CAP)",
+        ),
+        (
+            "REWARDS_WEBHOOK_MAX_ATTEMPTS",
+            str(default.webhook_max_attempts),
+            "attempts before a delivery is dead-lettered (or REWARDS_WEBHOOK_GIVE_UP seconds)",
         ),
         (
             "REWARDS_REQUEST_TIMEOUT",

@@ -706,3 +706,108 @@ class TransactionClaimOut(msgspec.Struct, kw_only=True):
     merchant_id: str
     card_linked: bool  # the card's token was added to the contact's payment cards
     event: EventOut
+
+
+# ---- notifications out (the outbox's messages; schemas/notifications/) -----------------
+
+NotificationType = Literal[
+    "award.created",
+    "award.reversed",
+    "spend.created",
+    "spend.reversed",
+    "wallet.balance_changed",
+    "event.cancelled",
+    "evaluation_run.finished",
+    "rulesets.reloaded",
+    "rulesets.reload_refused",
+    "processor_transaction.recorded",
+    "transaction_claim.accepted",
+]
+NOTIFICATION_TYPES: tuple[str, ...] = NotificationType.__args__  # type: ignore[attr-defined]
+
+
+class LedgerMoved(Out, kw_only=True):
+    """``data`` of award.created, award.reversed, spend.created and spend.reversed: one
+    ledger entry (``amount`` signed as on the ledger: a spend or a reversal of an award
+    is negative)."""
+
+    contact_id: str
+    event_id: str
+    entry_id: int
+    amount: Money
+    balance_after: Money
+    offer_id: str | None = None
+    award_id: str | None = None
+    spend_id: str | None = None
+    reverses_entry_id: int | None = None
+
+
+class BalanceChanged(Out, kw_only=True):
+    """``data`` of wallet.balance_changed: a transaction moved the wallet's balance by
+    ``change`` (the sum of its entries) to ``balance``."""
+
+    contact_id: str
+    wallet_id: int
+    balance: Money
+    change: Money
+    event_ids: list[str]
+
+
+class EventCancelled(Out, kw_only=True):
+    contact_id: str
+    event_id: str
+    event_type: str
+    number: int
+    reversals: int
+
+
+class RunFinished(Out, kw_only=True):
+    run_id: str
+    status: str
+    as_of: datetime
+    events_evaluated: int
+    awards: int
+    awarded: Money
+
+
+class RulesetsReloaded(Out, kw_only=True):
+    version: str
+    source: str
+    loaded_by: str
+    offers: int
+
+
+class RulesetsReloadRefused(Out, kw_only=True):
+    serving_version: str
+    trigger: str
+    errors: list[dict[str, str]]
+
+
+class ProcessorTransactionRecorded(Out, kw_only=True):
+    processor: str
+    transaction_id: str
+    merchant_id: str
+    status: str
+    contact_id: str | None = None
+    event_id: str | None = None
+    amount: Money
+
+
+class TransactionClaimAccepted(Out, kw_only=True):
+    processor: str
+    transaction_id: str
+    merchant_id: str
+    contact_id: str
+    event_id: str
+
+
+class Notification(Out, kw_only=True):
+    """The envelope every webhook body and broker message carries (Standard Webhooks'
+    shape): ``id`` is the outbox row's id, the idempotency key receivers dedupe on (also
+    the ``webhook-id`` header and the broker's message id)."""
+
+    id: str
+    type: NotificationType
+    timestamp: datetime
+    contact_id: str | None = None
+    data: dict[str, Any]

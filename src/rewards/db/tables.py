@@ -377,4 +377,5 @@ metadata = SQLModel.metadata
 # Evaluation-run tables live in their own module; importing it registers them here.
 # So do the ruleset history's.
 import rewards.db.history_tables  # noqa: E402
+import rewards.db.notify_tables  # noqa: E402
 import rewards.db.run_tables  # noqa: E402, F401

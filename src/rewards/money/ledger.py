@@ -25,10 +25,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
+from rewards.db import outbox
 from rewards.db.bulk import BulkInsert
 from rewards.db.driver import DriverStatement, driver_cursor
 from rewards.db.tables import Estimate, Wallet, WalletTransaction
 from rewards.db.types import table_of, utcnow
+from rewards.money.notices import ledger_notices
 
 REVERSAL_OF = {"award": "award_reversal", "spend": "spend_reversal"}
 
@@ -96,7 +98,7 @@ class Entry(NamedTuple):
 
 @dataclass(frozen=True)
 class _Statements:
-    move: DriverStatement  # balance += amount, RETURNING the new balance
+    move: DriverStatement  # balance += amount, RETURNING the new balance and the contact
     move_if_covered: DriverStatement  # the same, only while balance + amount - held >= 0
     move_if_covered_excluding: DriverStatement  # ... held leaving one estimate out
     append: DriverStatement  # INSERT of the entry, RETURNING its id
@@ -112,7 +114,7 @@ def _statements(dialect: Dialect) -> _Statements:
         update(wallets)
         .where(wallets.c.id == bindparam("wallet"))
         .values(balance_cents=wallets.c.balance_cents + bindparam("amount"))
-        .returning(wallets.c.balance_cents)
+        .returning(wallets.c.balance_cents, wallets.c.contact_id)
     )
 
     def held(*more: Any) -> Any:
@@ -185,7 +187,7 @@ def post_entry(
     moved = statement.run(cursor, parameters).fetchone()
     if moved is None:
         raise InsufficientBalance
-    balance_after = moved[0]
+    balance_after, contact_id = moved[0], moved[1]
     if isinstance(session, Session):
         # A Wallet this session already loaded must not keep the old balance (the ORM's
         # own UPDATE would have synchronised it; this UPDATE bypasses the ORM).
@@ -205,7 +207,11 @@ def post_entry(
     }
     stamp = {"created_at": created_at or utcnow()}
     entry_id = statements.append.run(cursor, row | stamp).fetchone()[0]
-    return Entry(id=entry_id, **row)
+    entry = Entry(id=entry_id, **row)
+    # Told in the same transaction, after the wallet's row lock: the contact's
+    # notifications are in commit order (db.notify_tables).
+    outbox.emit(connection, ledger_notices([entry], {wallet_id: contact_id}), stamp["created_at"])
+    return entry
 
 
 def partly_reversed_cents(session: Session, award_id: str) -> int:
@@ -384,4 +390,6 @@ class BulkCredits:
                 if after != before
             ]
             self.move.many(cursor, moves)
+            contact_of_wallet = {wallet[0]: contact for contact, wallet in wallets.items()}
+            outbox.emit(target, ledger_notices(made, contact_of_wallet), now)
         return Posted(made, {contact: wallet[2] for contact, wallet in wallets.items()})
