@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
-from rewards.commands import backtest, evaluate, rulesets, simulate
+from rewards.commands import backtest, dispatch, evaluate, rulesets, simulate
 from rewards.runtime import private_logs
 from rewards.settings import (
     Settings,
@@ -59,7 +59,18 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
     )
-    SpreadWorkers(config, args.host, args.port).run()
+    dispatcher = None
+    if settings.dispatch_in_serve:  # the supervisor, not a worker, carries the outbox
+        from rewards.notify.dispatcher import run_in_thread
+
+        dispatcher = run_in_thread(Database(settings.database_url), settings)
+    try:
+        SpreadWorkers(config, args.host, args.port).run()
+    finally:
+        if dispatcher is not None:
+            thread, stop = dispatcher
+            stop.set()
+            thread.join(timeout=10)
     return 0
 
 
@@ -119,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
     rulesets.register(commands)
     simulate.register(commands)
     backtest.register(commands)
+    dispatch.register(commands)
     return root
 
 

@@ -16,6 +16,7 @@ import msgspec
 
 from rewards.domain.decisions import Explanation
 from rewards.domain.money import Money, MoneyStruct
+from rewards.errors import FieldError
 
 
 class Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -771,16 +772,21 @@ class RunFinished(Out, kw_only=True):
 
 
 class RulesetsReloaded(Out, kw_only=True):
+    """A ruleset version loaded for the first time (by any process: once per version)."""
+
     version: str
     source: str
     loaded_by: str
-    offers: int
+    files: int
 
 
 class RulesetsReloadRefused(Out, kw_only=True):
+    """A reload refused (every problem as ``file:line:column``); the serving version
+    stays. A folder change refused by the watcher is told by every process that saw it."""
+
     serving_version: str
     trigger: str
-    errors: list[dict[str, str]]
+    errors: list[FieldError]
 
 
 class ProcessorTransactionRecorded(Out, kw_only=True):

@@ -16,6 +16,7 @@ from rewards.api.deps import RuntimeDep, SessionDep
 from rewards.api.docs import BODY, problems, request_schema
 from rewards.db.database import Database
 from rewards.engine import Rulesets
+from rewards.errors import DomainError
 from rewards.runtime import history, reload
 from rewards.runtime.ratelimit import caller_id
 
@@ -72,7 +73,10 @@ def reload_rulesets(runtime: RuntimeDep, request: Request[str, str, Any]) -> rel
     def record(rulesets: Rulesets) -> None:
         history.record_load(database, runtime, rulesets, source="reload", loaded_by=loaded_by)
 
-    return reload.reload_rulesets(runtime, trigger="api", record=record)
+    def refused(error: DomainError) -> None:
+        history.record_refusal(database, runtime, error, trigger="api")
+
+    return reload.reload_rulesets(runtime, trigger="api", record=record, refused=refused)
 
 
 def analyst_handlers() -> list[Any]:

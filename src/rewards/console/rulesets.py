@@ -51,8 +51,13 @@ def handlers() -> list[Any]:
         def record(rulesets: Rulesets) -> None:
             history.record_load(database, runtime, rulesets, source="reload", loaded_by=loaded_by)
 
+        def refused(error: DomainError) -> None:
+            history.record_refusal(database, runtime, error, trigger="console")
+
         try:
-            done = reload.reload_rulesets(runtime, trigger="console", record=record)
+            done = reload.reload_rulesets(
+                runtime, trigger="console", record=record, refused=refused
+            )
         except DomainError as error:
             flash(request, f"{error.title}. The problems are listed below.", "bad")
         else:

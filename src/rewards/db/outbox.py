@@ -10,6 +10,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
+import msgspec
 from sqlalchemy import Connection
 from sqlmodel import Session
 
@@ -25,6 +26,15 @@ class Notice(NamedTuple):
     type: str
     contact_id: str | None
     payload: str
+
+
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+
+def notice(type_: str, contact_id: str | None, data: msgspec.Struct) -> Notice:
+    """A notice whose payload is ``data`` as JSON (amounts as JSON numbers, as the API
+    answers them)."""
+    return Notice(type_, contact_id, _encode(data).decode())
 
 
 @cache

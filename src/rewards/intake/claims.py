@@ -11,6 +11,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
+from rewards.db import outbox
 from rewards.db.database import Database
 from rewards.db.tables import ProcessorRoute, ProcessorTransaction
 from rewards.domain.money import to_cents
@@ -27,7 +28,7 @@ from rewards.intake.contacts import link_payment_card
 from rewards.intake.identify import identify
 from rewards.runtime.context import Runtime
 from rewards.runtime.rate_counters import Counter, Limit, RateCounters
-from rewards.wire import TransactionClaimIn, TransactionClaimOut
+from rewards.wire import TransactionClaimAccepted, TransactionClaimIn, TransactionClaimOut
 
 FAILED_CLAIMS = Limit("failed-claims-contact", 10, 86_400)  # per contact and UTC day
 CLAIMABLE = ("unclaimed", "unidentified")
@@ -122,6 +123,14 @@ def claim(
         update(ProcessorRoute).where(col(ProcessorRoute.id) == route.id).values(event_id=event_id)
     )
     linked = link_payment_card(session, contact_id, row.card_token)
+    told = TransactionClaimAccepted(
+        processor=row.processor,
+        transaction_id=row.transaction_id,
+        merchant_id=merchant.id,
+        contact_id=contact_id,
+        event_id=event_id,
+    )
+    outbox.emit(session, [outbox.notice("transaction_claim.accepted", contact_id, told)])
     event = events.get_event(session, runtime, event_id)
     return TransactionClaimOut(
         transaction_id=row.id, merchant_id=merchant.id, card_linked=linked, event=event

@@ -15,6 +15,7 @@ from sqlalchemy import Select, bindparam, delete, select, update
 from sqlmodel import Session, col
 
 from rewards import runs
+from rewards.db import outbox
 from rewards.db.ids import time_ordered_id
 from rewards.db.pages import decode_cursor, encode_cursor
 from rewards.db.tables import (
@@ -51,6 +52,7 @@ from rewards.wire import (
     BulkOut,
     BulkResult,
     CancelledEventOut,
+    EventCancelled,
     EventIn,
     EventOut,
     EventPage,
@@ -360,4 +362,13 @@ def _cancel(session: Session, event: Event, now: datetime) -> list[Entry]:
     session.refresh(event)
     if event.type == "financial_statement":
         session.execute(delete(StatementPeriod).where(col(StatementPeriod.event_id) == event.id))
-    return reverse_event_entries(session, event.id)
+    reversals = reverse_event_entries(session, event.id)
+    told = EventCancelled(
+        contact_id=event.contact_id,
+        event_id=event.id,
+        event_type=event.type,
+        number=event.number or 0,
+        reversals=len(reversals),
+    )
+    outbox.emit(session, [outbox.notice("event.cancelled", event.contact_id, told)], now)
+    return reversals

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from rewards.db import outbox
 from rewards.db.database import Database
 from rewards.db.ids import time_ordered_id
 from rewards.db.pages import decode_cursor, encode_cursor
@@ -39,6 +40,7 @@ from rewards.wire import (
     ProcessorTransactionIn,
     ProcessorTransactionOut,
     ProcessorTransactionPage,
+    ProcessorTransactionRecorded,
     ProductLineIn,
     PurchaseIn,
     RouteOut,
@@ -106,7 +108,28 @@ def record_transaction(session: Session, runtime: Runtime, body: ProcessorTransa
     for merchant in merchants:
         session.add(_route(session, runtime, row, merchant, owner))
     session.flush()
-    return Posted(transaction=transaction_out(session, row), created=True)
+    answer = transaction_out(session, row)
+    outbox.emit(
+        session,
+        [
+            outbox.notice(
+                "processor_transaction.recorded",
+                answer.contact_id,
+                ProcessorTransactionRecorded(
+                    processor=answer.processor,
+                    transaction_id=answer.transaction_id,
+                    merchant_id=route.merchant_id,
+                    status=route.status,
+                    contact_id=answer.contact_id,
+                    event_id=route.event_id,
+                    amount=answer.amount,
+                ),
+            )
+            for route in answer.routes
+        ],
+        now,
+    )
+    return Posted(transaction=answer, created=True)
 
 
 def _insert(session: Session, row: ProcessorTransaction) -> bool:

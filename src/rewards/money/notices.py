@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-import msgspec
-
-from rewards.db.outbox import Notice
+from rewards.db.outbox import Notice, notice
 from rewards.domain.money import from_cents
 from rewards.wire import BalanceChanged, LedgerMoved
 
@@ -19,7 +17,6 @@ ENTRY_TYPES = {
     "award_reversal": "award.reversed",
     "spend_reversal": "spend.reversed",
 }
-_encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
 class LedgerEntry(Protocol):
@@ -47,10 +44,6 @@ class LedgerEntry(Protocol):
     def reverses_id(self) -> int | None: ...
 
 
-def encode(data: msgspec.Struct) -> str:
-    return _encode(data).decode()
-
-
 def ledger_notices(
     entries: Sequence[LedgerEntry], contact_of_wallet: Mapping[int, str]
 ) -> list[Notice]:
@@ -70,7 +63,7 @@ def ledger_notices(
             spend_id=entry.spend_id,
             reverses_entry_id=entry.reverses_id,
         )
-        notices.append(Notice(ENTRY_TYPES[entry.kind], contact_id, encode(data)))
+        notices.append(notice(ENTRY_TYPES[entry.kind], contact_id, data))
         moved.setdefault(entry.wallet_id, []).append(entry)
     for wallet_id, wallet_entries in moved.items():
         contact_id = contact_of_wallet[wallet_id]
@@ -81,5 +74,5 @@ def ledger_notices(
             change=from_cents(sum(e.amount_cents for e in wallet_entries)),
             event_ids=list(dict.fromkeys(e.event_id for e in wallet_entries)),
         )
-        notices.append(Notice("wallet.balance_changed", contact_id, encode(change)))
+        notices.append(notice("wallet.balance_changed", contact_id, change))
     return notices

@@ -8,15 +8,18 @@ import threading
 import uuid
 import weakref
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import CursorResult, and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from rewards.db import outbox
 from rewards.db.database import Database
 from rewards.db.run_tables import EvaluationRun, RunPartition
 from rewards.db.tables import Event
 from rewards.db.types import table_of
+from rewards.domain.money import from_cents
 from rewards.runs.common import (
     CHUNK_SIZE,
     CONTACTS_PER_CHUNK,
@@ -35,6 +38,7 @@ from rewards.runs.records import HEX_DIGITS, pending_events_filter
 from rewards.runs.writing import Worker
 from rewards.runtime.context import Runtime
 from rewards.runtime.private_logs import describe
+from rewards.wire import RunFinished
 
 log = logging.getLogger("rewards.runs")
 
@@ -132,7 +136,7 @@ def _fail(database: Database, run_id: str, error: str, now: datetime) -> None:
 def _finish_if_complete(database: Database, run_id: str, now: datetime) -> None:
     P = table_of(RunPartition).c
     with database.transaction() as session:
-        session.execute(
+        finished = session.execute(
             update(EvaluationRun)
             .where(
                 col(EvaluationRun.id) == run_id,
@@ -141,6 +145,17 @@ def _finish_if_complete(database: Database, run_id: str, now: datetime) -> None:
             )
             .values(status="finished", running_lock=None, finished_at=now, heartbeat_at=now)
         )
+        run = session.get(EvaluationRun, run_id) if cast("CursorResult[Any]", finished).rowcount == 1 else None
+        if run is not None:  # this call finished it: told once
+            told = RunFinished(
+                run_id=run.id,
+                status="finished",
+                as_of=run.as_of,
+                events_evaluated=run.events_evaluated,
+                awards=run.awards,
+                awarded=from_cents(run.total_awarded_cents),
+            )
+            outbox.emit(session, [outbox.notice("evaluation_run.finished", None, told)], now)
 
 
 def _claim(database: Database, run_id: str, worker: str, now: datetime) -> int | None:

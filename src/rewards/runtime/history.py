@@ -23,18 +23,22 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import CursorResult, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
+from rewards.db import outbox
 from rewards.db.database import Database
 from rewards.db.history_tables import RulesetLoad, RulesetVersion
 from rewards.db.types import table_of
 from rewards.engine import Evaluator, RulesetLoadError, Rulesets, load_rulesets
 from rewards.engine.loader import folder_version
+from rewards.errors import DomainError
 from rewards.runtime.context import Runtime
+from rewards.wire import RulesetsReloaded, RulesetsReloadRefused
 
 log = logging.getLogger("rewards.rulesets")
 
@@ -94,7 +98,23 @@ def record(
         "source": source,
         "loaded_by": loaded_by,
     }
-    session.execute(upsert(table).values(row).on_conflict_do_nothing(index_elements=["version"]))
+    stored = session.execute(
+        upsert(table).values(row).on_conflict_do_nothing(index_elements=["version"])
+    )
+    if cast("CursorResult[Any]", stored).rowcount == 1:  # the first load of this version, by any process: told once
+        outbox.emit(
+            session,
+            [
+                outbox.notice(
+                    "rulesets.reloaded",
+                    None,
+                    RulesetsReloaded(
+                        version=version, source=source, loaded_by=loaded_by, files=len(files)
+                    ),
+                )
+            ],
+            now,
+        )
     session.execute(
         insert(table_of(RulesetLoad)).values(
             version=version, loaded_at=now, source=source, loaded_by=loaded_by
@@ -131,6 +151,21 @@ def record_load(
         log.exception("ruleset history: version %s could not be stored", rulesets.version)
         return False
     return True
+
+
+def record_refusal(
+    database: Database, runtime: Runtime, refused: DomainError, *, trigger: str
+) -> None:
+    """Tell the outbox of a refused reload, in its own transaction (logged, never
+    raised: the refusal itself is what the caller reports)."""
+    data = RulesetsReloadRefused(
+        serving_version=runtime.rulesets.version, trigger=trigger, errors=refused.errors or []
+    )
+    try:
+        with database.transaction() as session:
+            outbox.emit(session, [outbox.notice("rulesets.reload_refused", None, data)])
+    except SQLAlchemyError:
+        log.exception("the refused reload could not be told to the outbox")
 
 
 def stored_files(session: Session, version: str) -> dict[str, str] | None:

@@ -100,9 +100,22 @@ def reload_rulesets(
     *,
     trigger: str = "api",
     record: Callable[[Rulesets], object] | None = None,
+    refused: Callable[[DomainError], object] | None = None,
 ) -> ReloadOut:
     """Load the rulesets folder and swap it in, or raise ``RulesetsRefused`` (422).
-    ``record`` is called with a newly swapped-in set (the ruleset history)."""
+    ``record`` is called with a newly swapped-in set (the ruleset history), ``refused``
+    with the refusal (the outbox)."""
+    try:
+        return _reload(runtime, trigger, record)
+    except RulesetsRefused as error:
+        if refused is not None:
+            refused(error)
+        raise
+
+
+def _reload(
+    runtime: Runtime, trigger: str, record: Callable[[Rulesets], object] | None
+) -> ReloadOut:
     state = _state(runtime)
     folder = runtime.settings.rulesets_dir
     with state.lock:

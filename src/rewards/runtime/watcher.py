@@ -83,9 +83,15 @@ class FolderWatcher:
         self.last_seen = version
         try:  # the serving version again (reloaded through the API, or an edit undone):
             # a no-op that clears the errors of a refused version
-            return reload_rulesets(self.runtime, trigger="watcher", record=self._record).changed
+            return reload_rulesets(
+                self.runtime, trigger="watcher", record=self._record, refused=self._refused
+            ).changed
         except DomainError:
             return False  # refused: logged and kept in runtime.reload_errors
+
+    def _refused(self, error: DomainError) -> None:
+        if self.database is not None:
+            history.record_refusal(self.database, self.runtime, error, trigger="watcher")
 
     def _record(self, rulesets: Rulesets) -> None:
         if self.database is not None:
