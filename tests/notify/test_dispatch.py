@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from sqlalchemy import select
+from sqlmodel import col
 
 from rewards.db.database import Database
 from rewards.db.notify_tables import Delivery, WebhookSubscription
@@ -56,7 +58,7 @@ def dispatch_until(dispatcher: Dispatcher, done: Any, timeout: float = 20.0) -> 
 
 def deliveries(database: Database) -> list[Delivery]:
     with database.transaction(write=False) as session:
-        rows = list(session.query(Delivery).order_by(Delivery.outbox_id))
+        rows = list(session.scalars(select(Delivery).order_by(col(Delivery.outbox_id))))
         for row in rows:
             session.expunge(row)
     return rows
