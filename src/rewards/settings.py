@@ -101,6 +101,7 @@ class Settings:
     broker_url: str | None = None
     webhooks_file: Path | None = None
     dispatch_in_serve: bool = True
+    dispatch_lease_seconds: float = 30.0  # a dispatcher that dies is replaced after this
     webhook_timeout_seconds: float = 15.0
     webhook_retry_base_seconds: float = 10.0
     webhook_retry_cap_seconds: float = 6 * 3600.0
@@ -147,6 +148,9 @@ class Settings:
             if env.get("REWARDS_WEBHOOKS_FILE")
             else None,
             dispatch_in_serve=(env.get("REWARDS_DISPATCH", "1") != "0"),
+            dispatch_lease_seconds=_number(
+                env, "REWARDS_DISPATCH_LEASE", defaults.dispatch_lease_seconds
+            ),
             webhook_timeout_seconds=_number(
                 env, "REWARDS_WEBHOOK_TIMEOUT", defaults.webhook_timeout_seconds
             ),
@@ -251,6 +255,11 @@ def environment() -> list[tuple[str, str, str]]:
         ),
         ("REWARDS_WEBHOOKS_FILE", "unset", "a YAML file of webhook subscriptions"),
         ("REWARDS_DISPATCH", "1", "0: serve does not dispatch notifications (run rewards dispatch)"),
+        (
+            "REWARDS_DISPATCH_LEASE",
+            f"{default.dispatch_lease_seconds:g}",
+            "seconds: another process takes over dispatching when the holder stops renewing",
+        ),
         (
             "REWARDS_WEBHOOK_RETRY_BASE",
             f"{default.webhook_retry_base_seconds:g}",

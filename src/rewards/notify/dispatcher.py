@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import msgspec
-from sqlalchemy import and_, bindparam, delete, exists, select, update
+from sqlalchemy import and_, bindparam, delete, exists, select, tuple_, update
 from sqlalchemy.orm import aliased
 
 from rewards.db.bulk import BulkInsert
@@ -64,6 +64,7 @@ class Due:
     subscription_id: str
     attempts: int
     first_attempt_at: datetime | None
+    due_at: datetime
     message: Message
 
 
@@ -94,6 +95,7 @@ class Dispatcher:
         now: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
         batch: int = 500,
+        chain: int = 50,
         concurrency: int = 32,
         poll_seconds: float = 0.2,
     ) -> None:
@@ -102,6 +104,7 @@ class Dispatcher:
         self.now = now
         self.rng = rng
         self.batch = batch
+        self.chain = chain
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         self.backoff = Backoff(
@@ -110,7 +113,7 @@ class Dispatcher:
             settings.webhook_max_attempts,
             settings.webhook_give_up_seconds,
         )
-        self.lease = Lease(database)
+        self.lease = Lease(database, ttl=settings.dispatch_lease_seconds)
         self._client: httpx.AsyncClient | None = None
         self._sinks: dict[str, tuple[str, Sink]] = {}  # subscription -> (url, sink)
         self._deliveries = BulkInsert(
@@ -187,31 +190,22 @@ class Dispatcher:
             )
             return len(rows)
 
-    def due(self) -> list[Due]:
-        """Up to ``batch`` heads of their (subscription, contact) chains, due now."""
+    def due(self) -> list[list[Due]]:
+        """Chains to send now, each in outbox order: up to ``batch`` chains whose head (the
+        first pending delivery of a subscription and contact) is due, each with up to
+        ``chain`` of its pending deliveries (sent one after the other, stopping at the
+        first failure)."""
         d = table_of(Delivery).c
         earlier = aliased(table_of(Delivery))
-        o = table_of(OutboxRow).c
-        s = table_of(WebhookSubscription).c
         blocked = exists().where(
             earlier.c.subscription_id == d.subscription_id,
             earlier.c.contact_key == d.contact_key,
             earlier.c.status == "pending",
             earlier.c.outbox_id < d.outbox_id,
         )
-        query = (
-            select(
-                d.id,
-                d.subscription_id,
-                d.attempts,
-                d.first_attempt_at,
-                d.outbox_id,
-                o.type,
-                o.contact_id,
-                o.payload,
-                o.created_at,
-            )
-            .join(table_of(OutboxRow), o.id == d.outbox_id)
+        s = table_of(WebhookSubscription).c
+        heads = (
+            select(d.subscription_id, d.contact_key)
             .join(
                 table_of(WebhookSubscription), and_(s.id == d.subscription_id, s.active.is_(True))
             )
@@ -219,27 +213,57 @@ class Dispatcher:
             .order_by(d.outbox_id)
             .limit(self.batch)
         )
+        o = table_of(OutboxRow).c
         with self.database.transaction(write=False) as session:
-            rows = session.execute(query).all()
-        return [
-            Due(
-                delivery_id=row.id,
-                subscription_id=row.subscription_id,
-                attempts=row.attempts,
-                first_attempt_at=row.first_attempt_at,
-                message=Message(
-                    id=str(row.outbox_id),
-                    type=row.type,
-                    contact_id=row.contact_id,
-                    created_at=row.created_at,
-                    body=envelope(
-                        row.outbox_id, row.type, row.contact_id, row.payload, row.created_at
-                    ),
-                    attempt=row.attempts + 1,
-                ),
-            )
-            for row in rows
-        ]
+            pairs = [tuple(row) for row in session.execute(heads).all()]
+            if not pairs:
+                return []
+            rows = session.execute(
+                select(
+                    d.id,
+                    d.subscription_id,
+                    d.contact_key,
+                    d.attempts,
+                    d.first_attempt_at,
+                    d.next_attempt_at,
+                    d.outbox_id,
+                    o.type,
+                    o.contact_id,
+                    o.payload,
+                    o.created_at,
+                )
+                .join(table_of(OutboxRow), o.id == d.outbox_id)
+                .where(d.status == "pending", tuple_(d.subscription_id, d.contact_key).in_(pairs))
+                .order_by(d.outbox_id)
+            ).all()
+        chains: dict[tuple[str, str], list[Due]] = {pair: [] for pair in pairs}
+        for row in rows:
+            chain = chains[(row.subscription_id, row.contact_key)]
+            if len(chain) < self.chain:
+                chain.append(
+                    Due(
+                        delivery_id=row.id,
+                        subscription_id=row.subscription_id,
+                        attempts=row.attempts,
+                        first_attempt_at=row.first_attempt_at,
+                        due_at=row.next_attempt_at,
+                        message=Message(
+                            id=str(row.outbox_id),
+                            type=row.type,
+                            contact_id=row.contact_id,
+                            created_at=row.created_at,
+                            body=envelope(
+                                row.outbox_id,
+                                row.type,
+                                row.contact_id,
+                                row.payload,
+                                row.created_at,
+                            ),
+                            attempt=row.attempts + 1,
+                        ),
+                    )
+                )
+        return [chain for chain in chains.values() if chain]
 
     def record(self, results: Sequence[tuple[Due, Outcome, datetime]]) -> None:
         """Each attempt's outcome, in one transaction."""
@@ -354,28 +378,34 @@ class Dispatcher:
     async def tick(self) -> int:
         """One round; the number of attempts made."""
         await asyncio.to_thread(self.fan_out)
-        due = await asyncio.to_thread(self.due)
-        if not due:
+        chains = await asyncio.to_thread(self.due)
+        if not chains:
             if self.now() - self._last_prune > timedelta(minutes=10):
                 self._last_prune = self.now()
                 await asyncio.to_thread(self.prune)
             return 0
         subscriptions = await asyncio.to_thread(
-            self._subscriptions, {item.subscription_id for item in due}
+            self._subscriptions, {chain[0].subscription_id for chain in chains}
         )
         gate = asyncio.Semaphore(self.concurrency)
+        results: list[tuple[Due, Outcome, datetime]] = []
 
-        async def attempt(item: Due) -> tuple[Due, Outcome, datetime]:
+        async def send_chain(chain: list[Due]) -> None:
             async with gate:
-                sink = self._sink(subscriptions[item.subscription_id])
-                try:
-                    outcome = await sink.send(item.message)
-                except Exception as error:  # a sink must not stop the dispatcher
-                    log.exception("sink of %s failed", item.subscription_id)
-                    outcome = Outcome(delivered=False, error=type(error).__name__)
-                return item, outcome, self.now()
+                sink = self._sink(subscriptions[chain[0].subscription_id])
+                for item in chain:  # in order; the next only once this one is delivered
+                    if item.due_at > self.now():
+                        return
+                    try:
+                        outcome = await sink.send(item.message)
+                    except Exception as error:  # a sink must not stop the dispatcher
+                        log.exception("sink of %s failed", item.subscription_id)
+                        outcome = Outcome(delivered=False, error=type(error).__name__)
+                    results.append((item, outcome, self.now()))
+                    if not outcome.delivered:
+                        return
 
-        results = await asyncio.gather(*(attempt(item) for item in due))
+        await asyncio.gather(*(send_chain(chain) for chain in chains))
         await asyncio.to_thread(self.record, results)
         return len(results)
 
