@@ -287,6 +287,45 @@ def start_rewards(database_url: str, workers: int, log: Path) -> Server:
     return Server(argv, env, log, port)
 
 
+def start_receiver(log: Path) -> Server:
+    """bench/webhook_receiver.py: answers 204 to every webhook, as cheaply as it can."""
+    port = free_port()
+    argv = [_python(), str(ROOT / "bench" / "webhook_receiver.py"), str(port)]
+    server = Server(argv, dict(os.environ), log, port, ready=None)
+    server.wait_ready()
+    return server
+
+
+def subscribe(url: str, receiver_url: str) -> None:
+    """A webhook of every notification type to the receiver (POST /v1/webhooks)."""
+    answer = httpx.post(
+        f"{url}/v1/webhooks",
+        json={"url": f"{receiver_url}/hook", "event_types": ["*"]},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+
+
+def delivery_note(database_url: str, receiver: Server) -> str:
+    """How far the dispatcher got while the load ran: deliveries made of those due."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = dict(
+            connection.execute(
+                text("SELECT status, count(*) FROM deliveries GROUP BY status")
+            ).all()
+        )
+        outbox = connection.execute(text("SELECT count(*) FROM outbox")).scalar()
+    engine.dispose()
+    return (
+        f"webhook: {rows.get('delivered', 0):,} delivered, {rows.get('pending', 0):,} pending "
+        f"of {outbox:,} notifications at the end of the run"
+    )
+
+
 def start_floor(floor_app: Path, database: Path, workers: int, log: Path) -> Server:
     """The shared floor app as its docstring says to run it (its own SQLite file)."""
     port = free_port()
@@ -542,6 +581,7 @@ class Row:
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     ratio_to_floor: float | None = None
+    note: str = ""
 
 
 def measure(
@@ -657,8 +697,9 @@ def py_spy_profiler(
 def table(rows: list[Row]) -> str:
     lines = [
         "| db | workers | endpoint | requests/s | p50 ms | p99 ms | errors "
-        "| server CPU ms/req | load gen CPU % | others' CPU % | RSS MB start → end | vs floor |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU ms/req | load gen CPU % | others' CPU % | RSS MB start → end | vs floor "
+        "| note |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         ratio = f"{r.ratio_to_floor:.2f}" if r.ratio_to_floor is not None else ""
@@ -666,7 +707,7 @@ def table(rows: list[Row]) -> str:
             f"| {r.db} | {r.workers} | {r.target} | {r.rps:,.0f} | {r.p50_ms:.1f} "
             f"| {r.p99_ms:.1f} | {r.errors} | {r.server_cpu_ms_per_req:.2f} "
             f"| {r.generator_cpu_pct:.0f} | {r.others_cpu_pct:.0f} "
-            f"| {r.rss_start_mb:.0f} → {r.rss_end_mb:.0f} | {ratio} |"
+            f"| {r.rss_start_mb:.0f} → {r.rss_end_mb:.0f} | {ratio} | {r.note} |"
         )
     return "\n".join(lines)
 
@@ -679,7 +720,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=200)
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--targets", default="floor,rewards")
+    parser.add_argument(
+        "--targets",
+        default="floor,rewards",
+        help="floor, rewards, webhook (rewards with a webhook of every notification subscribed; "
+        "its note says how far the dispatcher got)",
+    )
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument(
         "--postgres-url",
@@ -722,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         for db in databases:
             for workers in workers_list:
                 floor_row: Row | None = None
+                plain_row: Row | None = None
                 for target in targets:
                     tag = f"{db}-w{workers}-{target}"
                     with fresh_database(
@@ -735,9 +782,13 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         else:
                             server = start_rewards(url, workers, workdir / f"{tag}.log")
+                        receiver = None
                         try:
                             server.wait_ready()
-                            if target == "rewards":
+                            if target == "webhook":  # rewards, with a webhook subscribed
+                                receiver = start_receiver(workdir / f"{tag}-receiver.log")
+                                subscribe(server.url, receiver.url)
+                            if target != "floor":
                                 wallets = create_contacts(server.url, args.contacts, args.seed)
                             else:
                                 wallets = [f"W{i:06d}" for i in range(args.contacts)]
@@ -745,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
                                 wallets, 1000, args.seed, floor=target == "floor"
                             )
                             profile = None
-                            if target == "rewards":
+                            if target != "floor":
                                 profile = py_spy_profiler(
                                     args.py_spy,
                                     server,
@@ -755,13 +806,21 @@ def main(argv: list[str] | None = None) -> int:
                             result = measure(
                                 server, path, templates, args, workdir, tag, generator, profile
                             )
-                            note = check_sample(server.url) if target == "rewards" else ""
+                            note = check_sample(server.url) if target != "floor" else ""
+                            if receiver is not None:
+                                note += f" {delivery_note(url, receiver)}"
                         finally:
                             server.stop()
+                            if receiver is not None:
+                                receiver.stop()
                     row = to_row(db, workers, target, generator, result)
                     if target == "floor":
                         floor_row = row
-                    elif floor_row is not None and floor_row.rps:
+                    elif target == "rewards":
+                        plain_row = row
+                    if target == "webhook" and plain_row is not None and plain_row.rps:
+                        row.note = f"{row.rps / plain_row.rps:.2f} of rewards without"
+                    if target != "floor" and floor_row is not None and floor_row.rps:
                         row.ratio_to_floor = row.rps / floor_row.rps
                     rows.append(row)
                     print(
