@@ -11,10 +11,10 @@ from functools import cache
 from typing import Any, NamedTuple
 
 import msgspec
-from sqlalchemy import Connection
+from sqlalchemy import Connection, insert
 from sqlmodel import Session
 
-from rewards.db.bulk import BulkInsert
+from rewards.db.driver import DriverStatement, driver_cursor
 from rewards.db.notify_tables import OutboxRow
 from rewards.db.types import table_of, utcnow
 
@@ -37,11 +37,14 @@ def notice(type_: str, contact_id: str | None, data: msgspec.Struct) -> Notice:
     return Notice(type_, contact_id, _encode(data).decode())
 
 
+_COLUMNS = ("type", "contact_id", "payload", "created_at", "fanned_out")
+
+
 @cache
-def _insert(dialect: Any) -> BulkInsert:
-    return BulkInsert(
-        dialect, table_of(OutboxRow), ("type", "contact_id", "payload", "created_at", "fanned_out")
-    )
+def _insert(dialect: Any) -> DriverStatement:
+    # A plain INSERT run many times (not COPY): the intake may be in psycopg's pipeline
+    # mode, where COPY is not allowed; psycopg pipelines executemany itself.
+    return DriverStatement(insert(table_of(OutboxRow)), dialect, columns=_COLUMNS)
 
 
 def emit(
@@ -52,6 +55,11 @@ def emit(
         return
     connection = target.connection() if isinstance(target, Session) else target
     stamp = now or utcnow()
-    _insert(connection.dialect).run(
-        target, [(n.type, n.contact_id, n.payload, stamp, False) for n in notices]
-    )
+    _insert(connection.dialect).many(
+        driver_cursor(connection),
+        [
+            {"type": n.type, "contact_id": n.contact_id, "payload": n.payload,
+             "created_at": stamp, "fanned_out": False}
+            for n in notices
+        ],
+    )  # fmt: skip
