@@ -42,6 +42,7 @@ from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
 from rewards.intake import processor
 from rewards.intake.group_commit import GroupCommit
+from rewards.notify import subscriptions
 from rewards.notify.messages import openapi_webhooks
 from rewards.runs import scheduler
 from rewards.runtime import history, private_logs, watcher
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         history.record_load(
             database, runtime, runtime.rulesets, source="start", loaded_by="start-up"
         )
+        subscriptions.sync_webhooks_file(database, runtime.schemas, settings.webhooks_file)
         # Work beside requests: hot reload of the rulesets folder, scheduled runs.
         watcher.start(runtime, database)
         scheduler.start(runtime, database)
