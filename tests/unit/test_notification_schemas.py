@@ -108,3 +108,23 @@ def test_new_secrets_have_the_documented_shape() -> None:
     assert secret_problem(VECTOR_SECRET) is None
     assert secret_problem("whsec_" + "QUFB" * 7) is not None  # 21 bytes
     assert secret_problem("nope_" + VECTOR_SECRET[6:]) is not None
+
+
+def test_the_readme_verification_example_agrees_with_signing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """README's standalone verify (stdlib only) accepts and refuses as notify.signing."""
+    import re
+    import time
+
+    readme = (FOLDER.parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(import base64, hashlib, hmac, time\n.*?)```", readme, re.S)
+    assert code is not None
+    namespace: dict[str, object] = {}
+    exec(code.group(1), namespace)
+    verify = namespace["verify"]
+    monkeypatch.setattr(time, "time", lambda: float(VECTOR_TIMESTAMP))
+    assert verify(VECTOR_SECRET, _headers(), VECTOR_BODY)  # type: ignore[operator]
+    assert not verify(VECTOR_SECRET, _headers(), VECTOR_BODY + b" ")  # type: ignore[operator]
+    monkeypatch.setattr(time, "time", lambda: float(VECTOR_TIMESTAMP + 301))
+    assert not verify(VECTOR_SECRET, _headers(), VECTOR_BODY)  # type: ignore[operator]
