@@ -34,7 +34,12 @@ WebhookId = Annotated[
         max_length=36,
     ),
 ]
-DeliveryId = Annotated[int, PathParameter(description="The delivery's id.", ge=1, le=2**63 - 1)]
+# A string matched by pattern (not ``{delivery_id:int}``): a path that is not a number
+# still reaches the handler's role check and its 400, rather than no route (404).
+DeliveryId = Annotated[
+    str,
+    PathParameter(description="The delivery's id.", pattern=r"^[1-9][0-9]{0,17}$", max_length=18),
+]
 CREATED_LINKS = {
     201: {
         "GetTheWebhook": {
@@ -135,7 +140,7 @@ class WebhooksController(Controller):
         return subscriptions.list_deliveries(session, webhook_id, status, limit, cursor)
 
     @post(
-        "/{webhook_id:str}/deliveries/{delivery_id:int}/redeliver",
+        "/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver",
         operation_id="redeliver_webhook_delivery",
         summary="Send a delivery again (dead or delivered): pending, due now",
         description="The attempts so far stay in the delivery's fields. The message keeps "
@@ -153,7 +158,7 @@ class WebhooksController(Controller):
         session: SessionDep,
         runtime: RuntimeDep,
     ) -> DeliveryOut:
-        return subscriptions.redeliver(session, webhook_id, delivery_id, runtime.now())
+        return subscriptions.redeliver(session, webhook_id, int(delivery_id), runtime.now())
 
     @post(
         "/{webhook_id:str}/deliveries/redeliver-dead",
