@@ -30,6 +30,7 @@ from rewards.api.responses import (
 )
 from rewards.api.rulesets import ruleset_history_handlers
 from rewards.api.runs import run_handlers
+from rewards.api.webhooks import WebhooksController
 from rewards.console.router import (
     console_router,
     console_static,
@@ -41,6 +42,8 @@ from rewards.db.migrate import upgrade
 from rewards.engine import Evaluator, load_rulesets
 from rewards.intake import processor
 from rewards.intake.group_commit import GroupCommit
+from rewards.notify import subscriptions
+from rewards.notify.messages import openapi_webhooks
 from rewards.runs import scheduler
 from rewards.runtime import history, private_logs, watcher
 from rewards.runtime.context import Runtime
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         history.record_load(
             database, runtime, runtime.rulesets, source="start", loaded_by="start-up"
         )
+        subscriptions.sync_webhooks_file(database, runtime.schemas, settings.webhooks_file)
         # Work beside requests: hot reload of the rulesets folder, scheduled runs.
         watcher.start(runtime, database)
         scheduler.start(runtime, database)
@@ -106,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *ruleset_history_handlers(),
             *run_handlers(),
             *processor_handlers(),
+            WebhooksController,
         ],
         security=[{SECURITY_SCHEME: []}],
     )
@@ -157,6 +162,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 }
             ),
             # /schema and /schema/openapi.json: the document; /schema/swagger: Swagger UI.
+            # What subscribers receive (OpenAPI 3.1 webhooks); bodies from schemas/.
+            webhooks=dict(openapi_webhooks()),
             render_plugins=[SchemaCarryingJsonPlugin(), OfflineSwaggerPlugin("/schema")],
             path="/schema",
         ),

@@ -185,7 +185,7 @@ class SchemaRegistry:
         for path in sorted(root.rglob("*.json")):
             name = path.relative_to(root).with_suffix("").as_posix()
             document = json.loads(path.read_text())
-            if "ruleset" in name or "definition" in name:
+            if name in ("ruleset.schema", "definition.schema"):
                 continue  # ruleset file schemas are the engine's, not request bodies
             self.documents[name] = document
             self.validators[name] = _Validator(document)

@@ -817,3 +817,80 @@ class Notification(Out, kw_only=True):
     timestamp: datetime
     contact_id: str | None = None
     data: dict[str, Any]
+
+
+# Which struct is the ``data`` of each notification type (schemas/notifications/<type>.json).
+NOTIFICATION_DATA: dict[str, type[Out]] = {
+    "award.created": LedgerMoved,
+    "award.reversed": LedgerMoved,
+    "spend.created": LedgerMoved,
+    "spend.reversed": LedgerMoved,
+    "wallet.balance_changed": BalanceChanged,
+    "event.cancelled": EventCancelled,
+    "evaluation_run.finished": RunFinished,
+    "rulesets.reloaded": RulesetsReloaded,
+    "rulesets.reload_refused": RulesetsReloadRefused,
+    "processor_transaction.recorded": ProcessorTransactionRecorded,
+    "transaction_claim.accepted": TransactionClaimAccepted,
+}
+
+
+# ---- webhook subscriptions (POST /v1/webhooks; schemas/webhook_create.json) ------------
+
+
+class WebhookCreate(Base, kw_only=True):
+    url: str
+    event_types: list[str]  # notification types, or ["*"]: every type
+    secret: str | None = None  # whsec_<base64 of 24-64 bytes>; absent: one is generated
+    description: str | None = None
+
+
+WebhookSource = Literal["api", "config", "broker"]
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+
+
+class WebhookOut(Out, kw_only=True):
+    """A subscription as read back: never its secret (only the create answer shows it)."""
+
+    id: str
+    url: str
+    event_types: list[str]
+    source: WebhookSource  # api (POST /v1/webhooks), config (the webhooks file), broker
+    active: bool  # false: switched off (the endpoint answered 410, or left the file)
+    created_at: datetime
+    description: str | None = None
+
+
+class WebhookCreated(WebhookOut, kw_only=True):
+    secret: str  # shown this once: keep it to verify the signatures
+
+
+class WebhookPage(msgspec.Struct, kw_only=True):
+    items: list[WebhookOut]
+    next_cursor: str | None = None
+
+
+class DeliveryOut(msgspec.Struct, kw_only=True):
+    """One notification to one subscription and how its attempts went."""
+
+    id: int
+    outbox_id: str  # the message id: the envelope's ``id`` and the ``webhook-id`` header
+    type: str | None  # None only when the message itself is no longer kept
+    contact_id: str | None
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class DeliveryPage(msgspec.Struct, kw_only=True):
+    items: list[DeliveryOut]
+    next_cursor: str | None = None
+
+
+class RedeliveryOut(msgspec.Struct, kw_only=True):
+    redelivered: int  # dead deliveries made pending again

@@ -182,8 +182,9 @@ def _hoisted(schema: dict[str, Any], name: str, document: dict[str, Any]) -> dic
 
 
 def with_request_bodies(app: Litestar, document: dict[str, Any]) -> dict[str, Any]:
-    """Insert each handler's request body schema (named by its ``opt``) and the OpenAPI
-    links of its responses (``opt["links"]``: status -> link name -> link object)."""
+    """Insert each handler's request body schema (named by its ``opt``), the OpenAPI
+    links of its responses (``opt["links"]``: status -> link name -> link object), and
+    the body of each notification of ``webhooks`` (``schemas/notifications/<type>.json``)."""
     registry = app.state.runtime.schemas
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
@@ -204,4 +205,8 @@ def with_request_bodies(app: Litestar, document: dict[str, Any]) -> dict[str, An
                     "required": True,
                     "content": {"application/json": {"schema": body}},
                 }
+    for notification_type, item in document.get("webhooks", {}).items():
+        name = f"notifications/{notification_type}"
+        body = _hoisted(registry.documents[name], name, document)
+        item["post"]["requestBody"]["content"]["application/json"]["schema"] = body
     return document
