@@ -266,6 +266,21 @@ def environment() -> list[tuple[str, str, str]]:
             "seconds: full-jitter backoff base (doubling, capped by REWARDS_WEBHOOK_RETRY_CAP)",
         ),
         (
+            "REWARDS_WEBHOOK_RETRY_CAP",
+            f"{default.webhook_retry_cap_seconds:g}",
+            "seconds: the longest wait between two attempts of a webhook",
+        ),
+        (
+            "REWARDS_WEBHOOK_TIMEOUT",
+            f"{default.webhook_timeout_seconds:g}",
+            "seconds a webhook receiver has to answer an attempt",
+        ),
+        (
+            "REWARDS_WEBHOOK_GIVE_UP",
+            f"{default.webhook_give_up_seconds:g}",
+            "seconds after the first attempt when a delivery is dead-lettered",
+        ),
+        (
             "REWARDS_WEBHOOK_MAX_ATTEMPTS",
             str(default.webhook_max_attempts),
             "attempts before a delivery is dead-lettered (or REWARDS_WEBHOOK_GIVE_UP seconds)",

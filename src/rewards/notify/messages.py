@@ -84,7 +84,11 @@ def notification_schema(notification_type: str) -> dict[str, Any]:
         "$id": f"{SCHEMA_BASE}{notification_type}.json",
         "title": notification_type,
         **envelope,
-        "$defs": {data_struct.__name__: data},
+        # the data struct, and the structs it holds (a refused reload's errors)
+        "$defs": {
+            **{name: c for name, c in components.items() if name != "Notification"},
+            data_struct.__name__: data,
+        },
     }
 
 

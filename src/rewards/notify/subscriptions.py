@@ -222,10 +222,10 @@ def list_deliveries(
 def redeliver(
     session: Session, webhook_id: str, delivery_id: int, now: datetime | None = None
 ) -> DeliveryOut:
-    """Send a delivery again: pending, due now. Dead ones and delivered ones alike (a
-    receiver that lost a message asks for it again; it dedupes on the id). The attempts
-    so far (count, first/last attempt, last status and error, delivered_at) stay as
-    they were: they are what happened."""
+    """Send a delivery again: pending, due now, with a fresh retry budget (its attempt
+    count and first attempt start again; the last attempt, status, error and
+    ``delivered_at`` stay, as what happened). Dead ones and delivered ones alike (a
+    receiver that lost a message asks for it again; it dedupes on the id)."""
     _subscription(session, webhook_id)
     found = session.execute(
         _with_messages()
@@ -237,6 +237,7 @@ def redeliver(
     delivery, message = found
     delivery.status = "pending"
     delivery.next_attempt_at = now or utcnow()
+    delivery.attempts, delivery.first_attempt_at = 0, None
     session.add(delivery)
     session.flush()
     return _delivery_out(delivery, message)
@@ -248,7 +249,9 @@ def redeliver_dead(session: Session, webhook_id: str, now: datetime | None = Non
     result = session.execute(
         update(Delivery)
         .where(col(Delivery.subscription_id) == webhook_id, col(Delivery.status) == "dead")
-        .values(status="pending", next_attempt_at=now or utcnow())
+        .values(
+            status="pending", next_attempt_at=now or utcnow(), attempts=0, first_attempt_at=None
+        )
     )
     return RedeliveryOut(redelivered=int(getattr(result, "rowcount", 0) or 0))
 
