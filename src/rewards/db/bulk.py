@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from psycopg import pq
 from sqlalchemy import Connection, Table
 from sqlmodel import Session
 
@@ -45,6 +46,10 @@ class BulkInsert:
         self.copy = dialect.name == "postgresql"
         if self.copy:
             self.sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
+            # COPY is refused in psycopg's pipeline mode (intake.group_commit writes a
+            # purchase in one pipeline): there the rows go by executemany.
+            marks = ", ".join("%s" for _ in columns)
+            self.pipelined_sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
         else:
             marks = ", ".join("?" for _ in columns)
             self.sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
@@ -81,6 +86,9 @@ class BulkInsert:
             # ``copy`` is only set on PostgreSQL, whose driver is psycopg 3.
             driver = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
             cursor = driver.cursor()
+            if driver.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                cursor.executemany(self.pipelined_sql, values)
+                return
             with cursor.copy(self.sql) as copy:
                 for row in values:
                     copy.write_row(row)
