@@ -150,7 +150,7 @@ async def consume_nats(
                 continue
             try:
                 messages = await subscription.fetch(min(batch, concurrency - len(tasks)), timeout=1)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
                 continue  # nothing to read for now
             except Exception as error:  # reconnecting: try again shortly
                 log.warning("fetching from %s failed: %s", address.intake_stream, error)
