@@ -1,4 +1,5 @@
-"""Command line: ``rewards serve | migrate | evaluate | rulesets check | simulate | backtest``."""
+"""Command line: ``rewards serve | migrate | evaluate | consume | rulesets check | simulate |
+backtest``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
-from rewards.commands import backtest, dispatch, evaluate, rulesets, simulate
+from rewards.commands import backtest, consume, dispatch, evaluate, rulesets, simulate
 from rewards.runtime import private_logs
 from rewards.settings import (
     Settings,
@@ -127,6 +128,7 @@ def parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="upgrade the database schema to this version")
     migrate.set_defaults(run=_migrate)
     evaluate.register(commands)
+    consume.register(commands)
     rulesets.register(commands)
     simulate.register(commands)
     backtest.register(commands)

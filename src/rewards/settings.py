@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 ROLES = ("admin", "integrator", "processor", "analyst")
 _REPO_RULESETS = Path(__file__).resolve().parents[2] / "rulesets"
@@ -57,6 +59,118 @@ def parse_budget(name: str, raw: str) -> Budget:
     if not (sep and count.isdigit() and seconds.isdigit() and int(count) > 0 and int(seconds) > 0):
         raise SettingsError(f"{name}: {raw!r} is not '<count>/<seconds>' with both above 0")
     return Budget(int(count), int(seconds))
+
+
+_BROKER_SCHEMES: dict[str, Literal["nats", "amqp"]] = {
+    "nats": "nats",
+    "tls": "nats",
+    "amqp": "amqp",
+    "amqps": "amqp",
+}
+_BROKER_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerAddress:
+    """A broker URL (``REWARDS_BROKER_URL``, ``rewards consume --broker``) and the names
+    every stream, subject, exchange and queue of rewards takes from its ``prefix`` query
+    parameter (default ``rewards``; tests use a prefix of their own). The query
+    parameters of rewards are taken off ``url``, the address the client connects to.
+
+    NATS JetStream: notifications on ``<prefix>.<type>`` in stream ``<PREFIX>`` (one
+    subject per notification type, not ``<prefix>.>``: streams may not overlap, and
+    intake and its dead letters live beside it), customer events in on
+    ``<prefix>.in.<type>`` (stream ``<PREFIX>_IN``, durable pull consumer
+    ``<prefix>-consume``), refused ones on ``<prefix>.dlq.in`` (stream ``<PREFIX>_DLQ``).
+    RabbitMQ: notifications to the topic exchange ``<prefix>`` (routing key ``<type>``),
+    kept in queue ``<prefix>.notifications`` (``?queue=NAME`` another, ``?queue=`` none);
+    customer events in from queue ``<prefix>.in`` (bound to exchange ``<prefix>.in`` with
+    ``in.*``), refused ones in ``<prefix>.in.dlq``."""
+
+    kind: Literal["nats", "amqp"]
+    url: str
+    prefix: str = "rewards"
+    queue: str | None = None  # amqp: the queue every notification is kept in (None: none)
+
+    @property
+    def stream(self) -> str:
+        return self.prefix.upper().replace("-", "_")
+
+    def subject(self, notification_type: str) -> str:
+        return f"{self.prefix}.{notification_type}"
+
+    @property
+    def intake_stream(self) -> str:
+        return f"{self.stream}_IN"
+
+    @property
+    def intake_subjects(self) -> str:
+        return f"{self.prefix}.in.>"
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self.stream}_DLQ"
+
+    @property
+    def dlq_subject(self) -> str:
+        return f"{self.prefix}.dlq.in"
+
+    @property
+    def durable(self) -> str:
+        return f"{self.prefix}-consume"
+
+    @property
+    def exchange(self) -> str:
+        return self.prefix
+
+    @property
+    def intake_exchange(self) -> str:
+        return f"{self.prefix}.in"
+
+    @property
+    def intake_queue(self) -> str:
+        return f"{self.prefix}.in"
+
+    @property
+    def dlq_queue(self) -> str:
+        return f"{self.prefix}.in.dlq"
+
+    @property
+    def shown(self) -> str:
+        """The URL without its password, for logs."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``nats://host:4222`` (or ``tls://``) or ``amqp://user:pass@host:5672/vhost`` (or
+    ``amqps://``), with the optional query parameters ``prefix`` and (amqp) ``queue``; a
+    SettingsError naming what is wrong otherwise."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        raise SettingsError(f"REWARDS_BROKER_URL: {error}") from None
+    kind = _BROKER_SCHEMES.get(parts.scheme.lower())
+    if kind is None or not parts.hostname:
+        raise SettingsError(
+            f"REWARDS_BROKER_URL: {parts.scheme or url!r} is not a broker URL: use "
+            "nats://host:4222 (NATS JetStream) or amqp://user:password@host:5672/ (RabbitMQ)"
+        )
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    prefix = query.pop("prefix", "rewards")
+    if not _BROKER_PREFIX.match(prefix):
+        raise SettingsError(
+            f"REWARDS_BROKER_URL: prefix {prefix!r} is not lower-case letters, digits, - or _"
+        )
+    queue: str | None = None
+    if kind == "amqp":
+        queue = query.pop("queue", f"{prefix}.notifications") or None
+    elif query:
+        raise SettingsError(f"REWARDS_BROKER_URL: unknown parameter(s) {', '.join(query)}")
+    bare = urlunsplit(parts._replace(query=urlencode(query)))
+    return BrokerAddress(kind=kind, url=bare, prefix=prefix, queue=queue)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,7 +368,11 @@ def environment() -> list[tuple[str, str, str]]:
             "also publish notifications to nats://host:4222 (JetStream) or amqp://... (RabbitMQ)",
         ),
         ("REWARDS_WEBHOOKS_FILE", "unset", "a YAML file of webhook subscriptions"),
-        ("REWARDS_DISPATCH", "1", "0: serve does not dispatch notifications (run rewards dispatch)"),
+        (
+            "REWARDS_DISPATCH",
+            "1",
+            "0: serve does not dispatch notifications (run rewards dispatch)",
+        ),
         (
             "REWARDS_DISPATCH_LEASE",
             f"{default.dispatch_lease_seconds:g}",

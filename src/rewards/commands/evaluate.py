@@ -59,17 +59,9 @@ def register(commands: Any) -> None:
 
 
 def _runtime(settings: Settings) -> Any:
-    from rewards.engine import Evaluator, load_rulesets
-    from rewards.intake.processor import record_overdue
-    from rewards.runtime.context import Runtime
-    from rewards.schemas import SchemaRegistry
+    from rewards.intake.process import build_runtime
 
-    return Runtime(
-        settings=settings,
-        evaluator=Evaluator(load_rulesets(settings.rulesets_dir)),
-        schemas=SchemaRegistry(),
-        before_run=record_overdue,
-    )
+    return build_runtime(settings)
 
 
 def _worker_process(run_id: str, chunk_size: int) -> None:
