@@ -216,6 +216,9 @@ class Settings:
     webhooks_file: Path | None = None
     dispatch_in_serve: bool = True
     dispatch_lease_seconds: float = 30.0  # a dispatcher that dies is replaced after this
+    # The part of the time the dispatcher inside rewards serve may be busy (it rests in
+    # proportion after each round): intake keeps the database; rewards dispatch: all.
+    dispatch_share: float = 0.25
     webhook_timeout_seconds: float = 15.0
     webhook_retry_base_seconds: float = 10.0
     webhook_retry_cap_seconds: float = 6 * 3600.0
@@ -265,6 +268,7 @@ class Settings:
             dispatch_lease_seconds=_number(
                 env, "REWARDS_DISPATCH_LEASE", defaults.dispatch_lease_seconds
             ),
+            dispatch_share=_share(env, "REWARDS_DISPATCH_SHARE", defaults.dispatch_share),
             webhook_timeout_seconds=_number(
                 env, "REWARDS_WEBHOOK_TIMEOUT", defaults.webhook_timeout_seconds
             ),
@@ -298,6 +302,13 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}: {raw!r} is not a number") from None
     if not 0 <= value < float("inf"):
         raise SettingsError(f"{name}: {raw!r} is not a number of 0 or more")
+    return value
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if not 0 < value <= 1:
+        raise SettingsError(f"{name}: {env.get(name)!r} is not a share above 0 and at most 1")
     return value
 
 
@@ -377,6 +388,11 @@ def environment() -> list[tuple[str, str, str]]:
             "REWARDS_DISPATCH_LEASE",
             f"{default.dispatch_lease_seconds:g}",
             "seconds: another process takes over dispatching when the holder stops renewing",
+        ),
+        (
+            "REWARDS_DISPATCH_SHARE",
+            f"{default.dispatch_share:g}",
+            "the part of the time serve's dispatcher may be busy (it rests in proportion)",
         ),
         (
             "REWARDS_WEBHOOK_RETRY_BASE",

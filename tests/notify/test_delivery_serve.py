@@ -26,6 +26,7 @@ FAST_RETRIES = {
     "REWARDS_WEBHOOK_RETRY_BASE": "0.05",
     "REWARDS_WEBHOOK_RETRY_CAP": "0.5",
     "REWARDS_DISPATCH_LEASE": "3",  # the killed server's lease lapses in 3 s, not 30
+    "REWARDS_DISPATCH_SHARE": "1",  # no rest between rounds: the test waits for every delivery
 }
 BEANS = [{"sku": "BEANS-PREMIUM-KENYA", "quantity": 2, "net_amount": "12.00", "vat_amount": "2.28"}]
 

@@ -16,9 +16,12 @@ backoff; or dead). Only the holder of the lease (``notify.lease``) ticks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,7 +43,8 @@ from rewards.settings import Settings
 
 log = logging.getLogger("rewards.notify")
 BROKER_SUBSCRIPTION = "broker"
-KEEP = timedelta(days=7)  # delivered deliveries and their outbox rows are pruned after this
+KEEP = timedelta(days=7)
+NICENESS = 19  # of the dispatcher's thread in rewards serve  # delivered deliveries and their outbox rows are pruned after this
 
 
 class _Envelope(msgspec.Struct, omit_defaults=True):
@@ -98,6 +102,7 @@ class Dispatcher:
         chain: int = 50,
         concurrency: int = 32,
         poll_seconds: float = 0.2,
+        share: float = 1.0,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -107,6 +112,10 @@ class Dispatcher:
         self.chain = chain
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
+        # The part of the time it may be busy: 1 alone (rewards dispatch); beside the
+        # workers of rewards serve, what the setting gives, so a backlog after a burst of
+        # intake is carried off without taking the database from the intake.
+        self.share = share
         self.backoff = Backoff(
             settings.webhook_retry_base_seconds,
             settings.webhook_retry_cap_seconds,
@@ -417,6 +426,7 @@ class Dispatcher:
                 if not self.lease.held() and not await asyncio.to_thread(self.lease.acquire):
                     await asyncio.sleep(1.0)
                     continue
+                started = time.monotonic()
                 try:
                     made = await self.tick()
                 except Exception:
@@ -425,6 +435,10 @@ class Dispatcher:
                     await asyncio.sleep(1.0)
                 if made == 0:
                     await asyncio.sleep(self.poll_seconds)
+                elif self.share < 1.0:  # rest in proportion: busy ``share`` of the time
+                    await asyncio.sleep(
+                        (time.monotonic() - started) * (1 - self.share) / self.share
+                    )
         finally:
             await self.close()
             await asyncio.to_thread(self.lease.release)
@@ -455,7 +469,13 @@ def run_in_thread(
     stop = threading.Event()
 
     def main() -> None:
-        asyncio.run(Dispatcher(database, settings).run(stop))
+        # Intake first: the workers take the machine's cores while requests come in, and
+        # the dispatcher (this thread alone) takes what they leave, catching up when
+        # they are idle. Linux niceness is per thread.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+        dispatcher = Dispatcher(database, settings, share=settings.dispatch_share)
+        asyncio.run(dispatcher.run(stop))
 
     thread = threading.Thread(target=main, name="rewards-dispatcher", daemon=True)
     thread.start()
