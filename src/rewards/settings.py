@@ -91,6 +91,10 @@ class BrokerAddress:
     url: str
     prefix: str = "rewards"
     queue: str | None = None  # amqp: the queue every notification is kept in (None: none)
+    # nats: seconds a message taken by `rewards consume` may go unacknowledged before
+    # JetStream gives it to another consumer (``?ack_wait=``): a killed consumer's share
+    # comes back after this. RabbitMQ gives it back when the connection drops.
+    ack_wait: float = 60.0
 
     @property
     def stream(self) -> str:
@@ -165,12 +169,21 @@ def parse_broker_url(url: str) -> BrokerAddress:
             f"REWARDS_BROKER_URL: prefix {prefix!r} is not lower-case letters, digits, - or _"
         )
     queue: str | None = None
+    ack_wait = 60.0
     if kind == "amqp":
         queue = query.pop("queue", f"{prefix}.notifications") or None
-    elif query:
+    elif "ack_wait" in query:
+        raw = query.pop("ack_wait")
+        try:
+            ack_wait = float(raw)
+        except ValueError:
+            ack_wait = 0.0
+        if not 1 <= ack_wait <= 3600:
+            raise SettingsError(f"REWARDS_BROKER_URL: ack_wait {raw!r} is not 1 to 3600 seconds")
+    if kind == "nats" and query:
         raise SettingsError(f"REWARDS_BROKER_URL: unknown parameter(s) {', '.join(query)}")
     bare = urlunsplit(parts._replace(query=urlencode(query)))
-    return BrokerAddress(kind=kind, url=bare, prefix=prefix, queue=queue)
+    return BrokerAddress(kind=kind, url=bare, prefix=prefix, queue=queue, ack_wait=ack_wait)
 
 
 @dataclass(frozen=True, kw_only=True)

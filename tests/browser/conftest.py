@@ -34,8 +34,11 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    """Chromium, for the tests of this package only: Playwright's sync API keeps an event
+    loop running on the main thread while it is open, where later tests' asyncio.run
+    would fail."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

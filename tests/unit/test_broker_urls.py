@@ -42,3 +42,10 @@ def test_amqp_names_and_the_parameters_of_rewards_taken_off() -> None:
 def test_refused(url: str, says: str) -> None:
     with pytest.raises(SettingsError, match=says):
         check_broker_url(url)
+
+
+def test_how_long_nats_waits_for_an_ack_is_a_parameter() -> None:
+    assert check_broker_url("nats://h:4222").ack_wait == 60
+    assert check_broker_url("nats://h:4222?ack_wait=5").ack_wait == 5
+    with pytest.raises(SettingsError, match="ack_wait"):
+        check_broker_url("nats://h:4222?ack_wait=0")

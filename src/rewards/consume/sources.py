@@ -26,7 +26,6 @@ from rewards.settings import BrokerAddress
 
 log = logging.getLogger("rewards.consume")
 
-ACK_WAIT = 60.0  # seconds a delivered message may go unacknowledged before redelivery
 MAX_ACK_PENDING = 10_000  # messages delivered and not yet acknowledged, all processes
 PUBLISH_TIMEOUT = 10.0
 
@@ -134,7 +133,7 @@ async def consume_nats(
                 durable_name=address.durable,
                 filter_subject=address.intake_subjects,
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT,
+                ack_wait=address.ack_wait,
                 max_deliver=-1,
                 max_ack_pending=MAX_ACK_PENDING,
             ),
@@ -160,7 +159,7 @@ async def consume_nats(
                 task = asyncio.create_task(process(NatsDelivery(message, js, address)))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-        if tasks:  # settle what was taken; what is not acked comes back after ACK_WAIT
+        if tasks:  # settle what was taken; what is not acked comes back after address.ack_wait
             await asyncio.wait(tasks, timeout=30)
         await subscription.unsubscribe()
     finally:
