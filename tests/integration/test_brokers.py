@@ -29,10 +29,13 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from rewards.db.database import Database
+from rewards.db.notify_tables import Delivery, OutboxRow
 from rewards.db.tables import Event, Wallet
 from rewards.notify.brokers import broker_sink
+from rewards.notify.dispatcher import Dispatcher
 from rewards.notify.sinks import Message
 from rewards.settings import parse_broker_url
 from tests.conftest import ADMIN_KEY, BOTH, ROOT, purchase_body
@@ -131,6 +134,11 @@ async def _published(url: str, messages: list[Message]) -> list[tuple[str, bytes
             assert outcome.delivered, outcome
     finally:
         await sink.close()
+    return await _read(url)
+
+
+async def _read(url: str) -> list[tuple[str, bytes]]:
+    """(message id, body) of every notification on the broker, as a consumer reads them."""
     address = parse_broker_url(url)
     read: list[tuple[str, bytes]] = []
     if address.kind == "nats":
@@ -138,7 +146,7 @@ async def _published(url: str, messages: list[Message]) -> list[tuple[str, bytes
         js = client.jetstream()
         subscription = await js.pull_subscribe(f"{address.prefix}.>", stream=address.stream)
         with contextlib.suppress(nats.errors.TimeoutError):
-            for got in await subscription.fetch(10, timeout=2):
+            for got in await subscription.fetch(100, timeout=2):
                 assert got.headers["Content-Type"] == "application/json"
                 read.append((got.headers["Nats-Msg-Id"], got.data))
                 await got.ack()
@@ -155,6 +163,40 @@ async def _published(url: str, messages: list[Message]) -> list[tuple[str, bytes
             await got.ack()
         await connection.close()
     return read
+
+
+def test_the_dispatcher_publishes_the_outbox_to_the_broker(broker: str, app: Litestar) -> None:
+    """End to end: a purchase's notifications, from the outbox through the dispatcher's
+    broker subscription to a consumer of the broker, each with its outbox id."""
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        gold = client.post("/v1/contacts", json={"segments": ["gold"]}).json()
+        made = client.post("/v1/events/purchases", json=basket(gold["wallet"]["code"], "e2e-1"))
+        assert made.status_code == 201 and made.json()["awards"], made.text
+    database: Database = app.state.database
+    dispatcher = Dispatcher(database, app.state.runtime.settings.with_changes(broker_url=broker))
+
+    async def dispatch() -> None:
+        await asyncio.to_thread(dispatcher.ensure_broker_subscription)
+        for _ in range(50):
+            await dispatcher.tick()
+            with database.transaction(write=False) as session:
+                left = session.scalar(
+                    select(func.count()).where(col(Delivery.status) != "delivered")
+                )
+            if left == 0:
+                break
+            await asyncio.sleep(0.05)
+        await dispatcher.close()
+
+    asyncio.run(dispatch())
+    with database.transaction(write=False) as session:
+        outbox_ids = {str(i) for i in session.scalars(select(col(OutboxRow.id)))}
+    read = asyncio.run(_read(broker))
+    ids = {message_id.removeprefix("rewards-") for message_id, _ in read}
+    assert ids == outbox_ids  # every notification committed, once each
+    types = [json.loads(body)["type"] for _, body in read]
+    assert "award.created" in types and "wallet.balance_changed" in types
 
 
 def test_the_sink_publishes_each_notification_with_its_id(broker: str) -> None:
@@ -324,7 +366,7 @@ def dead_letters(url: str) -> list[tuple[dict[str, Any], bytes]]:
             js = client.jetstream()
             subscription = await js.pull_subscribe(address.dlq_subject, stream=address.dlq_stream)
             with contextlib.suppress(nats.errors.TimeoutError):
-                for got in await subscription.fetch(10, timeout=2):
+                for got in await subscription.fetch(100, timeout=2):
                     found.append((json.loads(got.headers["Rewards-Problem"]), got.data))
             await client.close()
             return found
