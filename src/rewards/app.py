@@ -39,17 +39,14 @@ from rewards.console.router import (
 )
 from rewards.db.database import Database
 from rewards.db.migrate import upgrade
-from rewards.engine import Evaluator, load_rulesets
-from rewards.intake import processor
 from rewards.intake.group_commit import GroupCommit
+from rewards.intake.process import build_runtime
 from rewards.notify import subscriptions
 from rewards.notify.messages import openapi_webhooks
 from rewards.runs import scheduler
 from rewards.runtime import history, private_logs, watcher
-from rewards.runtime.context import Runtime
 from rewards.runtime.rate_counters import RateCounters, RedisCounters, SqlCounters
 from rewards.runtime.ratelimit import OtpLimits
-from rewards.schemas import shared_registry
 from rewards.settings import Settings
 
 log = logging.getLogger("rewards")
@@ -60,12 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     private_logs.install()
     database = Database(settings.database_url, echo=settings.sql_echo)
-    runtime = Runtime(
-        settings=settings,
-        evaluator=Evaluator(load_rulesets(settings.rulesets_dir)),
-        schemas=shared_registry(),
-        before_run=processor.record_overdue,
-    )
+    runtime = build_runtime(settings)
     intake = GroupCommit(database, runtime)
     # Counters every worker process shares: Redis when configured, else the database.
     counters: RateCounters = (
@@ -139,7 +131,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "intake": intake,
                 "otp_limits": otp_limits,
                 "counters": counters,
-                "console_keys": dict(settings.api_keys),
             }
         ),
         openapi_config=OpenAPIConfig(

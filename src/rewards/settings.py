@@ -273,7 +273,7 @@ class Settings:
                 env, "REWARDS_CONSOLE_SESSION_SECONDS", defaults.console_session_seconds
             ),
             console_secure_cookie=(env.get("REWARDS_CONSOLE_SECURE_COOKIE", "0") == "1"),
-            broker_url=env.get("REWARDS_BROKER_URL") or None,
+            broker_url=_broker_url(env),
             webhooks_file=Path(env["REWARDS_WEBHOOKS_FILE"])
             if env.get("REWARDS_WEBHOOKS_FILE")
             else None,
@@ -316,6 +316,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 <= value < float("inf"):
         raise SettingsError(f"{name}: {raw!r} is not a number of 0 or more")
     return value
+
+
+def _broker_url(env: Mapping[str, str]) -> str | None:
+    """``REWARDS_BROKER_URL`` as given, once it parses (a wrong scheme or parameter is a
+    one-line refusal at start-up, not a dispatcher failing every round)."""
+    url = env.get("REWARDS_BROKER_URL") or None
+    if url is not None:
+        parse_broker_url(url)
+    return url
 
 
 def _share(env: Mapping[str, str], name: str, default: float) -> float:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from rewards.notify.brokers import check_broker_url
-from rewards.settings import SettingsError
+from rewards.settings import Settings, SettingsError, parse_broker_url
 
 
 def test_nats_names() -> None:
-    address = check_broker_url("nats://127.0.0.1:4222")
+    address = parse_broker_url("nats://127.0.0.1:4222")
     assert (address.kind, address.url) == ("nats", "nats://127.0.0.1:4222")
     assert address.stream == "REWARDS"
     assert address.subject("award.created") == "rewards.award.created"
@@ -21,12 +20,12 @@ def test_nats_names() -> None:
 
 
 def test_amqp_names_and_the_parameters_of_rewards_taken_off() -> None:
-    address = check_broker_url("amqp://u:secret@mq:5672/shop?prefix=loyalty&heartbeat=30")
+    address = parse_broker_url("amqp://u:secret@mq:5672/shop?prefix=loyalty&heartbeat=30")
     assert (address.kind, address.url) == ("amqp", "amqp://u:secret@mq:5672/shop?heartbeat=30")
     assert (address.exchange, address.queue) == ("loyalty", "loyalty.notifications")
     assert (address.intake_queue, address.dlq_queue) == ("loyalty.in", "loyalty.in.dlq")
     assert address.shown == "amqp://mq:5672/shop"  # no password in logs
-    assert check_broker_url("amqps://mq/?queue=").queue is None
+    assert parse_broker_url("amqps://mq/?queue=").queue is None
 
 
 @pytest.mark.parametrize(
@@ -41,11 +40,17 @@ def test_amqp_names_and_the_parameters_of_rewards_taken_off() -> None:
 )
 def test_refused(url: str, says: str) -> None:
     with pytest.raises(SettingsError, match=says):
-        check_broker_url(url)
+        parse_broker_url(url)
 
 
 def test_how_long_nats_waits_for_an_ack_is_a_parameter() -> None:
-    assert check_broker_url("nats://h:4222").ack_wait == 60
-    assert check_broker_url("nats://h:4222?ack_wait=5").ack_wait == 5
+    assert parse_broker_url("nats://h:4222").ack_wait == 60
+    assert parse_broker_url("nats://h:4222?ack_wait=5").ack_wait == 5
     with pytest.raises(SettingsError, match="ack_wait"):
-        check_broker_url("nats://h:4222?ack_wait=0")
+        parse_broker_url("nats://h:4222?ack_wait=0")
+
+
+def test_a_wrong_broker_url_is_refused_at_start_up() -> None:
+    with pytest.raises(SettingsError, match="REWARDS_BROKER_URL"):
+        Settings.from_env({"REWARDS_BROKER_URL": "kafka://broker:9092"})
+    assert Settings.from_env({"REWARDS_BROKER_URL": "nats://h:4222"}).broker_url == "nats://h:4222"

@@ -143,8 +143,9 @@ class WebhooksController(Controller):
         "/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver",
         operation_id="redeliver_webhook_delivery",
         summary="Send a delivery again (dead or delivered): pending, due now",
-        description="The attempts so far stay in the delivery's fields. The message keeps "
-        "its id: the receiver dedupes on it. Per contact, messages still go out in order: "
+        description="A fresh retry budget: the attempt count and first attempt start "
+        "again; the last attempt's status and error stay. The message keeps its id: the "
+        "receiver dedupes on it. Per contact, messages still go out in order: "
         "a redelivered message goes before that contact's later pending ones.",
         status_code=200,
         opt=ADMIN,

@@ -3,10 +3,8 @@ form reading, flash messages and where a form may send people back to."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
-import msgspec
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.params import SkipValidation
@@ -16,14 +14,11 @@ from sqlmodel import Session
 from rewards.console.session import ConsoleUser, csrf_token
 from rewards.runtime.context import Runtime
 
-T = TypeVar("T")
-
 # Injected by name (the app's dependencies and the console router's): ours, not user input.
 SessionDep = NamedDependency[SkipValidation[Session]]
 RuntimeDep = NamedDependency[SkipValidation[Runtime]]
 UserDep = NamedDependency[SkipValidation[ConsoleUser]]
 ConsoleRequest = Request[Any, Any, Any]
-Opt = Annotated[dict[str, Any], "handler opt"]
 
 
 def page(
@@ -60,13 +55,6 @@ async def read_form(request: ConsoleRequest) -> dict[str, str]:
 async def read_form_lists(request: ConsoleRequest) -> dict[str, list[str]]:
     form = await request.form()
     return {key: [v for v in form.getall(key) if isinstance(v, str)] for key in form}
-
-
-def form_struct(form: Mapping[str, str], struct: type[T]) -> T:
-    """A form decoded into its struct; empty fields are absent (their defaults)."""
-    return msgspec.convert(
-        {key: value for key, value in form.items() if value != ""}, struct, strict=False
-    )
 
 
 def safe_next(target: str | None, default: str = "/console/") -> str:

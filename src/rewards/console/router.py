@@ -4,6 +4,7 @@ pages and the static files. Every route is left out of the OpenAPI document."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from rewards.console import auth, contacts, dashboard, events, offers, rulesets,
 from rewards.console.pages import ConsoleRequest, page
 from rewards.console.session import COOKIE, ConsoleUser, csrf_ok, current_user, session_secret
 from rewards.errors import DomainError
+from rewards.runtime.context import Runtime
 from rewards.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -70,9 +72,9 @@ def _on_unexpected(request: ConsoleRequest, error: Exception) -> Response[Any]:
     )
 
 
-def _keys(request: ConsoleRequest) -> dict[str, str]:
-    keys: dict[str, str] = request.app.state.console_keys
-    return keys
+def _keys(request: ConsoleRequest) -> Mapping[str, str]:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.settings.api_keys
 
 
 async def _check_access(request: ConsoleRequest) -> Response[Any] | None:

@@ -42,15 +42,9 @@ DUPLICATE_WINDOW = 3600.0  # JetStream drops a repeated Nats-Msg-Id within this 
 MAX_AGE = 7 * 86400.0  # notifications kept in a new REWARDS stream
 
 
-def check_broker_url(url: str) -> BrokerAddress:
-    """The parsed URL; a ``SettingsError`` at start-up for a scheme that is neither NATS
-    nor AMQP (or a malformed prefix)."""
-    return parse_broker_url(url)
-
-
 def broker_sink(url: str) -> Sink:
     """The sink of the broker subscription (``REWARDS_BROKER_URL``)."""
-    address = check_broker_url(url)
+    address = parse_broker_url(url)
     return NatsSink(address) if address.kind == "nats" else AmqpSink(address)
 
 

@@ -39,7 +39,7 @@ from rewards.notify.backoff import Backoff
 from rewards.notify.lease import Lease
 from rewards.notify.sinks import Message, Outcome, Sink
 from rewards.notify.webhooks import WebhookSink
-from rewards.settings import Settings
+from rewards.settings import Settings, parse_broker_url
 
 log = logging.getLogger("rewards.notify")
 BROKER_SUBSCRIPTION = "broker"
@@ -152,7 +152,7 @@ class Dispatcher:
                     row.active = False
                     session.add(row)
                 return
-            shown = _without_password(url)
+            shown = parse_broker_url(url).shown  # no credentials in the table
             if row is None:
                 row = WebhookSubscription(
                     id=BROKER_SUBSCRIPTION,
@@ -450,15 +450,6 @@ class Dispatcher:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.partition(":")[0]
-    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def run_in_thread(
